@@ -1,0 +1,116 @@
+"""Async engine and session factory, plus translation of driver errors into domain errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.errors import ConstraintViolation, DatabaseUnavailable, DomainError, InvalidData
+from app.settings import DatabaseSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    server_settings = {"application_name": "tpa-gis"}
+    if settings.statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+    return create_async_engine(
+        settings.url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_pre_ping=True,
+        echo=settings.echo,
+        connect_args={"timeout": settings.connect_timeout_s, "server_settings": server_settings},
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if database_url:
+        cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def migration_heads() -> set[str]:
+    """The revision ids at the head of the migration scripts shipped with this code."""
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+async def current_revisions(engine: AsyncEngine) -> set[str]:
+    """Revisions recorded in the database (empty when it was never migrated)."""
+    async with engine.connect() as conn:
+        exists = await conn.scalar(text("SELECT to_regclass('public.alembic_version') IS NOT NULL"))
+        if not exists:
+            return set()
+        rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+        return {r[0] for r in rows}
+
+
+# SQLSTATE classes -> domain errors. Messages come from the server's constraint names, never from data.
+_INTEGRITY_TITLES = {
+    "23503": "Reference to a row that does not exist",
+    "23505": "Duplicate key",
+    "23514": "Value violates a check constraint",
+    "23502": "Missing required value",
+    "23P01": "Overlapping rows",
+}
+
+
+def translate_db_error(exc: BaseException) -> DomainError:
+    """Turn a SQLAlchemy/asyncpg error into a safe, user-facing domain error."""
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None) or orig
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(orig, "sqlstate", None)
+    constraint = getattr(cause, "constraint_name", None)
+    detail_msg = getattr(cause, "message", None) or ""
+    if isinstance(exc, IntegrityError) or (sqlstate and sqlstate.startswith("23")):
+        title = _INTEGRITY_TITLES.get(sqlstate or "", "Integrity constraint violated")
+        where = f" (constraint {constraint})" if constraint else ""
+        return ConstraintViolation(f"{title}{where}.", constraint=constraint, sqlstate=sqlstate)
+    if sqlstate and (sqlstate.startswith("22") or sqlstate == "XX000" and "geometry" in detail_msg.lower()):
+        return InvalidData(f"Invalid value: {detail_msg}" if detail_msg else "Invalid value.")
+    if sqlstate == "P0001":  # raised by our triggers with a user-facing message
+        return ConstraintViolation(detail_msg or "Rejected by a data rule.", sqlstate=sqlstate)
+    if isinstance(exc, (OSError, ConnectionError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return DatabaseUnavailable("The database is not reachable.")
+    return DatabaseUnavailable("The database failed to process the request.")
+
+
+@asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    """Context manager for the repository boundary: driver errors become DomainErrors."""
+    try:
+        yield
+    except DomainError:
+        raise
+    except (DBAPIError, OSError, ConnectionError) as exc:
+        raise translate_db_error(exc) from exc
+
+
+def execute_sql_script(connection: Connection, sql: str) -> None:
+    """Run a multi-statement SQL script on a (sync-facade) connection inside its current transaction.
+
+    SQLAlchemy's asyncpg adapter prepares every statement, and a prepared statement holds only one
+    command, so the script goes to asyncpg's simple-query ``execute`` directly. A trivial statement
+    first makes the adapter open its transaction, so the script runs inside it (all or nothing).
+    """
+    connection.exec_driver_sql("SELECT 1")
+    adapted = connection.connection.dbapi_connection
+    adapted.await_(connection.connection.driver_connection.execute(sql))  # type: ignore[union-attr]

@@ -1,0 +1,256 @@
+"""Code lists of DOMAIN.md §1–2 as Python enums.
+
+The database has the same lists as PostgreSQL enum types (migrations/sql/0001_schema.sql);
+``tests/test_schema.py`` fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class AdminLevel(IntEnum):
+    COUNTRY, PROVINCE, PREFECTURE, COUNTY, TOWNSHIP, VILLAGE = range(6)
+
+
+class Cause(StrEnum):
+    """致贫原因 (registry form): one main cause plus up to two others."""
+
+    illness = "illness"  # 因病
+    disability = "disability"  # 因残
+    schooling = "schooling"  # 因学
+    disaster = "disaster"  # 因灾
+    lack_land = "lack_land"  # 缺土地
+    lack_water = "lack_water"  # 缺水
+    lack_skills = "lack_skills"  # 缺技术
+    lack_labour = "lack_labour"  # 缺劳力
+    lack_capital = "lack_capital"  # 缺资金
+    poor_transport = "poor_transport"  # 交通条件落后
+    lack_motivation = "lack_motivation"  # 自身发展动力不足
+    other = "other"  # 其它
+
+
+class Need(StrEnum):
+    L_FOOD = "L_FOOD"
+    L_CLOTH = "L_CLOTH"
+    L_EDU = "L_EDU"
+    L_HEALTH = "L_HEALTH"
+    L_HOUSE = "L_HOUSE"
+    L_WATER = "L_WATER"
+    P_SKILL = "P_SKILL"
+    P_JOB = "P_JOB"
+    P_CAPITAL = "P_CAPITAL"
+    P_LAND = "P_LAND"
+    P_IRRIG = "P_IRRIG"
+    P_ROAD = "P_ROAD"
+    P_MARKET = "P_MARKET"
+    P_INDUSTRY = "P_INDUSTRY"
+    P_MOTIV = "P_MOTIV"
+    P_RELOC = "P_RELOC"
+    P_RESIL = "P_RESIL"
+
+
+LIVING_NEEDS = tuple(n for n in Need if n.startswith("L_"))
+PRODUCTION_NEEDS = tuple(n for n in Need if n.startswith("P_"))
+
+
+class ProjectType(StrEnum):
+    industry = "industry"
+    employment = "employment"
+    relocation = "relocation"
+    infrastructure_road = "infrastructure_road"
+    infrastructure_water = "infrastructure_water"
+    infrastructure_power_broadband = "infrastructure_power_broadband"
+    housing_renovation = "housing_renovation"
+    education = "education"
+    health = "health"
+    social_security = "social_security"
+    ecological_compensation = "ecological_compensation"
+    photovoltaic = "photovoltaic"
+    ecommerce = "ecommerce"
+    tourism = "tourism"
+    microfinance = "microfinance"
+    asset_income = "asset_income"  # cooperative dividends
+    land_transfer = "land_transfer"
+    skills_training = "skills_training"
+
+
+class ProjectStatus(StrEnum):
+    planned = "planned"
+    under_construction = "under_construction"
+    operating = "operating"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class FacilityClass(StrEnum):
+    school_primary = "school_primary"
+    school_junior = "school_junior"
+    clinic = "clinic"
+    hospital = "hospital"
+    market = "market"
+    bank = "bank"
+    bus_stop = "bus_stop"
+    water_plant = "water_plant"
+    township_government = "township_government"  # added: the demo and gap analyses need 乡镇政府 points
+
+
+class IdStandard(StrEnum):
+    national = "national"
+    provincial = "provincial"
+    municipal = "municipal"
+
+
+class HouseholdType(StrEnum):
+    general = "general"  # 一般贫困户
+    dibao = "dibao"  # 低保贫困户
+    tekun = "tekun"  # 五保 / 特困供养户
+
+
+class HouseholdStatus(StrEnum):
+    poor = "poor"
+    exited = "exited"
+    returned = "returned"
+    monitored = "monitored"
+
+
+class SafetyGrade(StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+
+
+class Toilet(StrEnum):
+    flush = "flush"
+    dry = "dry"
+    none = "none"
+
+
+class CookingFuel(StrEnum):
+    electricity = "electricity"
+    gas = "gas"
+    biogas = "biogas"
+    coal = "coal"
+    firewood = "firewood"
+    straw = "straw"
+    dung = "dung"
+    other = "other"
+
+
+SOLID_FUELS = frozenset({CookingFuel.coal, CookingFuel.firewood, CookingFuel.straw, CookingFuel.dung})
+
+
+class AccessRoad(StrEnum):
+    dirt = "dirt"
+    gravel = "gravel"
+    cement = "cement"
+    asphalt = "asphalt"
+
+
+class Relation(StrEnum):
+    head = "head"
+    spouse = "spouse"
+    child = "child"
+    child_in_law = "child_in_law"
+    grandchild = "grandchild"
+    parent = "parent"
+    sibling = "sibling"
+    other = "other"
+
+
+class Sex(StrEnum):
+    male = "male"
+    female = "female"
+
+
+class Education(StrEnum):
+    illiterate = "illiterate"
+    primary = "primary"
+    junior = "junior"
+    senior = "senior"
+    tertiary = "tertiary"
+
+
+class InSchool(StrEnum):
+    preschool = "preschool"
+    primary = "primary"
+    junior = "junior"
+    senior = "senior"
+    vocational = "vocational"
+    tertiary = "tertiary"
+    none = "none"
+
+
+class Health(StrEnum):
+    healthy = "healthy"
+    chronic = "chronic"
+    major_illness = "major_illness"
+    disabled = "disabled"
+
+
+class Labour(StrEnum):
+    ordinary = "ordinary"
+    skilled = "skilled"
+    weak = "weak"  # 弱劳动力或半劳动力
+    lost = "lost"  # 丧失劳动力
+    none = "none"  # 无劳动力 (children, students)
+
+
+class IndicatorSystem(StrEnum):
+    living = "living"
+    production = "production"
+    context = "context"  # descriptive inputs (population, telecom counts) outside both subsystems
+
+
+class Direction(StrEnum):
+    positive = "+"
+    negative = "-"
+
+
+class UnitType(StrEnum):
+    h3 = "h3"
+    admin = "admin"
+
+
+class RunStatus(StrEnum):
+    """OGC API - Processes job status codes."""
+
+    accepted = "accepted"
+    running = "running"
+    successful = "successful"
+    failed = "failed"
+    dismissed = "dismissed"
+
+
+class Role(StrEnum):
+    analyst = "analyst"
+    admin = "admin"
+
+
+# Postgres enum type name -> Python enum, used by the ORM and the drift test.
+PG_ENUMS: dict[str, type[StrEnum]] = {
+    "cause": Cause,
+    "need_code": Need,
+    "project_type": ProjectType,
+    "project_status": ProjectStatus,
+    "facility_class": FacilityClass,
+    "id_standard": IdStandard,
+    "household_type": HouseholdType,
+    "household_status": HouseholdStatus,
+    "safety_grade": SafetyGrade,
+    "toilet_type": Toilet,
+    "cooking_fuel": CookingFuel,
+    "access_road": AccessRoad,
+    "relation": Relation,
+    "sex": Sex,
+    "education_level": Education,
+    "school_stage": InSchool,
+    "health_status": Health,
+    "labour_status": Labour,
+    "indicator_system": IndicatorSystem,
+    "indicator_direction": Direction,
+    "unit_type": UnitType,
+    "run_status": RunStatus,
+    "api_role": Role,
+}

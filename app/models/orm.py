@@ -1,0 +1,284 @@
+"""GeoAlchemy2 models of the domain schema (DOMAIN.md §1).
+
+The DDL itself is owned by the Alembic revisions in ``migrations/``; these models describe the
+same tables for queries, and ``tests/test_schema.py`` checks that both agree column by column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    Numeric,
+    SmallInteger,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, CHAR, DATERANGE, ENUM, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.models import codes
+
+
+def pg_enum(name: str) -> ENUM:
+    values = [m.value for m in codes.PG_ENUMS[name]]
+    return ENUM(*values, name=name, create_type=False)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB}
+
+
+class Validity:
+    """Columns every domain table carries (DOMAIN §1): yearly validity and provenance."""
+
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(Text)
+
+
+class Region(Base):
+    __tablename__ = "region"
+    region_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    country: Mapped[str] = mapped_column(CHAR(2))
+    code_system: Mapped[str] = mapped_column(Text)
+    analysis_crs: Mapped[int] = mapped_column(Integer)
+    poverty_line: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    poverty_line_note: Mapped[str | None] = mapped_column(Text)
+    default_year: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    attribution: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AdminUnit(Validity, Base):
+    __tablename__ = "admin_unit"
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    level: Mapped[int] = mapped_column(SmallInteger)
+    parent_code: Mapped[str | None] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    name_en: Mapped[str | None] = mapped_column(Text)
+    geom = mapped_column(Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class Village(Validity, Base):
+    __tablename__ = "village"
+    code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"), primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    is_poverty_village: Mapped[bool] = mapped_column(Boolean)
+    households: Mapped[int] = mapped_column(Integer)
+    population: Mapped[int] = mapped_column(Integer)
+    labour_force: Mapped[int | None] = mapped_column(Integer)
+    migrant_workers: Mapped[int | None] = mapped_column(Integer)
+    arable_mu: Mapped[Decimal | None] = mapped_column(Numeric(12, 1))
+    km_to_township: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
+    paved_road: Mapped[bool | None] = mapped_column(Boolean)
+    bus_service: Mapped[bool | None] = mapped_column(Boolean)
+    grid_power: Mapped[bool | None] = mapped_column(Boolean)
+    broadband: Mapped[bool | None] = mapped_column(Boolean)
+    clinic: Mapped[bool | None] = mapped_column(Boolean)
+    licensed_doctors: Mapped[int | None] = mapped_column(Integer)
+    collective_income: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    unsafe_water_households: Mapped[int | None] = mapped_column(Integer)
+    geom_point = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
+
+
+class Household(Validity, Base):
+    __tablename__ = "household"
+    hh_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    village_code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"))
+    geom = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=True)
+    id_standard: Mapped[str] = mapped_column(pg_enum("id_standard"))
+    hh_type: Mapped[str] = mapped_column(pg_enum("household_type"))
+    main_cause: Mapped[str] = mapped_column(pg_enum("cause"))
+    other_causes: Mapped[list[str]] = mapped_column(ARRAY(pg_enum("cause")))
+    status: Mapped[str] = mapped_column(pg_enum("household_status"))
+    year_identified: Mapped[int] = mapped_column(SmallInteger)
+    year_exited: Mapped[int | None] = mapped_column(SmallInteger)
+    size: Mapped[int] = mapped_column(SmallInteger)
+    income_wage: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    income_business: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    income_property: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    income_transfer: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    expense_production: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    net_income_pc: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    house_area_m2: Mapped[Decimal | None] = mapped_column(Numeric(8, 1))
+    house_structure: Mapped[str | None] = mapped_column(Text)
+    house_safety_grade: Mapped[str | None] = mapped_column(pg_enum("safety_grade"))
+    water_safe: Mapped[bool | None] = mapped_column(Boolean)
+    water_difficulty: Mapped[bool | None] = mapped_column(Boolean)
+    toilet: Mapped[str | None] = mapped_column(pg_enum("toilet_type"))
+    cooking_fuel: Mapped[str | None] = mapped_column(pg_enum("cooking_fuel"))
+    electricity: Mapped[bool | None] = mapped_column(Boolean)
+    access_road: Mapped[str | None] = mapped_column(pg_enum("access_road"))
+    km_to_main_road: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
+    arable_mu: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    irrigated_mu: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    forest_mu: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    coop_member: Mapped[bool] = mapped_column(Boolean)
+    microcredit: Mapped[bool] = mapped_column(Boolean)
+    food_insecure: Mapped[bool] = mapped_column(Boolean)
+    clothing_insecure: Mapped[bool] = mapped_column(Boolean)
+    family_doctor: Mapped[bool] = mapped_column(Boolean)
+    reported_needs: Mapped[list[str]] = mapped_column(ARRAY(pg_enum("need_code")))
+
+
+class Person(Validity, Base):
+    __tablename__ = "person"
+    person_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    hh_id: Mapped[str] = mapped_column(ForeignKey("household.hh_id", ondelete="CASCADE"))
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    relation: Mapped[str] = mapped_column(pg_enum("relation"))
+    sex: Mapped[str] = mapped_column(pg_enum("sex"))
+    birth_year: Mapped[int] = mapped_column(SmallInteger)
+    ethnicity: Mapped[str | None] = mapped_column(Text)
+    education: Mapped[str | None] = mapped_column(pg_enum("education_level"))
+    in_school: Mapped[str] = mapped_column(pg_enum("school_stage"))
+    health: Mapped[str] = mapped_column(pg_enum("health_status"))
+    labour: Mapped[str] = mapped_column(pg_enum("labour_status"))
+    migrant_months: Mapped[int] = mapped_column(SmallInteger)
+    med_insured: Mapped[bool] = mapped_column(Boolean)
+    pension_insured: Mapped[bool] = mapped_column(Boolean)
+    disability_grade: Mapped[int | None] = mapped_column(SmallInteger)
+
+
+class Project(Validity, Base):
+    __tablename__ = "project"
+    project_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(pg_enum("project_type"))
+    subtype: Mapped[str | None] = mapped_column(Text)
+    geom = mapped_column(Geometry("GEOMETRY", srid=4326, spatial_index=False), nullable=False)
+    admin_code: Mapped[str | None] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"))
+    start_date: Mapped[dt.date | None] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(pg_enum("project_status"))
+    budget_total: Mapped[Decimal | None] = mapped_column(Numeric(16, 2))
+    budget_by_level: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    service_radius_km: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
+    addresses_needs: Mapped[list[str]] = mapped_column(ARRAY(pg_enum("need_code")))
+
+
+class ProjectBeneficiary(Base):
+    __tablename__ = "project_beneficiary"
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.project_id", ondelete="CASCADE"), primary_key=True)
+    hh_id: Mapped[str] = mapped_column(ForeignKey("household.hh_id", ondelete="CASCADE"), primary_key=True)
+    year: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    benefit_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+
+
+class Facility(Validity, Base):
+    __tablename__ = "facility"
+    fac_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    class_: Mapped[str] = mapped_column("class", pg_enum("facility_class"))
+    name: Mapped[str | None] = mapped_column(Text)
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    admin_code: Mapped[str | None] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"))
+    geom = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
+
+
+class IndicatorDef(Base):
+    __tablename__ = "indicator_def"
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    system: Mapped[str] = mapped_column(pg_enum("indicator_system"))
+    direction: Mapped[str] = mapped_column(pg_enum("indicator_direction"))
+    unit: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    formula: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+
+
+class CauseNeedProject(Base):
+    __tablename__ = "cause_need_project"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    region_id: Mapped[str | None] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    cause: Mapped[str] = mapped_column(pg_enum("cause"))
+    need: Mapped[str | None] = mapped_column(pg_enum("need_code"))
+    project_type: Mapped[str | None] = mapped_column(pg_enum("project_type"))
+    note: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+
+
+class H3Cell(Base):
+    __tablename__ = "h3_cell"
+    h3_index: Mapped[str] = mapped_column(Text, primary_key=True)
+    res: Mapped[int] = mapped_column(SmallInteger)
+    parent: Mapped[str | None] = mapped_column(Text)
+    geom = mapped_column(Geometry("POLYGON", srid=4326, spatial_index=False), nullable=False)
+
+
+class TelecomAgg(Validity, Base):
+    __tablename__ = "telecom_agg"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    unit_type: Mapped[str] = mapped_column(pg_enum("unit_type"))
+    unit_id: Mapped[str] = mapped_column(Text)
+    h3_res: Mapped[int | None] = mapped_column(SmallInteger)
+    period: Mapped[Any] = mapped_column(DATERANGE)
+    indicator: Mapped[str] = mapped_column(ForeignKey("indicator_def.code"))
+    value: Mapped[float | None] = mapped_column(Double)
+    n_subscribers: Mapped[int | None] = mapped_column(Integer)
+    suppressed: Mapped[bool] = mapped_column(Boolean)
+
+
+class TelecomOD(Validity, Base):
+    __tablename__ = "telecom_od"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    unit_type: Mapped[str] = mapped_column(pg_enum("unit_type"))
+    origin_unit: Mapped[str] = mapped_column(Text)
+    dest_unit: Mapped[str] = mapped_column(Text)
+    period: Mapped[Any] = mapped_column(DATERANGE)
+    count: Mapped[int | None] = mapped_column(Integer)
+    suppressed: Mapped[bool] = mapped_column(Boolean)
+
+
+class AnalysisRun(Base):
+    __tablename__ = "analysis_run"
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    region_id: Mapped[str | None] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    input_hash: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(pg_enum("run_status"))
+    message: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[int | None] = mapped_column(SmallInteger)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    started: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    result_table: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+    key_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    prefix: Mapped[str] = mapped_column(Text, unique=True)
+    key_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(pg_enum("api_role"))
+    name: Mapped[str] = mapped_column(Text)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

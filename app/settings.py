@@ -1,0 +1,88 @@
+"""Typed settings, read from the environment (and an optional ``.env`` file).
+
+One ``BaseSettings`` per concern, each with its own prefix; :class:`Settings` bundles them.
+Nothing here is instantiated at import time: :func:`app.main.create_app` takes a ``Settings``
+object (or builds one from the environment when called without).
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/tpa"
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Normalise ``postgres://`` / ``postgresql://`` / ``postgresql+psycopg://`` URLs to asyncpg's dialect."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    if scheme.split("+", 1)[0] not in {"postgres", "postgresql"}:
+        raise ValueError("only PostgreSQL/PostGIS databases are supported")
+    return f"postgresql+asyncpg://{rest}"
+
+
+class DatabaseSettings(BaseSettings):
+    """Connection to PostGIS. ``DATABASE_URL`` (no prefix) is honoured as the URL."""
+
+    model_config = SettingsConfigDict(env_prefix="TPA_DB_", env_file=".env", extra="ignore")
+
+    url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("DATABASE_URL", "TPA_DB_URL"),
+        description="SQLAlchemy URL of the PostGIS database (postgres:// URLs are accepted).",
+    )
+    pool_size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    pool_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Timeout when opening a connection.")
+    statement_timeout_ms: int = Field(default=30_000, ge=0, description="Per-statement limit; 0 = none.")
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _asyncpg(cls, v: str) -> str:
+        return to_asyncpg_url(v)
+
+
+class ApiSettings(BaseSettings):
+    """HTTP-facing limits and identity."""
+
+    model_config = SettingsConfigDict(env_prefix="TPA_API_", env_file=".env", extra="ignore")
+
+    title: str = "tpa-gis"
+    description: str = (
+        "Targeted Poverty Alleviation GIS: OGC API - Features for poverty layers and analyses "
+        "for siting poverty-alleviation projects."
+    )
+    root_path: str = ""
+    default_limit: int = Field(default=10, ge=1)
+    max_limit: int = Field(default=10_000, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class SecuritySettings(BaseSettings):
+    """Secrets. ``pseudonym_key`` keys HMAC-SHA256 pseudonyms of national ids (DOMAIN §1)."""
+
+    model_config = SettingsConfigDict(env_prefix="TPA_", env_file=".env", extra="ignore")
+
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for pseudonymising national ids on import; required by the registry import.",
+    )
+    jitter_key: SecretStr = Field(
+        default=SecretStr("tpa-gis-jitter"),
+        description="Key that makes the displacement of household points deterministic but not guessable.",
+    )
+
+
+class Settings(BaseSettings):
+    """All settings of one service instance."""
+
+    model_config = SettingsConfigDict(env_prefix="TPA_", env_file=".env", extra="ignore")
+
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    log_level: str = "INFO"

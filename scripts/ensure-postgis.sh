@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Make sure the PostgreSQL server behind $DATABASE_URL can create the PostGIS extension,
+# then make sure the target database exists and has PostGIS (and its topology-free core) enabled.
+#
+# Usage: scripts/ensure-postgis.sh [DBNAME]
+#   DATABASE_URL   libpq or SQLAlchemy URL of the server (default postgresql://postgres@127.0.0.1:5432/postgres).
+#                  The database named in it is the one prepared unless DBNAME is given.
+# Installs the Debian package postgresql-<major>-postgis-3 when the extension is missing, the server is local
+# and we run as root; otherwise it stops and says exactly what to do.
+set -euo pipefail
+
+url="${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/tpa}"
+# SQLAlchemy driver suffixes (postgresql+asyncpg://) are not libpq URLs.
+url="$(printf '%s' "$url" | sed -E 's#^postgres(ql)?\+[a-z0-9]+://#postgresql://#')"
+target_db="${1:-$(printf '%s' "$url" | sed -E 's#^[^/]*//[^/]*/([^?]*).*#\1#')}"
+target_db="${target_db:-tpa}"
+# The maintenance URL: same server, database "postgres".
+admin_url="$(printf '%s' "$url" | sed -E 's#^([^/]*//[^/]*)/[^?]*#\1/postgres#')"
+case "$admin_url" in */postgres*) ;; *) admin_url="${admin_url%/}/postgres" ;; esac
+
+say() { printf '[ensure-postgis] %s\n' "$*" >&2; }
+
+if ! command -v psql >/dev/null 2>&1; then
+  say "psql (the PostgreSQL client) is not on PATH. Install it: apt-get install -y postgresql-client"
+  exit 1
+fi
+if ! psql "$admin_url" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  say "cannot reach PostgreSQL at $admin_url."
+  say "Start the server (e.g. pg_ctlcluster 15 main start) or set DATABASE_URL to a reachable server."
+  exit 1
+fi
+
+available() { psql "$admin_url" -Atqc "SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'"; }
+
+if [ "$(available)" = "0" ]; then
+  major="$(psql "$admin_url" -Atqc 'SHOW server_version_num' | cut -c1-2)"
+  pkg="postgresql-${major}-postgis-3"
+  host="$(printf '%s' "$admin_url" | sed -E 's#^[^/]*//([^@/]*@)?([^:/?]*).*#\2#')"
+  case "$host" in 127.0.0.1|localhost|::1|"") local_server=1 ;; *) local_server=0 ;; esac
+  if [ "$local_server" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "PostGIS is not installed on this server; installing $pkg (apt-get)."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "$pkg" >/dev/null
+  else
+    say "The PostgreSQL server at $host has no PostGIS extension."
+    if [ "$local_server" = 1 ]; then
+      say "Install it as root and run this command again:  sudo apt-get update && sudo apt-get install -y $pkg"
+    else
+      say "Install PostGIS 3 on that server (package $pkg on Debian/Ubuntu), or use docker compose up db."
+    fi
+    exit 1
+  fi
+  if [ "$(available)" = "0" ]; then
+    say "$pkg was installed but the server still lists no postgis extension; is the server version $major?"
+    exit 1
+  fi
+fi
+
+if [ "$(psql "$admin_url" -Atqc "SELECT count(*) FROM pg_database WHERE datname = '$target_db'")" = "0" ]; then
+  say "creating database $target_db"
+  psql "$admin_url" -qc "CREATE DATABASE \"$target_db\"" >/dev/null
+fi
+db_url="$(printf '%s' "$admin_url" | sed -E "s#/postgres([?]|\$)#/${target_db}\\1#")"
+psql "$db_url" -qc 'CREATE EXTENSION IF NOT EXISTS postgis' >/dev/null
+say "PostGIS $(psql "$db_url" -Atqc 'SELECT postgis_lib_version()') ready in database $target_db"
