@@ -254,3 +254,27 @@ PG_ENUMS: dict[str, type[StrEnum]] = {
     "run_status": RunStatus,
     "api_role": Role,
 }
+
+
+# Needs each project type addresses by default (inverse reading of DOMAIN §2.4; projects carry their own
+# ``addresses_needs``, this is what the demo and the import use when a source gives none).
+PROJECT_TYPE_NEEDS: dict[ProjectType, frozenset[Need]] = {
+    ProjectType.industry: frozenset({Need.P_INDUSTRY, Need.P_JOB, Need.P_CAPITAL}),
+    ProjectType.employment: frozenset({Need.P_JOB}),
+    ProjectType.relocation: frozenset({Need.P_RELOC, Need.L_HOUSE, Need.P_RESIL, Need.P_ROAD}),
+    ProjectType.infrastructure_road: frozenset({Need.P_ROAD, Need.P_MARKET, Need.P_RESIL}),
+    ProjectType.infrastructure_water: frozenset({Need.L_WATER, Need.P_IRRIG, Need.P_RESIL}),
+    ProjectType.infrastructure_power_broadband: frozenset({Need.P_MARKET, Need.P_RESIL}),
+    ProjectType.housing_renovation: frozenset({Need.L_HOUSE, Need.P_RESIL}),
+    ProjectType.education: frozenset({Need.L_EDU}),
+    ProjectType.health: frozenset({Need.L_HEALTH}),
+    ProjectType.social_security: frozenset({Need.L_FOOD, Need.L_CLOTH, Need.L_HEALTH}),
+    ProjectType.ecological_compensation: frozenset({Need.P_JOB}),
+    ProjectType.photovoltaic: frozenset({Need.P_CAPITAL, Need.P_INDUSTRY}),
+    ProjectType.ecommerce: frozenset({Need.P_MARKET}),
+    ProjectType.tourism: frozenset({Need.P_INDUSTRY, Need.P_JOB}),
+    ProjectType.microfinance: frozenset({Need.P_CAPITAL}),
+    ProjectType.asset_income: frozenset({Need.P_CAPITAL, Need.P_INDUSTRY}),
+    ProjectType.land_transfer: frozenset({Need.P_LAND}),
+    ProjectType.skills_training: frozenset({Need.P_SKILL, Need.P_MOTIV}),
+}

@@ -1,0 +1,64 @@
+"""Load the demo region: generate it, then replace it in the database in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.demo.generate import REGION_ID, DemoData, generate
+from app.repositories import regions
+
+
+@dataclass(frozen=True)
+class DemoLoadReport:
+    region_id: str
+    seed: int
+    counts: dict[str, int]
+    generator_checksum: str
+    database_checksum: str
+    generate_s: float
+    load_s: float
+
+
+def combine(fingerprint: dict[str, tuple[int, str]]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(fingerprint):
+        n, md5 = fingerprint[name]
+        h.update(f"{name}:{n}:{md5}\n".encode())
+    return h.hexdigest()
+
+
+async def load_data(session: AsyncSession, data: DemoData, progress: Callable[[str], None] | None = None) -> None:
+    """Replace the region with ``data`` inside the caller's transaction (all or nothing)."""
+    await regions.replace_region(session, data.region)
+    for name, table in data.tables.items():
+        if progress:
+            progress(name)
+        await regions.copy_rows(session, name, table.columns, table.rows)
+
+
+async def load_demo(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    seed: int = 42,
+    *,
+    generate_progress: Callable[[str, int], None] | None = None,
+    load_progress: Callable[[str], None] | None = None,
+    **sizes: int,
+) -> DemoLoadReport:
+    t0 = time.perf_counter()
+    data = generate(seed, progress=generate_progress, **sizes)
+    t1 = time.perf_counter()
+    async with sessionmaker() as session, session.begin():
+        await load_data(session, data, load_progress)
+        fingerprint = await regions.region_fingerprint(session, REGION_ID)
+    t2 = time.perf_counter()
+    return DemoLoadReport(REGION_ID, seed, data.counts(), data.checksum(), combine(fingerprint), t1 - t0, t2 - t1)
+
+
+async def demo_present(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
+    async with sessionmaker() as session:
+        return await regions.region_exists(session, REGION_ID)
