@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.errors import ConstraintViolation, DatabaseUnavailable, DomainError, InvalidData
@@ -61,6 +61,8 @@ async def current_revisions(engine: AsyncEngine) -> set[str]:
         return {r[0] for r in rows}
 
 
+DATA_RULE_HINT = "tpa-gis data rule"
+
 # SQLSTATE classes -> domain errors. Messages come from the server's constraint names, never from data.
 _INTEGRITY_TITLES = {
     "23503": "Reference to a row that does not exist",
@@ -72,23 +74,26 @@ _INTEGRITY_TITLES = {
 
 
 def translate_db_error(exc: BaseException) -> DomainError:
-    """Turn a SQLAlchemy/asyncpg error into a safe, user-facing domain error."""
+    """Turn a SQLAlchemy/asyncpg error into a safe, user-facing domain error.
+
+    Messages name the violated constraint; only our own triggers' messages (marked with the hint
+    ``tpa-gis data rule``) and invalid-value messages are passed on verbatim.
+    """
     orig = getattr(exc, "orig", None)
-    cause = getattr(orig, "__cause__", None) or orig
-    sqlstate = getattr(cause, "sqlstate", None) or getattr(orig, "sqlstate", None)
+    cause = getattr(orig, "__cause__", None) or orig or exc
+    sqlstate = getattr(cause, "sqlstate", None)
     constraint = getattr(cause, "constraint_name", None)
-    detail_msg = getattr(cause, "message", None) or ""
-    if isinstance(exc, IntegrityError) or (sqlstate and sqlstate.startswith("23")):
-        title = _INTEGRITY_TITLES.get(sqlstate or "", "Integrity constraint violated")
-        where = f" (constraint {constraint})" if constraint else ""
-        return ConstraintViolation(f"{title}{where}.", constraint=constraint, sqlstate=sqlstate)
-    if sqlstate and (sqlstate.startswith("22") or sqlstate == "XX000" and "geometry" in detail_msg.lower()):
-        return InvalidData(f"Invalid value: {detail_msg}" if detail_msg else "Invalid value.")
-    if sqlstate == "P0001":  # raised by our triggers with a user-facing message
-        return ConstraintViolation(detail_msg or "Rejected by a data rule.", sqlstate=sqlstate)
-    if isinstance(exc, (OSError, ConnectionError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
+    message = getattr(cause, "message", None) or ""
+    if sqlstate and sqlstate.startswith("23"):
+        if getattr(cause, "hint", None) == DATA_RULE_HINT:
+            detail = message
+        else:
+            title = _INTEGRITY_TITLES.get(sqlstate, "Integrity constraint violated")
+            detail = f"{title} (constraint {constraint})." if constraint else f"{title}."
+        return ConstraintViolation(detail, constraint=constraint, sqlstate=sqlstate)
+    if sqlstate and sqlstate.startswith("22"):  # data exceptions: bad enum label, SRID mismatch, overflow …
+        return InvalidData(f"Invalid value: {message}" if message else "Invalid value.", sqlstate=sqlstate)
+    if isinstance(exc, (OSError, ConnectionError)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         return DatabaseUnavailable("The database is not reachable.")
     return DatabaseUnavailable("The database failed to process the request.")
 

@@ -26,7 +26,7 @@ def to_asyncpg_url(url: str) -> str:
 class DatabaseSettings(BaseSettings):
     """Connection to PostGIS. ``DATABASE_URL`` (no prefix) is honoured as the URL."""
 
-    model_config = SettingsConfigDict(env_prefix="TPA_DB_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TPA_DB_", env_file=".env", extra="ignore", populate_by_name=True)
 
     url: str = Field(
         default=DEFAULT_DATABASE_URL,

@@ -57,7 +57,7 @@ CREATE FUNCTION tpa_check_region_crs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM spatial_ref_sys WHERE srid = NEW.analysis_crs) THEN
     RAISE EXCEPTION 'analysis_crs EPSG:% is unknown to PostGIS', NEW.analysis_crs
-      USING ERRCODE = 'check_violation', CONSTRAINT = 'region_analysis_crs_known';
+      USING ERRCODE = 'check_violation', HINT = 'tpa-gis data rule', CONSTRAINT = 'region_analysis_crs_known';
   END IF;
   RETURN NEW;
 END $$;
@@ -92,7 +92,7 @@ BEGIN
     IF FOUND AND parent_level >= NEW.level THEN
       RAISE EXCEPTION 'admin unit % (level %) cannot have parent % at level %',
         NEW.code, NEW.level, NEW.parent_code, parent_level
-        USING ERRCODE = 'check_violation', CONSTRAINT = 'admin_unit_parent_level';
+        USING ERRCODE = 'check_violation', HINT = 'tpa-gis data rule', CONSTRAINT = 'admin_unit_parent_level';
     END IF;
   END IF;
   RETURN NEW;
@@ -110,7 +110,7 @@ BEGIN
   IF FOUND AND ref_level <> TG_ARGV[1]::smallint THEN
     RAISE EXCEPTION '%.% = % is an admin unit of level %, expected level %',
       TG_TABLE_NAME, TG_ARGV[0], ref_code, ref_level, TG_ARGV[1]
-      USING ERRCODE = 'check_violation', CONSTRAINT = TG_TABLE_NAME || '_' || TG_ARGV[0] || '_level';
+      USING ERRCODE = 'check_violation', HINT = 'tpa-gis data rule', CONSTRAINT = TG_TABLE_NAME || '_' || TG_ARGV[0] || '_level';
   END IF;
   RETURN NEW;
 END $$;
@@ -121,7 +121,8 @@ CREATE TABLE village (
   region_id               text NOT NULL REFERENCES region ON DELETE CASCADE,
   is_poverty_village      boolean NOT NULL DEFAULT false,
   households              integer NOT NULL CHECK (households >= 0),
-  population              integer NOT NULL CHECK (population >= households),
+  population              integer NOT NULL CONSTRAINT village_population_ge_households
+                          CHECK (population >= households),
   labour_force            integer CHECK (labour_force BETWEEN 0 AND population),
   migrant_workers         integer CHECK (migrant_workers >= 0 AND migrant_workers <= labour_force),
   arable_mu               numeric(12, 1) CHECK (arable_mu >= 0),
@@ -157,7 +158,7 @@ CREATE TABLE household (
     CHECK (cardinality(other_causes) <= 2 AND array_position(other_causes, NULL) IS NULL),
   status             household_status NOT NULL,
   year_identified    smallint NOT NULL CHECK (year_identified BETWEEN 1980 AND 2200),
-  year_exited        smallint CHECK (year_exited >= year_identified),
+  year_exited        smallint CONSTRAINT household_exit_after_identification CHECK (year_exited >= year_identified),
   size               smallint NOT NULL CHECK (size BETWEEN 1 AND 30),
   income_wage        numeric(12, 2) NOT NULL DEFAULT 0 CHECK (income_wage >= 0),
   income_business    numeric(12, 2) NOT NULL DEFAULT 0,
@@ -177,7 +178,8 @@ CREATE TABLE household (
   access_road        access_road,
   km_to_main_road    numeric(8, 2) CHECK (km_to_main_road >= 0),
   arable_mu          numeric(10, 2) CHECK (arable_mu >= 0),
-  irrigated_mu       numeric(10, 2) CHECK (irrigated_mu >= 0 AND irrigated_mu <= arable_mu),
+  irrigated_mu       numeric(10, 2) CONSTRAINT household_irrigated_within_arable
+                       CHECK (irrigated_mu >= 0 AND irrigated_mu <= arable_mu),
   forest_mu          numeric(10, 2) CHECK (forest_mu >= 0),
   coop_member        boolean NOT NULL DEFAULT false,
   microcredit        boolean NOT NULL DEFAULT false,

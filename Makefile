@@ -1,0 +1,55 @@
+# tpa-gis — two commands on a fresh machine:
+#   make run    virtual env, PostGIS, database, migrations, demo region, serve on :8000
+#   make test   the same set-up on a throwaway database, then pytest
+# DATABASE_URL overrides the local default.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/tpa
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+WORKERS ?= 1
+PYTEST_ARGS ?=
+export DATABASE_URL
+
+.PHONY: run test setup-run setup-test db demo openapi lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.run-installed
+
+setup-run: $(VENV)/.run-installed
+	scripts/ensure-postgis.sh
+
+setup-test: $(VENV)/.dev-installed
+	scripts/ensure-postgis.sh --server-only
+
+db: setup-run
+	$(BIN)/tpa db upgrade
+
+demo: db
+	$(BIN)/tpa demo load --if-empty
+
+run: demo
+	$(BIN)/tpa serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+test: setup-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+openapi: $(VENV)/.run-installed
+	$(BIN)/tpa openapi export -o openapi/openapi.json
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check app tests migrations
+
+clean:
+	rm -rf $(VENV) .pytest_cache
