@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
@@ -105,7 +106,7 @@ async def translated_errors() -> AsyncIterator[None]:
         yield
     except DomainError:
         raise
-    except (DBAPIError, OSError, ConnectionError) as exc:
+    except (DBAPIError, asyncpg.PostgresError, OSError, ConnectionError) as exc:
         raise translate_db_error(exc) from exc
 
 

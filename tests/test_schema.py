@@ -15,6 +15,7 @@ from app.errors import ConstraintViolation, InvalidData
 from app.models import codes
 from app.models.orm import Base
 
+
 async def _region(session, region_id="t-region"):
     await session.execute(
         text(

@@ -216,7 +216,9 @@ class _Projector:
             x, y = self.inv.transform(coords[:, 0], coords[:, 1])
             return np.round(np.column_stack([x, y]), 7)
 
-        out = shapely.transform(geom, f)
+        # Densify first: a straight edge in UTM is not straight in lon/lat, and neighbours that split a
+        # shared edge differently would otherwise overlap or leave slivers after the transform.
+        out = shapely.transform(shapely.segmentize(geom, 250.0), f)
         if not out.is_valid:
             out = shapely.make_valid(out)
         return out
@@ -850,8 +852,10 @@ def _facilities(
 
     for c in counties:  # county hospitals and water plants near the seat
         seat = np.array(proj.to_metric(c.lon, c.lat))
-        items.append((FacilityClass.hospital, f"{c.name}人民医院", int(rng.integers(300, 900)), c.adcode, near(seat, 800)))
-        items.append((FacilityClass.hospital, f"{c.name}中医院", int(rng.integers(100, 400)), c.adcode, near(seat, 1200)))
+        items.append((FacilityClass.hospital, f"{c.name}人民医院", int(rng.integers(300, 900)), c.adcode,
+                      near(seat, 800)))
+        items.append((FacilityClass.hospital, f"{c.name}中医院", int(rng.integers(100, 400)), c.adcode,
+                      near(seat, 1200)))
         for k in range(3):
             items.append((FacilityClass.water_plant, f"{c.name}第{k + 1}水厂", int(rng.integers(5_000, 60_000)),
                           c.adcode, _sample_in(rng, county_areas[c.adcode], 1)[0]))
@@ -865,9 +869,11 @@ def _facilities(
                           near(seat, 700)))
         for k in range(int(rng.integers(1, 3))):
             items.append((FacilityClass.bank, f"{t.name}信用社{k + 1}", None, t.code, near(seat, 500)))
-        items.append((FacilityClass.school_junior, f"{t.name}中学", int(rng.integers(200, 1200)), t.code, near(seat, 600)))
+        items.append((FacilityClass.school_junior, f"{t.name}中学", int(rng.integers(200, 1200)), t.code,
+                      near(seat, 600)))
         for k, pt in enumerate(_sample_in(rng, cell, int(rng.integers(2, 5)))):
-            items.append((FacilityClass.school_primary, f"{t.name}第{k + 1}小学", int(rng.integers(60, 600)), t.code, pt))
+            items.append((FacilityClass.school_primary, f"{t.name}第{k + 1}小学", int(rng.integers(60, 600)),
+                          t.code, pt))
     # village clinics where the village form says there is one, bus stops where there is a bus service;
     # bus stops are thinned so the total lands near n_target.
     clinics = [i for i, r in enumerate(village_rows) if r[13]]
