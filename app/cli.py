@@ -17,6 +17,10 @@ app = typer.Typer(help="tpa-gis: Targeted Poverty Alleviation GIS service.", no_
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="The demo region 'Tieling (demo)'.", no_args_is_help=True)
 openapi_app = typer.Typer(help="The OpenAPI document.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (roles analyst and admin).", no_args_is_help=True)
+layers_app = typer.Typer(help="Extra PostGIS tables published as OGC collections.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(layers_app, name="layers")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(openapi_app, name="openapi")
@@ -92,6 +96,80 @@ def demo_load(
     asyncio.run(run())
 
 
+def _run_in_session(work):  # noqa: ANN001, ANN202
+    """Run ``work(session)`` in one transaction on the configured database."""
+    from app.db import create_engine, create_sessionmaker
+
+    async def run():  # noqa: ANN202
+        engine = create_engine(Settings().db)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="analyst or admin"),
+    name: str = typer.Option("", help="Who or what the key is for"),
+    days: int = typer.Option(0, help="Expire after this many days (0 = never)"),
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from app.auth import create_key
+    from app.models.codes import Role
+
+    try:
+        r = Role(role)
+    except ValueError:
+        raise typer.BadParameter("role must be 'analyst' or 'admin'") from None
+    new = _run_in_session(lambda s: create_key(s, r, name or r.value, days or None))
+    console.print(f"[green]created {new.role.value} key {new.prefix}[/] — store it now, it is not shown again:")
+    typer.echo(new.key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefix, role, name, dates); never the keys themselves."""
+    from app.repositories.keys import list_keys
+
+    for k in _run_in_session(list_keys):
+        state = "revoked" if k.revoked else ("expires " + k.expires.date().isoformat() if k.expires else "active")
+        typer.echo(f"{k.prefix}\t{k.role}\t{k.name}\t{k.created:%Y-%m-%d}\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: str = typer.Argument(..., help="The 10-character prefix shown by 'keys list'")) -> None:
+    """Revoke a key (takes effect within seconds)."""
+    from app.repositories.keys import revoke_key
+
+    if not _run_in_session(lambda s: revoke_key(s, prefix)):
+        console.print(f"[red]no active key {prefix}[/]")
+        raise typer.Exit(1)
+    console.print(f"revoked {prefix}")
+
+
+@layers_app.command("publish")
+def layers_publish(
+    table: str = typer.Argument(..., help="[schema.]table with a primary key (and usually a geometry column)"),
+    layer_id: str = typer.Option("", "--id", help="Collection id (default: the table name)"),
+    title: str = typer.Option("", help="Title (default: the table name)"),
+    description: str = typer.Option("", help="Description"),
+    datetime_column: str = typer.Option("", help="Date/time column for datetime queries"),
+    role: str = typer.Option("", help="Restrict to a role (analyst or admin); default public"),
+) -> None:
+    """Publish a PostGIS table as an OGC collection (restart the service to see it)."""
+    from app.repositories.layers import publish_table
+
+    schema, _, name = table.rpartition(".")
+    result = _run_in_session(lambda s: publish_table(
+        s, schema or "public", name, layer_id or name.replace("_", "-"), title or name, description or None,
+        datetime_column or None, role or None))
+    console.print(f"[green]published {schema or 'public'}.{name} as collection '{result}'[/]")
+
+
 @app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
@@ -107,9 +185,9 @@ def serve(
 
 
 def openapi_document() -> dict:
-    from app.main import create_app
+    from app.main import create_app, openapi_document
 
-    return create_app(Settings()).openapi()
+    return openapi_document(create_app(Settings()))
 
 
 @openapi_app.command("export")

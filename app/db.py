@@ -21,7 +21,7 @@ ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
-    server_settings = {"application_name": "tpa-gis"}
+    server_settings = {"application_name": "tpa-gis", "timezone": "UTC"}
     if settings.statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
     return create_async_engine(

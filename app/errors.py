@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("tpa.errors")
@@ -66,9 +66,20 @@ class DatabaseUnavailable(DomainError):
     status, code, title = 503, "ServiceUnavailable", "Database unavailable"
 
 
+def _wants_html(request: Request | None) -> bool:
+    if request is None:
+        return False
+    f = request.query_params.get("f")
+    if f is not None:
+        return f.lower() == "html"
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "json" not in accept.split("text/html")[0]
+
+
 def problem(
-    status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any
-) -> JSONResponse:
+    status: int, code: str, title: str, detail: str, instance: str | None = None, request: Request | None = None,
+    **extra: Any,
+) -> Response:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title,
@@ -80,14 +91,18 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer, Basic realm="tpa-gis"'} if status == 401 else None
+    headers = {"WWW-Authenticate": 'Basic realm="tpa-gis", Bearer'} if status == 401 else None
+    env = getattr(getattr(getattr(request, "app", None), "state", None), "templates", None)
+    if env is not None and _wants_html(request):
+        page = env.get_template("error.html").render(problem=body, title=title, base=str(request.base_url).rstrip("/"))
+        return HTMLResponse(page, status_code=status, headers=headers)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
     if exc.status >= 500:
         log.warning("%s on %s: %s", exc.code, request.url.path, exc.detail)
-    return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra)
+    return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, request, **exc.extra)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,7 +111,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     for err in exc.errors():
         loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body"))
         parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
-    return problem(400, "InvalidParameterValue", "Invalid parameter value", "; ".join(parts), request.url.path)
+    return problem(400, "InvalidParameterValue", "Invalid parameter value", "; ".join(parts), request.url.path,
+                   request)
 
 
 _HTTP_CODES = {
@@ -113,12 +129,13 @@ _HTTP_CODES = {
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "HTTPError")
     detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
-    return problem(exc.status_code, code, detail, detail, request.url.path)
+    return problem(exc.status_code, code, detail, detail, request.url.path, request)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "ServerError", "Internal server error", "An unexpected error occurred.", request.url.path)
+    return problem(500, "ServerError", "Internal server error", "An unexpected error occurred.", request.url.path,
+                   request)
 
 
 def add_exception_handlers(app: FastAPI) -> None:

@@ -5,15 +5,35 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.auth import KeyCache
 from app.db import create_engine, create_sessionmaker
 from app.errors import add_exception_handlers
 from app.health import router as health_router
+from app.ogc import common, features
+from app.ogc.catalog import load_catalog
+from app.ogc.render import templates
+from app.openapi30 import to_openapi30
+from app.repositories.features import CountCache
 from app.settings import Settings
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# OGC modules enabled in this build: (router, conformance classes)
+OGC_MODULES = ((common.router, common.CONFORMANCE), (features.router, features.CONFORMANCE))
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI 3.0 document served at /api and committed under openapi/."""
+    return to_openapi30(app.openapi())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         try:
+            app.state.catalog = await load_catalog(engine, settings.security)
+        except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz
+            logging.getLogger("tpa").warning("catalogue not loaded (%s); collections unavailable", type(exc).__name__)
+            app.state.catalog = None
+        try:
             yield
         finally:
             await engine.dispose()
@@ -37,13 +62,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         root_path=settings.api.root_path,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
+    app.state.count_cache = CountCache()
+    app.state.key_cache = KeyCache()
+    app.state.templates = templates(settings.api.templates_dir)
+    app.state.conformance = tuple(c for _, classes in OGC_MODULES for c in classes)
+    app.state.openapi30 = cache(lambda: openapi_document(app))
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
         )
     add_exception_handlers(app)
+    for router, _ in OGC_MODULES:
+        app.include_router(router)
     app.include_router(health_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -60,6 +60,12 @@ class ApiSettings(BaseSettings):
     default_limit: int = Field(default=10, ge=1)
     max_limit: int = Field(default=10_000, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
+    templates_dir: str | None = Field(default=None, description="Directory whose templates override the built-in ones")
+    basemap_url: str = Field(
+        default="",
+        description="XYZ tile URL for HTML maps (e.g. an intranet tile server); empty = no base map (offline).",
+    )
+    basemap_attribution: str = ""
 
 
 class SecuritySettings(BaseSettings):

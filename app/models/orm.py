@@ -282,3 +282,23 @@ class ApiKey(Base):
     expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_used: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TableVersion(Base):
+    __tablename__ = "table_version"
+    table_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class PublishedLayer(Base):
+    __tablename__ = "published_layer"
+    layer_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    schema_name: Mapped[str] = mapped_column(Text)
+    table_name: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    id_column: Mapped[str] = mapped_column(Text)
+    geometry_column: Mapped[str | None] = mapped_column(Text)
+    datetime_column: Mapped[str | None] = mapped_column(Text)
+    required_role: Mapped[str | None] = mapped_column(pg_enum("api_role"))
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,137 @@
+"""API keys and roles. Anonymous callers are the public; keys carry the role ``analyst`` or ``admin``.
+
+Keys look like ``tpa_<10 hex>_<secret>`` and are accepted as ``Authorization: Bearer <key>`` or as
+HTTP Basic credentials (the key as password, any user name; or the key as user name with an empty
+password), so QGIS and GDAL can use their standard authentication settings. Only SHA-256 hashes are
+stored; verified keys are cached for a few seconds per process.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Forbidden, Unauthorized
+from app.models.codes import Role
+from app.repositories import keys as keys_repo
+
+KEY_PREFIX = "tpa_"
+CACHE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: str
+    prefix: str
+    role: Role
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def split_key(key: str) -> str | None:
+    """The lookup prefix of a well-formed key, else None."""
+    if not key.startswith(KEY_PREFIX) or len(key) < 20 or key[14] != "_":
+        return None
+    prefix = key[4:14]
+    if not all(c in "0123456789abcdef" for c in prefix):
+        return None
+    return prefix
+
+
+async def create_key(session: AsyncSession, role: Role, name: str, days: int | None = None) -> NewKey:
+    prefix = secrets.token_hex(5)
+    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=days) if days else None
+    await keys_repo.insert_key(session, prefix, hash_key(key), role.value, name, expires)
+    return NewKey(key, prefix, role)
+
+
+def credentials(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer" and value:
+        return value
+    if scheme == "basic" and value:
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("Malformed Basic credentials.") from None
+        return password or user
+    raise Unauthorized("Use 'Authorization: Bearer <key>' or HTTP Basic with the key as password.")
+
+
+class KeyCache:
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[float, Role | None]] = {}
+
+    def get(self, key_hash: str) -> tuple[bool, Role | None]:
+        hit = self._data.get(key_hash)
+        if hit and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def put(self, key_hash: str, role: Role | None) -> None:
+        if len(self._data) > 10_000:
+            self._data.clear()
+        self._data[key_hash] = (time.monotonic() + CACHE_SECONDS, role)
+
+
+async def current_role(request: Request) -> Role | None:
+    """The caller's role: None for anonymous; 401 for a key that is unknown, revoked or expired."""
+    key = credentials(request)
+    if key is None:
+        return None
+    cache: KeyCache = request.app.state.key_cache
+    digest = hash_key(key)
+    hit, role = cache.get(digest)
+    if not hit:
+        role = None
+        prefix = split_key(key)
+        if prefix is not None:
+            async with request.app.state.engine.connect() as conn:
+                row = await keys_repo.key_by_prefix(conn, prefix)
+            now = dt.datetime.now(dt.UTC)
+            if (
+                row is not None and hmac.compare_digest(row.key_hash, digest) and row.revoked is None
+                and (row.expires is None or row.expires > now)
+            ):
+                role = Role(row.role)
+        cache.put(digest, role)
+    if role is None:
+        raise Unauthorized("The API key is not valid (unknown, revoked or expired).")
+    return role
+
+
+RoleDep = Annotated[Role | None, Depends(current_role)]
+
+
+ROLE_RANK = {None: 0, Role.analyst: 1, Role.admin: 2}
+
+
+def allowed(role: Role | None, needed: Role | None) -> bool:
+    return ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
+def require(role: Role | None, needed: Role | None, what: str = "this resource") -> None:
+    """401 for anonymous callers, 403 for a role below ``needed``."""
+    if allowed(role, needed):
+        return
+    if role is None:
+        raise Unauthorized(f"Authentication is required for {what}.")
+    raise Forbidden(f"The role '{role.value}' may not read {what}.")

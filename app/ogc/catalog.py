@@ -1,0 +1,442 @@
+"""The layer catalogue: which tables are published as OGC collections, with which properties and rights.
+
+Built-in layers describe the domain schema (admin units, villages, projects, facilities, households,
+persons). Extra PostGIS tables registered in ``published_layer`` are introspected once at start-up.
+Spatial and temporal extents are computed from the data and cached with the catalogue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Column, MetaData, Table, func, literal, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.types import Float, Integer, Text
+
+from app.auth import allowed
+from app.models import codes
+from app.models.codes import Role
+from app.models.orm import AdminUnit, Facility, Household, Person, Project, Village
+from app.settings import SecuritySettings
+
+JsonSchema = dict[str, Any]
+
+LICENSE_DEMO = "Synthetic demo data on real census facts; see the region's attribution"
+
+
+@dataclass(frozen=True)
+class Prop:
+    """A feature property: its SQL expression and its JSON Schema (for queryables and parsing)."""
+
+    name: str
+    expr: ColumnElement[Any]
+    schema: JsonSchema
+    description: str = ""
+    filterable: bool = True
+
+
+@dataclass(frozen=True)
+class Temporal:
+    start: ColumnElement[Any]
+    end: ColumnElement[Any] | None
+    end_exclusive: bool = True
+    is_date: bool = True  # date columns compare as midnight UTC (the session time zone is UTC)
+
+
+@dataclass(frozen=True)
+class Extent:
+    bbox: tuple[float, float, float, float] | None = None
+    interval: tuple[str | None, str | None] | None = None
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: str
+    title: str
+    description: str
+    source: FromClause
+    id_expr: ColumnElement[Any]
+    id_schema: JsonSchema
+    geom: ColumnElement[Any] | None
+    geometry_type: str  # OGC/GeoJSON name: Point, MultiPolygon, … or Geometry
+    props: tuple[Prop, ...]
+    temporal: Temporal | None = None
+    required_role: Role | None = None
+    keywords: tuple[str, ...] = ()
+    license: str | None = None
+    attribution: str | None = None
+    versioned: tuple[str, ...] = ()  # "schema.table" names whose table_version guards cached counts
+    # For restricted point layers: the geometry shown to a role (e.g. displaced for analysts).
+    geom_for_role: Callable[[Role | None], ColumnElement[Any]] | None = None
+    # Maximum displacement of geom_for_role in metres (for bbox pre-filtering on the true geometry).
+    displacement_m: float = 0.0
+    extent: Extent = field(default_factory=Extent)
+
+    def prop(self, name: str) -> Prop | None:
+        return self._props_by_name.get(name)
+
+    @property
+    def _props_by_name(self) -> Mapping[str, Prop]:
+        return {p.name: p for p in self.props}
+
+    def geometry(self, role: Role | None) -> ColumnElement[Any] | None:
+        if self.geom_for_role is not None:
+            return self.geom_for_role(role)
+        return self.geom
+
+    def readable_by(self, role: Role | None) -> bool:
+        return allowed(role, self.required_role)
+
+
+# --------------------------------------------------------------------------------------------- JSON schemas
+def _s(kind: str, **kw: Any) -> JsonSchema:
+    return {"type": kind, **kw}
+
+
+STRING = _s("string")
+INTEGER = _s("integer")
+NUMBER = _s("number")
+BOOLEAN = _s("boolean")
+DATE = _s("string", format="date")
+DATETIME = _s("string", format="date-time")
+
+
+def enum_schema(enum: type[codes.StrEnum]) -> JsonSchema:
+    return {"type": "string", "enum": [m.value for m in enum]}
+
+
+def enum_array(enum: type[codes.StrEnum]) -> JsonSchema:
+    return {"type": "array", "items": enum_schema(enum)}
+
+
+def _p(name: str, expr: ColumnElement[Any], schema: JsonSchema, description: str = "", filterable: bool = True) -> Prop:
+    return Prop(name, expr, schema, description, filterable and schema.get("type") != "object")
+
+
+def _validity(model: Any) -> list[Prop]:
+    return [
+        _p("valid_from", model.valid_from, DATE, "First day the record is valid"),
+        _p("valid_to", model.valid_to, DATE, "Day the record stops being valid (exclusive); null = open"),
+        _p("source", model.source, STRING, "Where the record comes from"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------- built-in layers
+def displaced_point(geom: ColumnElement[Any], key_of: ColumnElement[Any], secret: str) -> ColumnElement[Any]:
+    """Move each point by 100–500 m in a direction, both derived from SHA-256(secret ‖ id).
+
+    Deterministic (the same household always lands on the same spot, so averaging repeated requests
+    reveals nothing) and computed in PostGIS, so no per-row Python runs.
+    """
+    h = func.sha256(func.convert_to(literal(secret, Text) + key_of, "UTF8"))
+    b = [func.get_byte(h, i) for i in range(4)]
+    dist = 100.0 + 400.0 * (b[0] * 256 + b[1]) / literal(65535.0, Float)
+    azimuth = 2 * func.pi() * (b[2] * 256 + b[3]) / literal(65536.0, Float)
+    return func.geometry(func.ST_Project(func.geography(geom), dist, azimuth))
+
+
+def builtin_layers(security: SecuritySettings) -> list[Layer]:
+    a, v, p, f, h, pe = (m.__table__ for m in (AdminUnit, Village, Project, Facility, Household, Person))
+    layers: list[Layer] = []
+
+    layers.append(Layer(
+        id="admin-units",
+        title="Administrative units",
+        description="Administrative hierarchy of every region, from country (level 0) to village (level 5), "
+        "with parent codes. Geometries may be approximate for demo regions (see each unit's properties).",
+        source=a, id_expr=a.c.code, id_schema=STRING, geom=a.c.geom, geometry_type="MultiPolygon",
+        props=(
+            _p("region", a.c.region_id, STRING, "Region id"),
+            _p("level", a.c.level, _s("integer", minimum=0, maximum=5), "0 country … 5 village"),
+            _p("parent_code", a.c.parent_code, STRING, "Code of the parent unit"),
+            _p("name", a.c.name, STRING, "Name"),
+            _p("name_en", a.c.name_en, STRING, "Name in English"),
+            _p("properties", a.c.properties, _s("object"), "Further attributes (e.g. census indicators)"),
+            *_validity(AdminUnit),
+        ),
+        temporal=Temporal(a.c.valid_from, a.c.valid_to, True),
+        keywords=("administrative boundaries", "admin units", "poverty"),
+        versioned=("public.admin_unit",),
+    ))
+
+    layers.append(Layer(
+        id="villages",
+        title="Villages",
+        description="Villages with the poverty-village form: population, labour, infrastructure, services.",
+        source=v.join(a, a.c.code == v.c.code),
+        id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
+        props=(
+            _p("region", v.c.region_id, STRING, "Region id"),
+            _p("name", a.c.name, STRING, "Village name"),
+            _p("township_code", a.c.parent_code, STRING, "Code of the township the village belongs to"),
+            _p("is_poverty_village", v.c.is_poverty_village, BOOLEAN, "Registered poverty village (贫困村)"),
+            _p("households", v.c.households, INTEGER, "Households"),
+            _p("population", v.c.population, INTEGER, "Registered population"),
+            _p("labour_force", v.c.labour_force, INTEGER, "Labour force"),
+            _p("migrant_workers", v.c.migrant_workers, INTEGER, "Migrant workers"),
+            _p("arable_mu", v.c.arable_mu, NUMBER, "Arable land (mu)"),
+            _p("km_to_township", v.c.km_to_township, NUMBER, "Distance to the township seat (km)"),
+            _p("paved_road", v.c.paved_road, BOOLEAN, "Paved road to the village"),
+            _p("bus_service", v.c.bus_service, BOOLEAN, "Bus service"),
+            _p("grid_power", v.c.grid_power, BOOLEAN, "Grid power"),
+            _p("broadband", v.c.broadband, BOOLEAN, "Broadband"),
+            _p("clinic", v.c.clinic, BOOLEAN, "Village clinic"),
+            _p("licensed_doctors", v.c.licensed_doctors, INTEGER, "Licensed doctors"),
+            _p("collective_income", v.c.collective_income, NUMBER, "Village collective income"),
+            _p("unsafe_water_households", v.c.unsafe_water_households, INTEGER, "Households without safe water"),
+            *_validity(Village),
+        ),
+        temporal=Temporal(v.c.valid_from, v.c.valid_to, True),
+        keywords=("villages", "poverty villages"),
+        versioned=("public.village", "public.admin_unit"),
+    ))
+
+    layers.append(Layer(
+        id="projects",
+        title="Poverty-alleviation projects",
+        description="Projects with type, status, budget, capacity (slots or jobs), service radius and the "
+        "needs they address. Active between start_date and end_date.",
+        source=p, id_expr=p.c.project_id, id_schema=STRING, geom=p.c.geom, geometry_type="Geometry",
+        props=(
+            _p("region", p.c.region_id, STRING, "Region id"),
+            _p("name", p.c.name, STRING, "Name"),
+            _p("type", p.c.type, enum_schema(codes.ProjectType), "Project type (DOMAIN §2.3)"),
+            _p("subtype", p.c.subtype, STRING, "Subtype"),
+            _p("admin_code", p.c.admin_code, STRING, "Administrative unit"),
+            _p("start_date", p.c.start_date, DATE, "Start"),
+            _p("end_date", p.c.end_date, DATE, "End"),
+            _p("status", p.c.status, enum_schema(codes.ProjectStatus), "Status"),
+            _p("budget_total", p.c.budget_total, NUMBER, "Total budget (region currency)"),
+            _p("budget_by_level", p.c.budget_by_level, _s("object"), "Budget by government level"),
+            _p("capacity", p.c.capacity, INTEGER, "Beneficiary slots or jobs"),
+            _p("service_radius_km", p.c.service_radius_km, NUMBER, "Service radius (km)"),
+            _p("addresses_needs", p.c.addresses_needs, enum_array(codes.Need), "Needs the project addresses",
+               filterable=False),
+            *_validity(Project),
+        ),
+        temporal=Temporal(p.c.start_date, p.c.end_date, False),
+        keywords=("projects", "poverty alleviation"),
+        versioned=("public.project",),
+    ))
+
+    layers.append(Layer(
+        id="facilities",
+        title="Facilities",
+        description="Schools, clinics, hospitals, markets, banks, bus stops, water plants, township governments.",
+        source=f, id_expr=f.c.fac_id, id_schema=STRING, geom=f.c.geom, geometry_type="Point",
+        props=(
+            _p("region", f.c.region_id, STRING, "Region id"),
+            _p("class", f.c["class"], enum_schema(codes.FacilityClass), "Facility class"),
+            _p("name", f.c.name, STRING, "Name"),
+            _p("capacity", f.c.capacity, INTEGER, "Capacity (pupils, beds, …)"),
+            _p("admin_code", f.c.admin_code, STRING, "Administrative unit"),
+            *_validity(Facility),
+        ),
+        temporal=Temporal(f.c.valid_from, f.c.valid_to, True),
+        keywords=("facilities", "services"),
+        versioned=("public.facility",),
+    ))
+
+    secret = security.jitter_key.get_secret_value()
+    displaced = displaced_point(h.c.geom, h.c.hh_id, secret)
+    layers.append(Layer(
+        id="households",
+        title="Registered households (restricted)",
+        description="Poor-household registry (pseudonymous). Restricted: analysts see each point displaced "
+        "deterministically by 100–500 m; administrators see true positions.",
+        source=h, id_expr=h.c.hh_id, id_schema=STRING, geom=h.c.geom, geometry_type="Point",
+        props=(
+            _p("region", h.c.region_id, STRING, "Region id"),
+            _p("village_code", h.c.village_code, STRING, "Village"),
+            _p("status", h.c.status, enum_schema(codes.HouseholdStatus), "Registry status"),
+            _p("hh_type", h.c.hh_type, enum_schema(codes.HouseholdType), "Household type"),
+            _p("id_standard", h.c.id_standard, enum_schema(codes.IdStandard), "Identification standard"),
+            _p("main_cause", h.c.main_cause, enum_schema(codes.Cause), "Main cause of poverty"),
+            _p("other_causes", h.c.other_causes, enum_array(codes.Cause), "Other causes", filterable=False),
+            _p("year_identified", h.c.year_identified, INTEGER, "Year identified"),
+            _p("year_exited", h.c.year_exited, INTEGER, "Year exited"),
+            _p("size", h.c.size, INTEGER, "Members"),
+            _p("net_income_pc", h.c.net_income_pc, NUMBER, "Net income per person per year"),
+            _p("house_safety_grade", h.c.house_safety_grade, enum_schema(codes.SafetyGrade), "House safety grade"),
+            _p("water_safe", h.c.water_safe, BOOLEAN, "Safe drinking water"),
+            _p("water_difficulty", h.c.water_difficulty, BOOLEAN, "Difficult water access"),
+            _p("toilet", h.c.toilet, enum_schema(codes.Toilet), "Toilet"),
+            _p("cooking_fuel", h.c.cooking_fuel, enum_schema(codes.CookingFuel), "Cooking fuel"),
+            _p("electricity", h.c.electricity, BOOLEAN, "Electricity"),
+            _p("access_road", h.c.access_road, enum_schema(codes.AccessRoad), "Access road"),
+            _p("arable_mu", h.c.arable_mu, NUMBER, "Arable land (mu)"),
+            _p("coop_member", h.c.coop_member, BOOLEAN, "Cooperative member"),
+            _p("microcredit", h.c.microcredit, BOOLEAN, "Has microcredit"),
+            _p("reported_needs", h.c.reported_needs, enum_array(codes.Need), "Needs on the registry form",
+               filterable=False),
+            *_validity(Household),
+        ),
+        temporal=Temporal(h.c.valid_from, h.c.valid_to, True),
+        required_role=Role.analyst,
+        keywords=("households", "registry", "restricted"),
+        versioned=("public.household",),
+        geom_for_role=lambda role: h.c.geom if role == Role.admin else displaced,
+        displacement_m=500.0,
+    ))
+
+    layers.append(Layer(
+        id="persons",
+        title="Household members (restricted, administrators)",
+        description="Members of registered households (pseudonymous): age, schooling, health, labour. "
+        "No geometry. Administrators only.",
+        source=pe, id_expr=pe.c.person_id, id_schema=STRING, geom=None, geometry_type="None",
+        props=(
+            _p("region", pe.c.region_id, STRING, "Region id"),
+            _p("hh_id", pe.c.hh_id, STRING, "Household"),
+            _p("relation", pe.c.relation, enum_schema(codes.Relation), "Relation to the head"),
+            _p("sex", pe.c.sex, enum_schema(codes.Sex), "Sex"),
+            _p("birth_year", pe.c.birth_year, INTEGER, "Birth year"),
+            _p("ethnicity", pe.c.ethnicity, STRING, "Ethnicity"),
+            _p("education", pe.c.education, enum_schema(codes.Education), "Education"),
+            _p("in_school", pe.c.in_school, enum_schema(codes.InSchool), "School stage"),
+            _p("health", pe.c.health, enum_schema(codes.Health), "Health"),
+            _p("labour", pe.c.labour, enum_schema(codes.Labour), "Labour status"),
+            _p("migrant_months", pe.c.migrant_months, INTEGER, "Months worked away"),
+            _p("med_insured", pe.c.med_insured, BOOLEAN, "Medical insurance"),
+            _p("pension_insured", pe.c.pension_insured, BOOLEAN, "Pension insurance"),
+            _p("disability_grade", pe.c.disability_grade, INTEGER, "Disability grade"),
+            *_validity(Person),
+        ),
+        temporal=Temporal(pe.c.valid_from, pe.c.valid_to, True),
+        required_role=Role.admin,
+        keywords=("persons", "registry", "restricted"),
+        versioned=("public.person",),
+    ))
+    return layers
+
+
+# --------------------------------------------------------------------------------------------- published tables
+_PG_SCHEMAS: dict[str, JsonSchema] = {
+    "int2": INTEGER, "int4": INTEGER, "int8": INTEGER, "float4": NUMBER, "float8": NUMBER, "numeric": NUMBER,
+    "bool": BOOLEAN, "date": DATE, "timestamp": DATETIME, "timestamptz": DATETIME, "text": STRING,
+    "varchar": STRING, "bpchar": STRING, "uuid": _s("string", format="uuid"), "json": _s("object"),
+    "jsonb": _s("object"),
+}
+_GEOMETRY_NAMES = {
+    "POINT": "Point", "MULTIPOINT": "MultiPoint", "LINESTRING": "LineString", "MULTILINESTRING": "MultiLineString",
+    "POLYGON": "Polygon", "MULTIPOLYGON": "MultiPolygon", "GEOMETRYCOLLECTION": "GeometryCollection",
+}
+
+_INTROSPECT = text(
+    """
+    SELECT c.column_name, c.udt_name, c.ordinal_position,
+           gc.type AS geometry_type, gc.srid
+    FROM information_schema.columns c
+    LEFT JOIN geometry_columns gc ON gc.f_table_schema = c.table_schema AND gc.f_table_name = c.table_name
+         AND gc.f_geometry_column = c.column_name
+    WHERE c.table_schema = :schema AND c.table_name = :table
+    ORDER BY c.ordinal_position
+    """
+)
+
+
+async def published_layers(conn: Any) -> list[Layer]:
+    """Layers for the tables registered in ``published_layer`` (introspected)."""
+    rows = (await conn.execute(text(
+        "SELECT layer_id, schema_name, table_name, title, description, id_column, geometry_column, "
+        "datetime_column, required_role::text AS required_role FROM published_layer ORDER BY layer_id"
+    ))).mappings().all()
+    layers = []
+    for r in rows:
+        cols = (await conn.execute(_INTROSPECT, {"schema": r["schema_name"], "table": r["table_name"]})).all()
+        if not cols:
+            continue
+        md = MetaData()
+        sa_cols = [Column(c.column_name, Integer if c.udt_name.startswith("int") else Text) for c in cols]
+        table = Table(r["table_name"], md, *sa_cols, schema=r["schema_name"])
+        geom_col = r["geometry_column"]
+        geom = None
+        gtype = "None"
+        props = []
+        for c in cols:
+            if c.column_name == geom_col:
+                geom = table.c[c.column_name]
+                if c.srid and c.srid != 4326:
+                    geom = func.ST_Transform(geom, 4326)
+                gtype = _GEOMETRY_NAMES.get((c.geometry_type or "").upper(), "Geometry")
+                continue
+            if c.column_name == r["id_column"] or c.udt_name == "geometry":
+                continue
+            schema = _PG_SCHEMAS.get(c.udt_name, STRING)
+            props.append(_p(c.column_name, table.c[c.column_name], schema))
+        id_udt = next(c.udt_name for c in cols if c.column_name == r["id_column"])
+        dt_col = r["datetime_column"]
+        dt_udt = next((c.udt_name for c in cols if c.column_name == dt_col), None)
+        layers.append(Layer(
+            id=r["layer_id"], title=r["title"], description=r["description"] or r["title"], source=table,
+            id_expr=table.c[r["id_column"]], id_schema=_PG_SCHEMAS.get(id_udt, STRING), geom=geom,
+            geometry_type=gtype, props=tuple(props),
+            temporal=Temporal(table.c[dt_col], table.c[dt_col], False, dt_udt == "date") if dt_col else None,
+            required_role=Role(r["required_role"]) if r["required_role"] else None,
+            versioned=(f"{r['schema_name']}.{r['table_name']}",),
+        ))
+    return layers
+
+
+# --------------------------------------------------------------------------------------------- extents
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time.min, tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+async def compute_extent(conn: Any, layer: Layer) -> Extent:
+    cols: list[Any] = [func.count().label("n")]
+    if layer.geom is not None:
+        box = func.ST_Extent(layer.geom)
+        cols += [func.ST_XMin(box).label("x0"), func.ST_YMin(box).label("y0"), func.ST_XMax(box).label("x1"),
+                 func.ST_YMax(box).label("y1")]
+    if layer.temporal is not None:
+        t = layer.temporal
+        cols.append(func.min(t.start).label("t0"))
+        if t.end is not None:
+            cols += [func.max(t.end).label("t1"), func.bool_or(t.end.is_(None)).label("open_end")]
+    row = (await conn.execute(select(*cols).select_from(layer.source))).mappings().one()
+    bbox = None
+    if layer.geom is not None and row["x0"] is not None:
+        bbox = (float(row["x0"]), float(row["y0"]), float(row["x1"]), float(row["y1"]))
+    interval = None
+    if layer.temporal is not None and row["n"]:
+        end = None if row.get("open_end") else row.get("t1")
+        interval = (_iso(row["t0"]), _iso(end))
+    return Extent(bbox, interval, int(row["n"]))
+
+
+@dataclass
+class Catalog:
+    layers: dict[str, Layer]
+
+    def get(self, layer_id: str) -> Layer | None:
+        return self.layers.get(layer_id)
+
+    def visible(self, role: Role | None) -> list[Layer]:
+        return [lyr for lyr in self.layers.values() if lyr.readable_by(role)]
+
+
+async def load_catalog(engine: AsyncEngine, security: SecuritySettings) -> Catalog:
+    """The catalogue: built-in and published layers with their extents (one pass at start-up)."""
+    async with engine.connect() as conn:
+        layers = builtin_layers(security)
+        has_published = await conn.scalar(text("SELECT to_regclass('public.published_layer') IS NOT NULL"))
+        if has_published:
+            layers += await published_layers(conn)
+        out = {}
+        for lyr in layers:
+            out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr))
+    return Catalog(out)
+

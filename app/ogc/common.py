@@ -1,0 +1,121 @@
+"""OGC API Common resources: landing page, conformance declaration, API definition (OpenAPI 3.0)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+
+from app.ogc.render import (
+    HTML,
+    JSON,
+    OPENAPI_JSON,
+    OutputType,
+    html_response,
+    json_response,
+    link,
+    negotiate,
+    self_links,
+    url_for,
+)
+
+router = APIRouter(tags=["Capabilities"])
+
+
+class Conformance(StrEnum):
+    core = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core"
+    oas30 = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30"
+    html = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html"
+    geojson = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson"
+
+
+CONFORMANCE: tuple[str, ...] = (Conformance.core, Conformance.oas30, Conformance.html, Conformance.geojson)
+
+
+class Link(BaseModel):
+    href: str
+    rel: str
+    type: str | None = None
+    title: str | None = None
+
+
+class LandingPage(BaseModel):
+    title: str
+    description: str
+    links: list[Link]
+
+
+class ConformanceDeclaration(BaseModel):
+    conformsTo: list[str] = Field(description="URIs of the conformance classes the server implements")
+
+
+def conformance_classes(request: Request) -> list[str]:
+    """Sorted, de-duplicated union of the enabled modules' lists (never mutated in place)."""
+    return sorted({str(c) for c in request.app.state.conformance})
+
+
+@router.get(
+    "/",
+    operation_id="get_landing_page",
+    summary="Landing page",
+    response_model=LandingPage,
+    responses={200: {"content": {HTML: {}}}},
+)
+async def get_landing_page(request: Request) -> Response:
+    settings = request.app.state.settings
+    links = self_links(request, "/", JSON, "This document") + [
+        link(url_for(request, "/api"), "service-desc", OPENAPI_JSON, "The API definition (OpenAPI 3.0)"),
+        link(url_for(request, "/api.html"), "service-doc", HTML, "The API documentation"),
+        link(url_for(request, "/conformance"), "conformance", JSON, "Conformance classes implemented"),
+        link(url_for(request, "/collections"), "data", JSON, "The feature collections"),
+        link(url_for(request, "/conformance"), "http://www.opengis.net/def/rel/ogc/1.0/conformance", JSON,
+             "Conformance classes implemented"),
+        link(url_for(request, "/collections"), "http://www.opengis.net/def/rel/ogc/1.0/data", JSON,
+             "The feature collections"),
+    ]
+    body = {"title": settings.api.title, "description": settings.api.description, "links": links}
+    if negotiate(request) is OutputType.html:
+        return html_response(request, "landing.html", page=body)
+    return json_response(body)
+
+
+@router.get(
+    "/conformance",
+    operation_id="get_conformance",
+    summary="Conformance classes implemented by this server",
+    response_model=ConformanceDeclaration,
+    responses={200: {"content": {HTML: {}}}},
+)
+async def get_conformance(request: Request) -> Response:
+    body = {"conformsTo": conformance_classes(request),
+            "links": self_links(request, "/conformance", JSON, "Conformance")}
+    if negotiate(request) is OutputType.html:
+        return html_response(request, "conformance.html", page=body)
+    return json_response(body)
+
+
+@router.get(
+    "/api",
+    operation_id="get_api",
+    summary="The API definition (OpenAPI 3.0)",
+    responses={200: {"content": {OPENAPI_JSON: {}, HTML: {}}}},
+)
+async def get_api(request: Request) -> Response:
+    if negotiate(request) is OutputType.html:
+        return await get_api_html(request)
+    return json_response(request.app.state.openapi30(), media_type=OPENAPI_JSON)
+
+
+@router.get("/api.html", operation_id="get_api_html", summary="Interactive API documentation",
+            response_class=HTMLResponse)
+async def get_api_html(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url=url_for(request, "/api", {"f": "json"}),
+        title=f"{request.app.state.settings.api.title} — API",
+        swagger_js_url=url_for(request, "/static/vendor/swagger-ui/swagger-ui-bundle.js"),
+        swagger_css_url=url_for(request, "/static/vendor/swagger-ui/swagger-ui.css"),
+        swagger_favicon_url=url_for(request, "/static/favicon.svg"),
+    )

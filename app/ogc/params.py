@@ -1,0 +1,170 @@
+"""Parsing and validating OGC API query parameters. Every malformed value is an InvalidParameter (400)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.errors import InvalidParameter
+
+Interval = tuple[dt.datetime | None, dt.datetime | None]
+
+
+def bbox_query(raw: str | None) -> tuple[float, float, float, float] | None:
+    """``minx,miny,maxx,maxy`` (or 6 numbers with z), CRS84. ``minx > maxx`` crosses the antimeridian."""
+    if raw is None:
+        return None
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) not in (4, 6):
+        raise InvalidParameter("bbox must have 4 or 6 comma-separated numbers.")
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        raise InvalidParameter("bbox values must be numbers.") from None
+    if not all(math.isfinite(n) for n in nums):
+        raise InvalidParameter("bbox values must be finite numbers.")
+    if len(nums) == 6:
+        minx, miny, _, maxx, maxy, _ = nums
+    else:
+        minx, miny, maxx, maxy = nums
+    if not (-90 <= miny <= 90 and -90 <= maxy <= 90):
+        raise InvalidParameter("bbox latitudes must lie between -90 and 90.")
+    if not (-180 <= minx <= 180 and -180 <= maxx <= 180):
+        raise InvalidParameter("bbox longitudes must lie between -180 and 180.")
+    if miny > maxy:
+        raise InvalidParameter("bbox: the lower latitude is larger than the upper one.")
+    return minx, miny, maxx, maxy
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _instant(text: str, end: bool) -> dt.datetime:
+    text = text.strip()
+    try:
+        if _DATE.match(text):
+            d = dt.date.fromisoformat(text)
+            t = dt.time.max if end else dt.time.min
+            return dt.datetime.combine(d, t, tzinfo=dt.UTC)
+        if not re.match(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", text):
+            raise ValueError
+        value = dt.datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        raise InvalidParameter(
+            f"datetime: {text!r} is not an RFC 3339 date-time (e.g. 2020-06-01T00:00:00Z) or date."
+        ) from None
+    return value.astimezone(dt.UTC)
+
+
+def datetime_query(raw: str | None) -> Interval | None:
+    """An instant, a closed interval ``a/b`` (inclusive), or a half-bounded one with ``..`` or empty."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if "/" not in raw:
+        if raw in ("", ".."):
+            raise InvalidParameter("datetime: an instant cannot be open.")
+        start = _instant(raw, end=False)
+        return start, _instant(raw, end=True) if _DATE.match(raw) else start
+    parts = raw.split("/")
+    if len(parts) != 2:
+        raise InvalidParameter("datetime: an interval has exactly one '/'.")
+    a, b = (p.strip() for p in parts)
+    start = None if a in ("", "..") else _instant(a, end=False)
+    end = None if b in ("", "..") else _instant(b, end=True)
+    if start is None and end is None:
+        raise InvalidParameter("datetime: at least one end of the interval must be given.")
+    if start and end and start > end:
+        raise InvalidParameter("datetime: the interval starts after it ends.")
+    return start, end
+
+
+def limit_query(raw: str | None, default: int, maximum: int) -> int:
+    """Page size; values above the maximum are capped (OGC Part 1, /req/core/fc-limit-response-1)."""
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter("limit must be a positive integer.") from None
+    if value < 1:
+        raise InvalidParameter("limit must be at least 1.")
+    return min(value, maximum)
+
+
+def offset_query(raw: str | None) -> int:
+    if raw is None:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter("offset must be a non-negative integer.") from None
+    if value < 0:
+        raise InvalidParameter("offset must be a non-negative integer.")
+    return value
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Key-set position: the sort key of the row next to the page, and the direction to read."""
+
+    key: tuple[Any, ...]
+    forward: bool = True
+
+    def encode(self) -> str:
+        raw = orjson.dumps({"k": list(self.key), "d": "n" if self.forward else "p"})
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, token: str | None) -> Cursor | None:
+        if token is None:
+            return None
+        try:
+            padded = token + "=" * (-len(token) % 4)
+            data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+            key = tuple(data["k"])
+            forward = {"n": True, "p": False}[data["d"]]
+            if not key or not all(isinstance(k, (str, int, float)) for k in key):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
+            raise InvalidParameter("cursor is not a token this server issued.") from None
+        return cls(key, forward)
+
+
+def bool_value(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(raw)
+
+
+def parse_scalar(raw: str, schema: Mapping[str, Any]) -> Any:
+    """Convert a query-string value to the Python type of a property (JSON Schema ``type``/``format``)."""
+    kind = schema.get("type")
+    fmt = schema.get("format")
+    if kind == "integer":
+        return int(raw)
+    if kind == "number":
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+        return value
+    if kind == "boolean":
+        return bool_value(raw)
+    if fmt == "date":
+        return dt.date.fromisoformat(raw)
+    if fmt == "date-time":
+        return _instant(raw, end=False)
+    if "enum" in schema and raw not in schema["enum"]:
+        raise ValueError(raw)
+    return raw

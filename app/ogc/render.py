@@ -1,0 +1,129 @@
+"""Content negotiation (``f=`` first, then ``Accept``), links, and HTML rendering with Jinja2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+
+from app.errors import InvalidParameter
+
+GEOJSON = "application/geo+json"
+JSON = "application/json"
+HTML = "text/html"
+OPENAPI_JSON = "application/vnd.oai.openapi+json;version=3.0"
+CSV = "text/csv"
+
+
+class OutputType(StrEnum):
+    json = "json"
+    html = "html"
+
+
+_F_VALUES = {"json": OutputType.json, "geojson": OutputType.json, "html": OutputType.html}
+
+
+def _accept(header: str) -> list[tuple[str, float, int]]:
+    out = []
+    for i, part in enumerate(header.split(",")):
+        bits = [b.strip() for b in part.split(";")]
+        media = bits[0].lower()
+        q = 1.0
+        for b in bits[1:]:
+            if b.startswith("q="):
+                try:
+                    q = float(b[2:])
+                except ValueError:
+                    q = 0.0
+        if media:
+            out.append((media, q, i))
+    return out
+
+
+def negotiate(request: Request) -> OutputType:
+    """``f`` wins; otherwise the best ``Accept`` match between JSON flavours and HTML; JSON by default."""
+    f = request.query_params.get("f")
+    if f is not None:
+        try:
+            return _F_VALUES[f.lower()]
+        except KeyError:
+            raise InvalidParameter(f"f must be one of {sorted(_F_VALUES)}.") from None
+    header = request.headers.get("accept")
+    if not header:
+        return OutputType.json
+    best: tuple[float, int, OutputType] | None = None
+    for media, q, order in _accept(header):
+        if q <= 0:
+            continue
+        if media in (HTML, "application/xhtml+xml"):
+            kind = OutputType.html
+        elif media in (JSON, GEOJSON, OPENAPI_JSON.split(";")[0], "application/*", "*/*", "application/problem+json"):
+            kind = OutputType.json
+        else:
+            continue
+        # prefer higher q; on ties, explicit types listed first; wildcards lose against explicit types
+        rank = (q - (0.001 if "*" in media else 0.0), -order, kind)
+        if best is None or rank[:2] > best[:2]:
+            best = rank
+    return best[2] if best else OutputType.json
+
+
+# --------------------------------------------------------------------------------------------- links
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def url_for(request: Request, path: str, params: Mapping[str, Any] | None = None) -> str:
+    query = f"?{urlencode(params, doseq=True)}" if params else ""
+    return f"{base_url(request)}{path}{query}"
+
+
+def link(href: str, rel: str, type_: str, title: str | None = None, **extra: Any) -> dict[str, Any]:
+    out = {"href": href, "rel": rel, "type": type_}
+    if title:
+        out["title"] = title
+    out.update(extra)
+    return out
+
+
+def self_links(request: Request, path: str, json_type: str, title: str, keep: Iterable[str] = ()) -> list[dict]:
+    """``self`` for the negotiated format plus ``alternate`` for the other one."""
+    params = {k: v for k, v in request.query_params.multi_items() if k != "f" and (not keep or k in keep)}
+    fmt = negotiate(request)
+    json_link = url_for(request, path, {**params, "f": "json"})
+    html_link = url_for(request, path, {**params, "f": "html"})
+    if fmt is OutputType.html:
+        return [link(html_link, "self", HTML, title), link(json_link, "alternate", json_type, title + " (JSON)")]
+    return [link(json_link, "self", json_type, title), link(html_link, "alternate", HTML, title + " (HTML)")]
+
+
+# --------------------------------------------------------------------------------------------- responses
+def json_response(body: Any, media_type: str = JSON, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=media_type, headers=headers)
+
+
+def templates(extra_dir: str | None) -> Environment:
+    loaders: list[Any] = []
+    if extra_dir:
+        loaders.append(FileSystemLoader(Path(extra_dir)))
+    loaders.append(PackageLoader("app", "templates"))
+    env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html"]), enable_async=False)
+    env.filters["tojson_attr"] = lambda v: orjson.dumps(v).decode()
+    return env
+
+
+def html_response(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    env: Environment = request.app.state.templates
+    settings = request.app.state.settings
+    page = env.get_template(template).render(
+        base=base_url(request), title=settings.api.title, basemap=settings.api.basemap_url,
+        basemap_attribution=settings.api.basemap_attribution, **context,
+    )
+    return HTMLResponse(page, status_code=status)
