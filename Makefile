@@ -32,6 +32,7 @@ setup-run: $(VENV)/.run-installed
 
 setup-test: $(VENV)/.dev-installed
 	scripts/ensure-postgis.sh --server-only
+	scripts/ensure-test-tools.sh
 
 db: setup-run
 	$(BIN)/tpa db upgrade

@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from tpa_testing import ThrowawayDatabase, client_for, settings_for
+from tpa_testing import ThrowawayDatabase, client_for, run_async, serve, settings_for
 
+from app.auth import create_key
 from app.db import create_engine, create_sessionmaker
-from app.settings import Settings
+from app.models.codes import Role
+from app.services.demo import load_demo
+from app.settings import DatabaseSettings, Settings
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +65,55 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(settings) as c:
         yield c
+
+
+# --------------------------------------------------------------------------------------------- OGC API fixtures
+@pytest.fixture(scope="session")
+def demo_database() -> Iterator[ThrowawayDatabase]:
+    """A database with the full demo region (seed 42), shared read-only by the API tests."""
+    with ThrowawayDatabase("demo") as db:
+        db.upgrade()
+        run_async(_load_demo(db.url))
+        yield db
+
+
+async def _load_demo(url: str) -> None:
+    eng = create_engine(DatabaseSettings(url=url))
+    try:
+        await load_demo(create_sessionmaker(eng), 42)
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_settings(demo_database: ThrowawayDatabase) -> Settings:
+    return settings_for(demo_database.url)
+
+
+@pytest.fixture(scope="session")
+def api_keys(demo_database: ThrowawayDatabase) -> dict[Role, str]:
+    async def make() -> dict[Role, str]:
+        eng = create_engine(DatabaseSettings(url=demo_database.url))
+        try:
+            out = {}
+            for role in Role:
+                async with create_sessionmaker(eng)() as s, s.begin():
+                    out[role] = (await create_key(s, role, f"test {role.value}")).key
+            return out
+        finally:
+            await eng.dispose()
+
+    return run_async(make())
+
+
+@pytest.fixture
+async def api(demo_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(demo_settings) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def live_server(demo_database: ThrowawayDatabase) -> Iterator[str]:
+    """The service under uvicorn on a free loopback port (for GDAL, OWSLib and other real clients)."""
+    with serve(demo_database.url) as url:
+        yield url

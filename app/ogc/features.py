@@ -350,6 +350,8 @@ async def get_collection_item(
     if unknown:
         raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
     fid: Any = featureId
+    if "\x00" in featureId:  # PostgreSQL text cannot hold NUL, so no such feature can exist
+        raise NotFound(f"There is no such feature in '{layer.id}'.")
     if layer.id_schema.get("type") == "integer":
         try:
             fid = int(featureId)
