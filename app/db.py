@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.errors import ConstraintViolation, DatabaseUnavailable, DomainError, InvalidData
 from app.settings import DatabaseSettings
+
+log = logging.getLogger("tpa.db")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
@@ -96,6 +99,7 @@ def translate_db_error(exc: BaseException) -> DomainError:
         return InvalidData(f"Invalid value: {message}" if message else "Invalid value.", sqlstate=sqlstate)
     if isinstance(exc, (OSError, ConnectionError)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         return DatabaseUnavailable("The database is not reachable.")
+    log.error("database error %s: %s", sqlstate, message or type(exc).__name__)  # server log only
     return DatabaseUnavailable("The database failed to process the request.")
 
 

@@ -357,7 +357,8 @@ async def test_revoked_key_is_refused(demo_settings, demo_database):
         async with create_sessionmaker(eng)() as s, s.begin():
             new = await create_key(s, Role.analyst, "short-lived")
         async with client_for(demo_settings) as c:
-            assert (await c.get("/collections/households", headers={"Authorization": f"Bearer {new.key}"})).status_code == 200
+            ok = await c.get("/collections/households", headers={"Authorization": f"Bearer {new.key}"})
+            assert ok.status_code == 200
         async with AsyncSession(eng) as s, s.begin():
             assert await revoke_key(s, new.prefix)
         async with client_for(demo_settings) as c:  # a fresh process-level cache

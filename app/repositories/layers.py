@@ -50,7 +50,8 @@ async def publish_table(
         trigger_sql = await session.scalar(
             text(
                 "SELECT format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %I.%I "
-                "FOR EACH STATEMENT EXECUTE FUNCTION tpa_bump_table_version()', :trg, :schema, :table)"
+                "FOR EACH STATEMENT EXECUTE FUNCTION tpa_bump_table_version()', "
+                "CAST(:trg AS text), CAST(:schema AS text), CAST(:table AS text))"
             ),
             {"trg": f"{table}_tpa_version", "schema": schema, "table": table},
         )
