@@ -11,6 +11,7 @@ import asyncpg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -35,6 +36,26 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_pre_ping=True,
         echo=settings.echo,
         connect_args={"timeout": settings.connect_timeout_s, "server_settings": server_settings},
+    )
+
+
+def libpq_dsn(url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq/asyncpg DSN."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def create_read_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+    """The asyncpg pool of the OGC read path (compiled SQL, prepared per connection; cf. tipg).
+
+    ``min_size=0``: nothing connects until the first request, so an unreachable database does not stop
+    the service from starting (``/readyz`` reports it).
+    """
+    server_settings = {"application_name": "tpa-gis-read", "timezone": "UTC", "DateStyle": "ISO, YMD"}
+    if settings.statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+    return await asyncpg.create_pool(
+        libpq_dsn(settings.url), min_size=0, max_size=settings.pool_size, timeout=settings.connect_timeout_s,
+        server_settings=server_settings, max_inactive_connection_lifetime=300,
     )
 
 

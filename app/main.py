@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.auth import KeyCache
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_read_pool, create_sessionmaker
 from app.errors import add_exception_handlers
 from app.health import router as health_router
 from app.ogc import common, features
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.db)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_pool = await create_read_pool(settings.db)
         try:
             app.state.catalog = await load_catalog(engine, settings.security)
         except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.read_pool.close()
             await engine.dispose()
 
     app = FastAPI(

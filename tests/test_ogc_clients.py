@@ -88,8 +88,19 @@ def points_db():
                         "INSERT INTO points SELECT 3000 + i, 'am' || i, DATE '2020-01-01', 1, "
                         "ST_SetSRID(ST_MakePoint(CASE WHEN i % 2 = 0 THEN 179.5 + i / 200.0 ELSE -179.5 - i / 200.0 "
                         "END, -17 + i / 100.0), 4326) FROM generate_series(1, 99) i")
+                    await conn.exec_driver_sql(
+                        "CREATE TABLE edge (id text PRIMARY KEY, f double precision, n numeric, t text, d date, "
+                        "ts timestamptz, b boolean, a text[], j jsonb, geom geometry(Point, 4326))")
+                    await conn.exec_driver_sql(
+                        "INSERT INTO edge VALUES "
+                        "('nan', 'NaN', 'NaN', E'quote \" back\\\\ nl\\n tab\\t 铁岭 ☃', '2020-02-29', "
+                        "'2020-06-01 12:30:00+08', true, '{x,\"y z\"}', '{\"k\": [1, null]}', NULL), "
+                        "('inf', 'Infinity', '-Infinity', '', '1999-12-31', NULL, false, '{}', 'null', "
+                        "'SRID=4326;POINT(1 2)'), "
+                        "('num', 1.5e300, 123.4500, NULL, NULL, NULL, NULL, NULL, NULL, 'SRID=4326;POINT(-1 -2)')")
                 async with create_sessionmaker(eng)() as s, s.begin():
                     await publish_table(s, "public", "points", "points", "Points", None, "registered", None)
+                    await publish_table(s, "public", "edge", "edge", "Edge values", None, None, None)
             finally:
                 await eng.dispose()
 
@@ -152,3 +163,21 @@ async def test_integer_ids(points_db):
             assert r.status_code == 404, bad  # pygeoapi answers 500 to a string id on an integer key
         coll = (await c.get("/collections/points")).json()
         assert coll["extent"]["temporal"]["interval"][0][0].startswith("2015-01-")
+
+
+async def test_property_values_are_valid_json(points_db):
+    async with client_for(settings_for(points_db.url)) as c:
+        r = await c.get("/collections/edge/items")
+    body = json.loads(r.text)  # strict JSON: NaN or Infinity literals would fail here
+    feats = {f["id"]: f for f in body["features"]}
+    nan = feats["nan"]["properties"]
+    assert nan["f"] is None and nan["n"] is None
+    assert nan["t"] == 'quote " back\\ nl\n tab\t 铁岭 ☃'
+    assert nan["d"] == "2020-02-29" and nan["ts"] == "2020-06-01T04:30:00+00:00"
+    assert nan["b"] is True and nan["a"] == ["x", "y z"] and nan["j"] == {"k": [1, None]}
+    assert feats["nan"]["geometry"] is None
+    inf = feats["inf"]["properties"]
+    assert inf["f"] is None and inf["n"] is None and inf["t"] == "" and inf["b"] is False and inf["a"] == []
+    assert feats["inf"]["geometry"] == {"type": "Point", "coordinates": [1, 2]}
+    num = feats["num"]["properties"]
+    assert num["f"] == 1.5e300 and num["n"] == 123.45 and num["t"] is None and num["d"] is None

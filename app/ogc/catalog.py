@@ -13,10 +13,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Column, MetaData, Table, func, literal, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause
-from sqlalchemy.types import Float, Integer, Text
+from sqlalchemy.types import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Double,
+    Float,
+    Integer,
+    Numeric,
+    SmallInteger,
+    Text,
+    Uuid,
+)
 
 from app.auth import allowed
 from app.models import codes
@@ -55,7 +69,7 @@ class Extent:
     count: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: layers key caches of compiled SQL
 class Layer:
     id: str
     title: str
@@ -323,6 +337,11 @@ _PG_SCHEMAS: dict[str, JsonSchema] = {
     "varchar": STRING, "bpchar": STRING, "uuid": _s("string", format="uuid"), "json": _s("object"),
     "jsonb": _s("object"),
 }
+_PG_TYPES: dict[str, Any] = {
+    "int2": SmallInteger, "int4": Integer, "int8": BigInteger, "float4": Float, "float8": Double, "numeric": Numeric,
+    "bool": Boolean, "date": Date, "timestamp": DateTime, "timestamptz": DateTime(timezone=True), "text": Text,
+    "varchar": Text, "bpchar": Text, "uuid": Uuid, "json": JSON, "jsonb": JSONB,
+}
 _GEOMETRY_NAMES = {
     "POINT": "Point", "MULTIPOINT": "MultiPoint", "LINESTRING": "LineString", "MULTILINESTRING": "MultiLineString",
     "POLYGON": "Polygon", "MULTIPOLYGON": "MultiPolygon", "GEOMETRYCOLLECTION": "GeometryCollection",
@@ -353,7 +372,7 @@ async def published_layers(conn: Any) -> list[Layer]:
         if not cols:
             continue
         md = MetaData()
-        sa_cols = [Column(c.column_name, Integer if c.udt_name.startswith("int") else Text) for c in cols]
+        sa_cols = [Column(c.column_name, _PG_TYPES.get(c.udt_name, Text)) for c in cols]
         table = Table(r["table_name"], md, *sa_cols, schema=r["schema_name"])
         geom_col = r["geometry_column"]
         geom = None

@@ -280,30 +280,27 @@ async def get_collection_items(
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request)
     q = items_query(request, layer)
-    engine = request.app.state.engine
+    pool = request.app.state.read_pool
     cache = request.app.state.count_cache
     if fmt is OutputType.html or q.limit <= STREAM_ABOVE:
-        async with engine.connect() as conn:
-            page = await repo.fetch_page(conn, layer, role, q)
-            matched = await repo.number_matched(conn, cache, layer, role, q, page.version)
+        page = await repo.fetch_page(pool, layer, role, q)
+        matched = await repo.number_matched(pool, cache, layer, role, q, page.version)
         links = _page_links(request, layer, q, page.first_key, page.last_key, page.more_after, page.more_before)
         if fmt is OutputType.html:
-            feats = [orjson.loads(f) for f in page.features]
+            feats = orjson.loads(f"[{page.body}]")
             return html_response(request, "items.html", layer=layer, features=feats, matched=matched, links=links,
                                  geojson={"type": "FeatureCollection", "features": feats})
-        body = HEAD + b",".join(f.encode() for f in page.features) + _envelope_tail(
-            matched, len(page.features), links)
+        body = HEAD + page.body.encode() + _envelope_tail(matched, page.returned, links)
         return Response(body, media_type=GEOJSON)
     return await _streamed_items(request, layer, role, q)
 
 
 async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: repo.ItemsQuery) -> Response:
-    engine = request.app.state.engine
+    pool = request.app.state.read_pool
     cache = request.app.state.count_cache
-    async with engine.connect() as conn:
-        version = await repo.current_version(conn, layer)
-        matched = await repo.number_matched(conn, cache, layer, role, q, version)
-    stream = repo.stream_page(engine, layer, role, q)
+    version = await repo.current_version(pool, layer)
+    matched = await repo.number_matched(pool, cache, layer, role, q, version)
+    stream = repo.stream_page(pool, layer, role, q)
     first_batch = await anext(stream, None)  # errors surface here, before the response starts
 
     async def body() -> AsyncIterator[bytes]:
@@ -359,8 +356,7 @@ async def get_collection_item(
             raise NotFound(f"There is no feature '{featureId}' in '{layer.id}'.") from None
         if not -(2**63) <= fid < 2**63:
             raise NotFound(f"There is no feature '{featureId}' in '{layer.id}'.")
-    async with request.app.state.engine.connect() as conn:
-        text = await repo.fetch_feature(conn, layer, role, fid)
+    text = await repo.fetch_feature(request.app.state.read_pool, layer, role, fid)
     if text is None:
         raise NotFound(f"There is no feature '{featureId}' in '{layer.id}'.")
     path = f"/collections/{layer.id}/items/{featureId}"

@@ -8,6 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import translated_errors
 from app.errors import InvalidData
 
+# ids of the built-in collections (app/ogc/catalog.py), which a published table may not take
+RESERVED_IDS = frozenset({"admin-units", "villages", "projects", "facilities", "households", "persons"})
+
 _PK = text(
     """
     SELECT a.attname FROM pg_index i
@@ -25,6 +28,8 @@ async def publish_table(
     datetime_column: str | None, role: str | None,
 ) -> str:
     """Register the table and install the statement trigger that versions it (for exact cached counts)."""
+    if layer_id in RESERVED_IDS:
+        raise InvalidData(f"'{layer_id}' is a built-in collection; choose another id (--id).")
     async with translated_errors():
         exists = await session.scalar(text("SELECT to_regclass(:q) IS NOT NULL"), {"q": f"{schema}.{table}"})
         if not exists:
