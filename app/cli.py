@@ -13,7 +13,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from app.settings import Settings
 
-app = typer.Typer(help="tpa-gis: Targeted Poverty Alleviation GIS service.", no_args_is_help=True)
+app = typer.Typer(help="tpa-gis: Targeted Poverty Alleviation GIS service.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="The demo region 'Tieling (demo)'.", no_args_is_help=True)
 openapi_app = typer.Typer(help="The OpenAPI document.", no_args_is_help=True)
@@ -205,8 +206,14 @@ def openapi_export(
 
 
 def main() -> None:
+    from app.errors import DomainError
+
     logging.basicConfig(level=logging.WARNING)
-    app()
+    try:
+        app()
+    except DomainError as exc:  # bad input or a data rule: a clear message, no traceback
+        console.print(f"[red]{exc.title}:[/] {exc.detail}")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

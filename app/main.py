@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_pool = await create_read_pool(settings.db)
         try:
-            app.state.catalog = await load_catalog(engine, settings.security)
+            app.state.catalog = await load_catalog(engine, settings.security, settings.api.data_license_url)
         except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz
             logging.getLogger("tpa").warning("catalogue not loaded (%s); collections unavailable", type(exc).__name__)
             app.state.catalog = None

@@ -66,6 +66,7 @@ class ApiSettings(BaseSettings):
         description="XYZ tile URL for HTML maps (e.g. an intranet tile server); empty = no base map (offline).",
     )
     basemap_attribution: str = ""
+    data_license_url: str | None = Field(default=None, description="Link to the licence of the published data")
 
 
 class SecuritySettings(BaseSettings):

@@ -235,9 +235,13 @@ FLOOR_SQL = {
     "a": "SELECT json_build_object('type','FeatureCollection','features',json_agg(f)) FROM (SELECT "
          "json_build_object('type','Feature','id',id,'geometry',ST_AsGeoJSON(geom)::json,'properties',"
          "to_jsonb(v) - 'geom') f FROM villages v ORDER BY id LIMIT 10) s;",
+    # the page's keys first, then GeoJSON for those rows only (else the skipped rows are serialised too)
     "b": "\\set o random(0, 9) * 1000\nSELECT json_build_object('type','FeatureCollection','features',json_agg(f)) "
-         "FROM (SELECT json_build_object('type','Feature','id',id,'geometry',ST_AsGeoJSON(geom)::json,'properties',"
-         "to_jsonb(h) - 'geom') f FROM households h ORDER BY id LIMIT 1000 OFFSET :o) s;",
+         "FROM (SELECT json_build_object('type','Feature','id',h.id,'geometry',ST_AsGeoJSON(h.geom)::json,"
+         "'properties',json_build_object('hh_code',hh_code,'village_id',village_id,'head_name',head_name,'members',"
+         "members,'annual_income',annual_income,'is_poor',is_poor,'poverty_cause',poverty_cause,'subsidy_cny',"
+         "subsidy_cny,'registered',registered,'has_4g',has_4g)) f FROM households h JOIN (SELECT id FROM households "
+         "ORDER BY id LIMIT 1000 OFFSET :o) k ON k.id = h.id ORDER BY h.id) s;",
     "d": "\\set i random(1, 20000)\nSELECT json_build_object('type','Feature','id',id,'geometry',"
          "ST_AsGeoJSON(geom)::json,'properties',to_jsonb(v) - 'geom') FROM villages v WHERE id = :i;",
 }

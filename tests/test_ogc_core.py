@@ -103,6 +103,7 @@ async def test_collection(api, demo_database):
                                 "(SELECT ST_Extent(geom_point) e FROM village) s")
     assert bbox == pytest.approx(list(row), abs=1e-9)
     assert body["extent"]["temporal"]["interval"] == [["2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"]]
+    assert "tudigong" in body["attribution"] and "CC BY 4.0" in body["attribution"]
     items = [lk for lk in body["links"] if lk["rel"] == "items"]
     assert {lk["type"] for lk in items} == {"application/geo+json", "text/html"}
     r = await api.get("/collections/nope")

@@ -40,7 +40,6 @@ from app.settings import SecuritySettings
 
 JsonSchema = dict[str, Any]
 
-LICENSE_DEMO = "Synthetic demo data on real census facts; see the region's attribution"
 
 
 @dataclass(frozen=True)
@@ -447,10 +446,18 @@ class Catalog:
         return [lyr for lyr in self.layers.values() if lyr.readable_by(role)]
 
 
-async def load_catalog(engine: AsyncEngine, security: SecuritySettings) -> Catalog:
-    """The catalogue: built-in and published layers with their extents (one pass at start-up)."""
+async def load_catalog(
+    engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None
+) -> Catalog:
+    """The catalogue: built-in and published layers with their extents (one pass at start-up).
+
+    Built-in layers carry the attribution of the regions loaded (e.g. the census sources of the demo)
+    and the data licence link configured for the service.
+    """
     async with engine.connect() as conn:
-        layers = builtin_layers(security)
+        regions = (await conn.execute(text("SELECT name, attribution FROM region ORDER BY region_id"))).all()
+        attribution = "; ".join(f"{name}: {attr}" for name, attr in regions if attr) or None
+        layers = [replace(lyr, attribution=attribution, license=license_url) for lyr in builtin_layers(security)]
         has_published = await conn.scalar(text("SELECT to_regclass('public.published_layer') IS NOT NULL"))
         if has_published:
             layers += await published_layers(conn)

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from app.auth import RoleDep, require
+from app.auth import RoleDep, current_role, require
 from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFound
 from app.models.codes import Role
 from app.ogc.catalog import Catalog, Layer, Prop, load_catalog
@@ -90,7 +90,9 @@ async def _catalog(request: Request) -> Catalog:
     catalog = request.app.state.catalog
     if catalog is None:
         try:
-            catalog = await load_catalog(request.app.state.engine, request.app.state.settings.security)
+            catalog = await load_catalog(
+                request.app.state.engine, request.app.state.settings.security,
+                request.app.state.settings.api.data_license_url)
         except DomainError:
             raise
         except Exception:
@@ -251,6 +253,23 @@ def _envelope_tail(matched: int, returned: int, links: list[dict[str, Any]]) -> 
     return b"]," + tail[1:]
 
 
+F_PARAMETER = {"name": "f", "in": "query", "required": False, "description": "Output format",
+               "schema": {"type": "string", "enum": ["json", "html"]}, "style": "form", "explode": False}
+ITEMS_PARAMETERS = [
+    {"name": "limit", "in": "query", "required": False, "style": "form", "explode": False,
+     "description": "Page size. Values above the server maximum are capped (not an error).",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10}},
+    {"name": "bbox", "in": "query", "required": False, "style": "form", "explode": False,
+     "description": "minx,miny,maxx,maxy (or 6 numbers) in CRS84; minx > maxx crosses the antimeridian.",
+     "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}},
+    {"name": "datetime", "in": "query", "required": False, "style": "form", "explode": False,
+     "description": "Instant or interval (a/b, ../b, a/..), RFC 3339.", "schema": {"type": "string"}},
+    {"name": "offset", "in": "query", "required": False, "style": "form", "explode": False,
+     "description": "Features to skip (prefer the next links).", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "cursor", "in": "query", "required": False, "style": "form", "explode": False,
+     "description": "Opaque paging token from a next/prev link.", "schema": {"type": "string"}},
+    F_PARAMETER,
+]
 HEAD = b'{"type":"FeatureCollection","features":['
 
 
@@ -261,22 +280,15 @@ HEAD = b'{"type":"FeatureCollection","features":['
     description="Features in id order. Besides the parameters below, every filterable property of the collection "
     "can be used as an equality filter (e.g. `?status=poor`). `next`/`prev` links page by key (`cursor`).",
     response_model=FeatureCollection,
+    openapi_extra={"parameters": ITEMS_PARAMETERS},
     responses={200: {"content": {GEOJSON: {}, HTML: {}}}, 400: {"description": "Invalid parameter"},
                401: {"description": "Authentication required"}, 403: {"description": "Role too low"},
                404: {"description": "No such collection"}},
 )
-async def get_collection_items(
-    request: Request,
-    role: RoleDep,
-    collectionId: str = Path(...),  # noqa: N803
-    limit: int | None = Query(None, ge=1, description="Page size (default 10; larger values are capped at the "
-                              "server maximum, 10,000 by default)", json_schema_extra={"maximum": 10000}),
-    offset: int | None = Query(None, ge=0, description="Features to skip (prefer the `next` links)"),
-    bbox: str | None = Query(None, description="minx,miny,maxx,maxy (CRS84); minx > maxx crosses the antimeridian"),
-    datetime: str | None = Query(None, description="Instant or interval (a/b, ../b, a/..), RFC 3339"),
-    cursor: str | None = Query(None, description="Opaque paging token from a next/prev link"),
-    f: str | None = Query(None, description="Output format: json or html"),
-) -> Response:
+async def get_collection_items(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
+    # Query parameters are parsed from request.query_params (items_query) and documented through
+    # openapi_extra: FastAPI's per-parameter validation costs more than the whole database round trip.
+    role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request)
     q = items_query(request, layer)
@@ -332,15 +344,13 @@ async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: 
     operation_id="get_collection_item",
     summary="One feature",
     response_model=Feature,
+    openapi_extra={"parameters": [F_PARAMETER]},
     responses={200: {"content": {GEOJSON: {}, HTML: {}}}, 404: {"description": "No such feature"}},
 )
 async def get_collection_item(
-    request: Request,
-    role: RoleDep,
-    collectionId: str = Path(...),  # noqa: N803
-    featureId: str = Path(...),  # noqa: N803
-    f: str | None = Query(None, description="Output format: json or html"),
+    request: Request, collectionId: str = Path(...), featureId: str = Path(...)  # noqa: N803
 ) -> Response:
+    role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request)
     unknown = set(request.query_params) - {"f"}

@@ -22,7 +22,21 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import Date, DateTime, Float, Text, and_, bindparam, case, cast, func, literal, or_, select
+from sqlalchemy import (
+    Date,
+    DateTime,
+    Float,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import Select
@@ -68,6 +82,13 @@ def variant(layer: Layer, role: Role | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------- expressions
+def _const(text: str) -> ColumnElement[str]:
+    """A SQL string constant (our own JSON fragments and property names), inlined rather than bound so
+    each execution sends only the request's values. Quotes are doubled; standard_conforming_strings is on
+    (the PostgreSQL default), so backslashes are not special."""
+    return literal_column("'" + text.replace("'", "''") + "'", Text)
+
+
 def _json_value(prop: Prop) -> ColumnElement[str]:
     """JSON text of one property value, by its declared type.
 
@@ -83,36 +104,37 @@ def _json_value(prop: Prop) -> ColumnElement[str]:
     if kind == "integer":
         text = cast(e, Text)
     elif kind == "number":
-        text = case((func.abs(e) < literal(float("inf"), Float), cast(e, Text)), else_=None)
+        text = case((func.abs(e) < literal_column("'Infinity'::float8"), cast(e, Text)), else_=None)
     elif kind == "boolean":
         text = cast(e, Text)
     elif kind == "string" and fmt == "date":
-        text = literal('"', Text) + cast(e, Text) + literal('"', Text)
+        text = _const('"') + cast(e, Text) + _const('"')
     else:
         text = cast(func.to_json(e), Text)
-    return func.coalesce(text, literal("null", Text))
+    return func.coalesce(text, _const("null"))
 
 
 def _json_object(props: Sequence[Prop]) -> ColumnElement[str]:
     if not props:
-        return literal("{}", Text)
+        return _const("{}")
     out: ColumnElement[str] | None = None
     for i, p in enumerate(props):
         key = ("{" if i == 0 else ",") + orjson.dumps(p.name).decode() + ":"
-        part = literal(key, Text) + _json_value(p)
+        part = _const(key) + _json_value(p)
         out = part if out is None else out + part
-    return out + literal("}", Text)
+    return out + _const("}")
 
 
 def feature_text(layer: Layer, role: Role | None, props: Sequence[Prop] | None = None) -> ColumnElement[str]:
     """The GeoJSON text of a feature, assembled by concatenation so PostGIS's GeoJSON is not re-parsed."""
     geom = layer.geometry(role)
-    geometry = func.coalesce(func.ST_AsGeoJSON(geom, 7), "null") if geom is not None else literal("null", Text)
+    geometry = (func.coalesce(func.ST_AsGeoJSON(geom, literal_column("7")), _const("null")) if geom is not None
+                else _const("null"))
     properties = _json_object(layer.props if props is None else props)
     return (
-        literal('{"type":"Feature","id":', Text) + cast(func.to_json(layer.id_expr), Text)
-        + literal(',"geometry":', Text) + geometry
-        + literal(',"properties":', Text) + properties + literal("}", Text)
+        _const('{"type":"Feature","id":') + cast(func.to_json(layer.id_expr), Text)
+        + _const(',"geometry":') + geometry
+        + _const(',"properties":') + properties + _const("}")
     )
 
 
@@ -152,7 +174,8 @@ class Shape:
     t_start: bool = False  # a lower bound
     equals: tuple[str, ...] = ()
     cursor: str | None = None  # "after" (id > ck), "before" (id < ck), "between" (ks <= id < ck) or None
-    offset: bool = False
+    offset: int = 0
+    limit: int = 10
     props: tuple[str, ...] | None = None
 
 
@@ -179,10 +202,10 @@ def shape_and_values(layer: Layer, role: Role | None, q: ItemsQuery) -> tuple[Sh
     if q.cursor is not None:
         cursor = "after" if q.cursor.forward else "before"
         values["ck"] = q.cursor.key[0]
-    if q.offset:
-        values["off"] = q.offset
+    # Page size and offset are part of the statement, not parameters: the planner then knows them and
+    # a generic (cached) plan is safe for everything else.
     shape = Shape(layer, variant(layer, role), len(boxes), t_end, t_start, tuple(p.name for p, _ in q.equals),
-                  cursor, bool(q.offset))
+                  cursor, q.offset, q.limit)
     return shape, values
 
 
@@ -253,11 +276,16 @@ def compile_stmt(stmt: Select[Any]) -> Compiled:
 def _page_stmt(shape: Shape, role: Role | None, forward: bool) -> Select[Any]:
     layer = shape.layer
     key = layer.id_expr
-    stmt = (select(feature_text(layer, role).label("f"), key.label("k")).select_from(layer.source)
-            .where(*_where(shape, role)).order_by(key.asc() if forward else key.desc()).limit(_param("lim")))
-    if shape.offset:
-        stmt = stmt.offset(_param("off"))
-    return stmt
+    order = key.asc() if forward else key.desc()
+    if not shape.offset:
+        return (select(feature_text(layer, role).label("f"), key.label("k")).select_from(layer.source)
+                .where(*_where(shape, role)).order_by(order).limit(shape.limit + 1))
+    # With an offset, pick the page's keys first (an index-only walk), then build GeoJSON for those
+    # rows alone: a Limit node still evaluates its input's projection for every skipped row.
+    keys = (select(key.label("pk")).select_from(layer.source).where(*_where(shape, role)).order_by(order)
+            .limit(shape.limit + 1).offset(shape.offset).subquery("keys"))
+    return (select(feature_text(layer, role).label("f"), key.label("k"))
+            .select_from(layer.source.join(keys, key == keys.c.pk)).order_by(order))
 
 
 @lru_cache(maxsize=1024)
@@ -276,9 +304,9 @@ def page_agg_sql(shape: Shape, role: Role | None, forward: bool) -> Compiled:
     inner = _page_stmt(shape, role, forward).subquery("page")
     rn = func.row_number().over(order_by=inner.c.k.asc() if forward else inner.c.k.desc())
     numbered = select(inner.c.f, inner.c.k, rn.label("rn")).subquery("numbered")
-    within = numbered.c.rn <= _param("keep")
+    within = numbered.c.rn <= shape.limit
     stmt = select(
-        func.string_agg(numbered.c.f, aggregate_order_by(literal(",", Text), numbered.c.k.asc())).filter(within)
+        func.string_agg(numbered.c.f, aggregate_order_by(_const(","), numbered.c.k.asc())).filter(within)
         .label("body"),
         func.count().label("n"),
         func.min(numbered.c.k).filter(within).label("kmin"),
@@ -310,7 +338,7 @@ def boundary_sql(shape: Shape, role: Role | None) -> Compiled:
     """The key ``limit`` rows before the cursor (where a ``prev`` page starts), and one more."""
     layer = shape.layer
     return compile_stmt(select(layer.id_expr).select_from(layer.source).where(*_where(shape, role))
-                        .order_by(layer.id_expr.desc()).offset(_param("skip")).limit(2))
+                        .order_by(layer.id_expr.desc()).offset(shape.limit - 1).limit(2))
 
 
 def _role_key(layer: Layer, role: Role | None) -> Role | None:
@@ -324,8 +352,6 @@ async def fetch_page(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: Ite
     shape, values = shape_and_values(layer, role, q)
     forward = q.cursor is None or q.cursor.forward
     c = page_agg_sql(shape, _role_key(layer, role), forward)
-    values["lim"] = q.limit + 1
-    values["keep"] = q.limit
     async with translated_errors():
         row = await pool.fetchrow(c.sql, *c.args(values))
     n = int(row["n"])
@@ -411,14 +437,13 @@ async def stream_page(
         if not forward:
             b = boundary_sql(shape, rkey)
             async with translated_errors():
-                starts = [r[0] for r in await conn.fetch(b.sql, *b.args({**values, "skip": q.limit - 1}))]
+                starts = [r[0] for r in await conn.fetch(b.sql, *b.args(values))]
             more_before = len(starts) > 1
             if starts:  # read [start, cursor) forward
                 shape, values = _between(layer, role, q, starts[0])
             else:  # fewer than a page before the cursor: read from the start
                 shape, values = shape_and_values(layer, role, q)
         c = page_sql(shape, rkey, True)
-        values["lim"] = q.limit + 1
         seen = 0
         more = False
         async with conn.transaction(readonly=True):
