@@ -14,10 +14,10 @@ from app.ogc.render import (
     JSON,
     OPENAPI_JSON,
     OutputType,
-    html_response,
     json_response,
     link,
     negotiate,
+    respond,
     self_links,
     url_for,
 )
@@ -77,9 +77,7 @@ async def get_landing_page(request: Request) -> Response:
              "The feature collections"),
     ]
     body = {"title": settings.api.title, "description": settings.api.description, "links": links}
-    if negotiate(request) is OutputType.html:
-        return html_response(request, "landing.html", page=body)
-    return json_response(body)
+    return respond(request, body, "landing.html")
 
 
 @router.get(
@@ -92,9 +90,7 @@ async def get_landing_page(request: Request) -> Response:
 async def get_conformance(request: Request) -> Response:
     body = {"conformsTo": conformance_classes(request),
             "links": self_links(request, "/conformance", JSON, "Conformance")}
-    if negotiate(request) is OutputType.html:
-        return html_response(request, "conformance.html", page=body)
-    return json_response(body)
+    return respond(request, body, "conformance.html")
 
 
 @router.get(

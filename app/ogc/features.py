@@ -35,9 +35,9 @@ from app.ogc.render import (
     JSON,
     OutputType,
     html_response,
-    json_response,
     link,
     negotiate,
+    respond,
     self_links,
     url_for,
 )
@@ -162,9 +162,7 @@ async def get_collections(request: Request, role: RoleDep) -> Response:
         "links": self_links(request, "/collections", JSON, "Collections"),
         "collections": [collection_document(request, lyr) for lyr in layers],
     }
-    if negotiate(request) is OutputType.html:
-        return html_response(request, "collections.html", page=body)
-    return json_response(body)
+    return respond(request, body, "collections.html")
 
 
 @router.get(
@@ -176,10 +174,7 @@ async def get_collections(request: Request, role: RoleDep) -> Response:
 )
 async def get_collection(request: Request, role: RoleDep, collectionId: str = Path(...)) -> Response:  # noqa: N803
     layer = await get_layer(request, collectionId, role)
-    body = collection_document(request, layer, top=True)
-    if negotiate(request) is OutputType.html:
-        return html_response(request, "collection.html", page=body, layer=layer)
-    return json_response(body)
+    return respond(request, collection_document(request, layer, top=True), "collection.html", layer=layer)
 
 
 def _equality_filters(request: Request, layer: Layer) -> tuple[tuple[Prop, Any], ...]:

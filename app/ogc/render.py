@@ -127,3 +127,10 @@ def html_response(request: Request, template: str, status: int = 200, **context:
         basemap_attribution=settings.api.basemap_attribution, **context,
     )
     return HTMLResponse(page, status_code=status)
+
+
+def respond(request: Request, body: Any, template: str, media_type: str = JSON, **context: Any) -> Response:
+    """``body`` as JSON, or rendered with ``template`` (as ``page``) when the caller negotiated HTML."""
+    if negotiate(request) is OutputType.html:
+        return html_response(request, template, page=body, **context)
+    return json_response(body, media_type)

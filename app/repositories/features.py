@@ -125,12 +125,12 @@ def _json_object(props: Sequence[Prop]) -> ColumnElement[str]:
     return out + _const("}")
 
 
-def feature_text(layer: Layer, role: Role | None, props: Sequence[Prop] | None = None) -> ColumnElement[str]:
+def feature_text(layer: Layer, role: Role | None) -> ColumnElement[str]:
     """The GeoJSON text of a feature, assembled by concatenation so PostGIS's GeoJSON is not re-parsed."""
     geom = layer.geometry(role)
     geometry = (func.coalesce(func.ST_AsGeoJSON(geom, literal_column("7")), _const("null")) if geom is not None
                 else _const("null"))
-    properties = _json_object(layer.props if props is None else props)
+    properties = _json_object(layer.props)
     return (
         _const('{"type":"Feature","id":') + cast(func.to_json(layer.id_expr), Text)
         + _const(',"geometry":') + geometry
@@ -176,7 +176,6 @@ class Shape:
     cursor: str | None = None  # "after" (id > ck), "before" (id < ck), "between" (ks <= id < ck) or None
     offset: int = 0
     limit: int = 10
-    props: tuple[str, ...] | None = None
 
 
 def shape_and_values(layer: Layer, role: Role | None, q: ItemsQuery) -> tuple[Shape, dict[str, Any]]:
