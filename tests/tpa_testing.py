@@ -87,15 +87,15 @@ class ThrowawayDatabase:
         run_async(_drop_db(self.name))
 
     def upgrade(self, revision: str = "head") -> None:
-        cfg = alembic_config(self.url)
-        cfg.attributes["configure_logging"] = False
-        isolated(command.upgrade, cfg, revision)
+        self._alembic(command.upgrade, revision)
 
     def downgrade(self, revision: str) -> None:
+        self._alembic(command.downgrade, revision)
+
+    def _alembic(self, fn: Callable[..., None], revision: str) -> None:
         cfg = alembic_config(self.url)
         cfg.attributes["configure_logging"] = False
-        isolated(command.downgrade, cfg, revision)
-
+        isolated(fn, cfg, revision)
 
 
 def settings_for(url: str, **db: object) -> Settings:

@@ -155,7 +155,7 @@ def _grow(box: tuple[float, float, float, float], metres: float) -> tuple[float,
 
 
 def _param(name: str, type_: Any = None) -> Any:
-    """A named placeholder; its value is supplied when the compiled statement runs."""
+    """A named bound parameter; its value is supplied when the compiled statement runs."""
     return bindparam(name, type_=type_, required=False)
 
 
