@@ -282,6 +282,8 @@ async def test_content_negotiation(api):
     html = await api.get("/collections/villages/items", headers={"Accept": "text/html,application/xhtml+xml"})
     assert html.headers["content-type"].startswith("text/html")
     assert "leaflet.js" in html.text and "L.geoJSON" in html.text
+    # the map helper is defined before the page calls it (a later <script> is not hoisted)
+    assert html.text.index("function tpaMap") < html.text.index('tpaMap("map"')
     geo = await api.get("/collections/villages/items", headers={"Accept": "application/geo+json"})
     assert geo.headers["content-type"] == "application/geo+json"
     forced = await api.get("/collections/villages/items?f=json", headers={"Accept": "text/html"})
