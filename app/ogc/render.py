@@ -19,7 +19,6 @@ GEOJSON = "application/geo+json"
 JSON = "application/json"
 HTML = "text/html"
 OPENAPI_JSON = "application/vnd.oai.openapi+json;version=3.0"
-CSV = "text/csv"
 
 
 class OutputType(StrEnum):
