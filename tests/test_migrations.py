@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncpg
-from tpa_testing import _dsn, run_async
+from tpa_testing import fetch
 
 from app.db import migration_heads
 
@@ -21,14 +20,7 @@ ORDER BY 1
 
 
 def _schema(name: str) -> list[str]:
-    async def go() -> list[str]:
-        conn = await asyncpg.connect(_dsn(name))
-        try:
-            return [r[0] for r in await conn.fetch(SCHEMA_SQL)]
-        finally:
-            await conn.close()
-
-    return run_async(go())
+    return [r[0] for r in fetch(name, SCHEMA_SQL)]
 
 
 def test_upgrade_downgrade_upgrade(throwaway_db):

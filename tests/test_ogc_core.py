@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 from ogc_validation import validate, validate_problem
 from openapi_spec_validator import validate as validate_openapi
 from pyproj import Geod
-from tpa_testing import _dsn, client_for, run_async
+from tpa_testing import client_for, fetch
 
 from app.models.codes import Role
 
@@ -20,14 +19,7 @@ GEOD = Geod(ellps="WGS84")
 
 
 def sql(db, query: str, *args):
-    async def go():
-        conn = await asyncpg.connect(_dsn(db.name))
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return run_async(go())
+    return fetch(db.name, query, *args)
 
 
 def rels(body) -> dict[str, list[dict]]:

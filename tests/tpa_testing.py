@@ -40,25 +40,22 @@ def sa_url(database: str) -> str:
     return make_url(SERVER_URL).set(database=database).render_as_string(hide_password=False)
 
 
+async def _fetch(database: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run one statement on ``database`` over its own connection (no pool, no ORM)."""
+    conn = await asyncpg.connect(_dsn(database))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
 async def _create_db(name: str) -> None:
-    conn = await asyncpg.connect(_dsn("postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(_dsn(name))
-    try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    finally:
-        await conn.close()
+    await _fetch("postgres", f'CREATE DATABASE "{name}"')
+    await _fetch(name, "CREATE EXTENSION IF NOT EXISTS postgis")
 
 
 async def _drop_db(name: str) -> None:
-    conn = await asyncpg.connect(_dsn("postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _fetch("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def isolated(fn: Callable[..., T], *args: object) -> T:
@@ -70,6 +67,11 @@ def isolated(fn: Callable[..., T], *args: object) -> T:
 
 def run_async(coro: Coroutine[object, object, T]) -> T:
     return isolated(asyncio.run, coro)
+
+
+def fetch(database: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Synchronous ``_fetch`` for tests that read the database behind the API."""
+    return run_async(_fetch(database, sql, *args))
 
 
 class ThrowawayDatabase:

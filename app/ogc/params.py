@@ -87,29 +87,27 @@ def datetime_query(raw: str | None) -> Interval | None:
     return start, end
 
 
+def _integer(raw: str, name: str, minimum: int, message: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter(message) from None
+    if value < minimum:
+        raise InvalidParameter(message if minimum == 0 else f"{name} must be at least {minimum}.")
+    return value
+
+
 def limit_query(raw: str | None, default: int, maximum: int) -> int:
     """Page size; values above the maximum are capped (OGC Part 1, /req/core/fc-limit-response-1)."""
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidParameter("limit must be a positive integer.") from None
-    if value < 1:
-        raise InvalidParameter("limit must be at least 1.")
-    return min(value, maximum)
+    return min(_integer(raw, "limit", 1, "limit must be a positive integer."), maximum)
 
 
 def offset_query(raw: str | None) -> int:
     if raw is None:
         return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidParameter("offset must be a non-negative integer.") from None
-    if value < 0:
-        raise InvalidParameter("offset must be a non-negative integer.")
-    return value
+    return _integer(raw, "offset", 0, "offset must be a non-negative integer.")
 
 
 @dataclass(frozen=True)

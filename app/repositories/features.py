@@ -327,7 +327,7 @@ def version_sql(layer: Layer) -> Compiled:
 
 
 @lru_cache(maxsize=256)
-def feature_sql(layer: Layer, var: str, role: Role | None) -> Compiled:
+def feature_sql(layer: Layer, role: Role | None) -> Compiled:
     return compile_stmt(select(feature_text(layer, role)).select_from(layer.source)
                         .where(layer.id_expr == _param("fid", type_=layer.id_expr.type)))
 
@@ -341,9 +341,9 @@ def boundary_sql(shape: Shape, role: Role | None) -> Compiled:
 
 
 def _role_key(layer: Layer, role: Role | None) -> Role | None:
-    """Roles that see the same SQL share compiled statements."""
-    return Role.admin if variant(layer, role) == "true" and layer.geom_for_role is not None else (
-        None if layer.geom_for_role is None else role)
+    """Roles that see the same SQL share compiled statements: only layers whose geometry depends on the
+    role (displaced points) compile per role."""
+    return None if layer.geom_for_role is None else role
 
 
 # --------------------------------------------------------------------------------------------- queries
@@ -378,7 +378,7 @@ async def count(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQue
 
 
 async def fetch_feature(pool: asyncpg.Pool, layer: Layer, role: Role | None, feature_id: Any) -> str | None:
-    c = feature_sql(layer, variant(layer, role), _role_key(layer, role))
+    c = feature_sql(layer, _role_key(layer, role))
     async with translated_errors():
         return await pool.fetchval(c.sql, *c.args({"fid": feature_id}))
 
