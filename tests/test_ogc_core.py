@@ -97,7 +97,7 @@ async def test_collection(api, demo_database):
     assert body["extent"]["temporal"]["interval"] == [["2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"]]
     assert "tudigong" in body["attribution"] and "CC BY 4.0" in body["attribution"]
     items = [lk for lk in body["links"] if lk["rel"] == "items"]
-    assert {lk["type"] for lk in items} == {"application/geo+json", "text/html"}
+    assert {lk["type"] for lk in items} == {"application/geo+json", "text/html", "text/csv"}
     r = await api.get("/collections/nope")
     assert r.status_code == 404
     validate_problem(r.json())

@@ -36,6 +36,7 @@ from app.auth import allowed
 from app.models import codes
 from app.models.codes import Role
 from app.models.orm import AdminUnit, Facility, Household, Person, Project, Village
+from app.ogc.crs import supported_uris
 from app.settings import SecuritySettings
 
 JsonSchema = dict[str, Any]
@@ -438,6 +439,7 @@ async def compute_extent(conn: Any, layer: Layer) -> Extent:
 @dataclass
 class Catalog:
     layers: dict[str, Layer]
+    crs: tuple[str, ...] = field(default_factory=lambda: supported_uris(()))  # CRS URIs offered (Part 2)
 
     def get(self, layer_id: str) -> Layer | None:
         return self.layers.get(layer_id)
@@ -456,6 +458,7 @@ async def load_catalog(
     """
     async with engine.connect() as conn:
         regions = (await conn.execute(text("SELECT name, attribution FROM region ORDER BY region_id"))).all()
+        srids = tuple((await conn.execute(text("SELECT DISTINCT analysis_crs FROM region"))).scalars())
         attribution = "; ".join(f"{name}: {attr}" for name, attr in regions if attr) or None
         layers = [replace(lyr, attribution=attribution, license=license_url) for lyr in builtin_layers(security)]
         has_published = await conn.scalar(text("SELECT to_regclass('public.published_layer') IS NOT NULL"))
@@ -464,5 +467,5 @@ async def load_catalog(
         out = {}
         for lyr in layers:
             out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr))
-    return Catalog(out)
+    return Catalog(out, supported_uris(srids))
 

@@ -7,7 +7,10 @@ so memory stays bounded whatever the page size.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,18 +24,26 @@ from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFo
 from app.models.codes import Role
 from app.ogc.catalog import Catalog, Layer, Prop, load_catalog
 from app.ogc.common import Conformance, Link
+from app.ogc.crs import CRS84, CRS84_DEF, Crs, content_crs_header, parse_crs
+from app.ogc.filters import GEOMETRY_NAME, ID_NAME, parse_filter, queryable_names
+from app.ogc.filters import check as check_filter
 from app.ogc.params import (
     Cursor,
     bbox_query,
+    bool_query,
     datetime_query,
     limit_query,
     offset_query,
     parse_scalar,
+    properties_query,
+    sortby_query,
 )
 from app.ogc.render import (
+    CSV,
     GEOJSON,
     HTML,
     JSON,
+    SCHEMA_JSON,
     OutputType,
     html_response,
     link,
@@ -45,10 +56,20 @@ from app.repositories import features as repo
 
 router = APIRouter(tags=["Data"])
 
-CONFORMANCE: tuple[str, ...] = (Conformance.core, Conformance.geojson, Conformance.html, Conformance.oas30)
-CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+_F3 = "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/"
+_CQL2 = "http://www.opengis.net/spec/cql2/1.0/conf/"
+CONFORMANCE: tuple[str, ...] = (
+    Conformance.core, Conformance.geojson, Conformance.html, Conformance.oas30,
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    _F3 + "filter", _F3 + "features-filter", _F3 + "queryables", _F3 + "queryables-query-parameters",
+    _CQL2 + "cql2-text", _CQL2 + "cql2-json", _CQL2 + "basic-cql2", _CQL2 + "advanced-comparison-operators",
+    _CQL2 + "case-insensitive-comparison", _CQL2 + "basic-spatial-functions", _CQL2 + "basic-spatial-functions-plus",
+    _CQL2 + "spatial-functions", _CQL2 + "temporal-functions", _CQL2 + "array-functions",
+    _CQL2 + "property-property", _CQL2 + "arithmetic",
+)
 GREGORIAN = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
-STANDARD_PARAMS = frozenset({"f", "limit", "offset", "bbox", "datetime", "cursor"})
+STANDARD_PARAMS = frozenset({"f", "limit", "offset", "bbox", "datetime", "cursor", "bbox-crs", "crs", "filter",
+                             "filter-lang", "filter-crs", "sortby", "properties", "skipGeometry"})
 STREAM_ABOVE = 1000  # rows
 
 
@@ -113,7 +134,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def collection_document(request: Request, layer: Layer, top: bool = False) -> dict[str, Any]:
+def collection_document(request: Request, layer: Layer, crs: tuple[str, ...], top: bool = False) -> dict[str, Any]:
     path = f"/collections/{layer.id}"
     if top:
         links = self_links(request, path, JSON, layer.title)
@@ -123,6 +144,8 @@ def collection_document(request: Request, layer: Layer, top: bool = False) -> di
     links += [
         link(url_for(request, path + "/items", {"f": "json"}), "items", GEOJSON, f"{layer.title} (GeoJSON)"),
         link(url_for(request, path + "/items", {"f": "html"}), "items", HTML, f"{layer.title} (HTML)"),
+        link(url_for(request, path + "/items", {"f": "csv"}), "items", CSV, f"{layer.title} (CSV)"),
+        link(url_for(request, path + "/queryables"), QUERYABLES_REL, SCHEMA_JSON, "Queryables"),
     ]
     if layer.license:
         links.append(link(layer.license, "license", HTML, "Licence"))
@@ -132,7 +155,8 @@ def collection_document(request: Request, layer: Layer, top: bool = False) -> di
         "description": layer.description,
         "links": links,
         "itemType": "feature",
-        "crs": [CRS84],
+        "crs": list(crs) if layer.geom is not None else [CRS84],
+        "storageCrs": CRS84,
         "keywords": list(layer.keywords),
     }
     extent: dict[str, Any] = {}
@@ -157,10 +181,11 @@ def collection_document(request: Request, layer: Layer, top: bool = False) -> di
     responses={200: {"content": {HTML: {}}}},
 )
 async def get_collections(request: Request, role: RoleDep) -> Response:
-    layers = (await _catalog(request)).visible(role)
+    catalog = await _catalog(request)
     body = {
         "links": self_links(request, "/collections", JSON, "Collections"),
-        "collections": [collection_document(request, lyr) for lyr in layers],
+        "collections": [collection_document(request, lyr, catalog.crs) for lyr in catalog.visible(role)],
+        "crs": list(catalog.crs),
     }
     return respond(request, body, "collections.html")
 
@@ -174,7 +199,8 @@ async def get_collections(request: Request, role: RoleDep) -> Response:
 )
 async def get_collection(request: Request, role: RoleDep, collectionId: str = Path(...)) -> Response:  # noqa: N803
     layer = await get_layer(request, collectionId, role)
-    return respond(request, collection_document(request, layer, top=True), "collection.html", layer=layer)
+    doc = collection_document(request, layer, (await _catalog(request)).crs, top=True)
+    return respond(request, doc, "collection.html", layer=layer)
 
 
 def _equality_filters(request: Request, layer: Layer) -> tuple[tuple[Prop, Any], ...]:
@@ -205,12 +231,47 @@ def _single(request: Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-def items_query(request: Request, layer: Layer) -> repo.ItemsQuery:
+def _crs(request: Request, catalog: Catalog, layer: Layer, name: str) -> Crs:
+    raw = _single(request, name)
+    if raw is None:
+        return CRS84_DEF
+    if layer.geom is None:
+        raise InvalidParameter(f"{name}: the collection '{layer.id}' has no geometry.")
+    return parse_crs(raw, catalog.crs, name)
+
+
+def sortable_names(layer: Layer) -> set[str]:
+    names = {p.name for p in layer.props if p.schema.get("type") not in ("object", "array")}
+    if layer.prop(ID_NAME) is None:
+        names.add(ID_NAME)
+    return names
+
+
+def items_query(request: Request, catalog: Catalog, layer: Layer, role: Role | None,
+                output: str = "geojson") -> repo.ItemsQuery:
     settings = request.app.state.settings.api
+    bbox_crs = _crs(request, catalog, layer, "bbox-crs")
+    crs = _crs(request, catalog, layer, "crs")
+    flt = None
+    raw_filter = _single(request, "filter")
+    lang = _single(request, "filter-lang")
+    filter_crs = _crs(request, catalog, layer, "filter-crs")
+    if raw_filter is not None:
+        flt = parse_filter(raw_filter, lang or "cql2-text", filter_crs)
+        check_filter(flt, layer, role)
+    elif lang is not None or _single(request, "filter-crs") is not None:
+        raise InvalidParameter("filter-lang and filter-crs need a filter.")
     return repo.ItemsQuery(
-        bbox=bbox_query(_single(request, "bbox")),
+        bbox=bbox_query(_single(request, "bbox"), bbox_crs.geographic, bbox_crs.lat_first),
+        bbox_crs=bbox_crs,
         interval=datetime_query(_single(request, "datetime")),
         equals=_equality_filters(request, layer),
+        filter=flt,
+        sortby=sortby_query(_single(request, "sortby"), sortable_names(layer)),
+        properties=properties_query(_single(request, "properties"), [p.name for p in layer.props]),
+        skip_geometry=bool_query(_single(request, "skipGeometry"), "skipGeometry"),
+        crs=crs,
+        output=output,
         limit=limit_query(_single(request, "limit"), settings.default_limit, settings.max_limit),
         offset=offset_query(_single(request, "offset")),
         cursor=Cursor.decode(_single(request, "cursor")),
@@ -218,17 +279,17 @@ def items_query(request: Request, layer: Layer) -> repo.ItemsQuery:
 
 
 def _page_links(
-    request: Request, layer: Layer, q: repo.ItemsQuery, first: tuple | None, last: tuple | None,
+    request: Request, layer: Layer, q: repo.ItemsQuery, first: list | None, last: list | None,
     more_after: bool, more_before: bool,
 ) -> list[dict[str, Any]]:
     path = f"/collections/{layer.id}/items"
     keep = {k: v for k, v in request.query_params.multi_items() if k not in ("f", "offset", "cursor")}
-    fmt = negotiate(request)
-    ftype, fparam = (HTML, "html") if fmt is OutputType.html else (GEOJSON, "json")
+    fmt = negotiate(request, csv=True)
+    ftype, fparam = {OutputType.html: (HTML, "html"), OutputType.csv: (CSV, "csv")}.get(fmt, (GEOJSON, "json"))
     links = self_links(request, path, GEOJSON, f"{layer.title} items")
     links.append(link(url_for(request, f"/collections/{layer.id}"), "collection", JSON, layer.title))
     if more_after and last is not None:
-        token = Cursor(last, True).encode()
+        token = Cursor(tuple(last), True).encode()
         links.append(link(url_for(request, path, {**keep, "cursor": token, "f": fparam}), "next", ftype, "Next page"))
     if more_before:
         if q.cursor is None and q.offset:
@@ -237,7 +298,7 @@ def _page_links(
                 prev["offset"] = q.offset - q.limit
             links.append(link(url_for(request, path, prev), "prev", ftype, "Previous page"))
         elif first is not None:
-            token = Cursor(first, False).encode()
+            token = Cursor(tuple(first), False).encode()
             links.append(link(url_for(request, path, {**keep, "cursor": token, "f": fparam}), "prev", ftype,
                               "Previous page"))
     return links
@@ -248,22 +309,35 @@ def _envelope_tail(matched: int, returned: int, links: list[dict[str, Any]]) -> 
     return b"]," + tail[1:]
 
 
-F_PARAMETER = {"name": "f", "in": "query", "required": False, "description": "Output format",
-               "schema": {"type": "string", "enum": ["json", "html"]}, "style": "form", "explode": False}
+def _q(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "style": "form", "explode": False,
+            "description": description, "schema": schema}
+
+
+F_PARAMETER = _q("f", "Output format", {"type": "string", "enum": ["json", "html"]})
+CRS_PARAMETER = _q("crs", "CRS of the returned geometries (one of the collection's `crs` URIs); default CRS84. "
+                   "EPSG:4326 and EPSG:4490 are written latitude first.", {"type": "string", "format": "uri"})
 ITEMS_PARAMETERS = [
-    {"name": "limit", "in": "query", "required": False, "style": "form", "explode": False,
-     "description": "Page size. Values above the server maximum are capped (not an error).",
-     "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10}},
-    {"name": "bbox", "in": "query", "required": False, "style": "form", "explode": False,
-     "description": "minx,miny,maxx,maxy (or 6 numbers) in CRS84; minx > maxx crosses the antimeridian.",
-     "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}},
-    {"name": "datetime", "in": "query", "required": False, "style": "form", "explode": False,
-     "description": "Instant or interval (a/b, ../b, a/..), RFC 3339.", "schema": {"type": "string"}},
-    {"name": "offset", "in": "query", "required": False, "style": "form", "explode": False,
-     "description": "Features to skip (prefer the next links).", "schema": {"type": "integer", "minimum": 0}},
-    {"name": "cursor", "in": "query", "required": False, "style": "form", "explode": False,
-     "description": "Opaque paging token from a next/prev link.", "schema": {"type": "string"}},
-    F_PARAMETER,
+    _q("limit", "Page size. Values above the server maximum are capped (not an error).",
+       {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10}),
+    _q("bbox", "minx,miny,maxx,maxy (or 6 numbers) in `bbox-crs` (CRS84 by default; minx > maxx crosses the "
+       "antimeridian).", {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}),
+    _q("bbox-crs", "CRS of `bbox` (one of the collection's `crs` URIs).", {"type": "string", "format": "uri"}),
+    _q("datetime", "Instant or interval (a/b, ../b, a/..), RFC 3339.", {"type": "string"}),
+    _q("filter", "CQL2 filter (see `filter-lang`) over the collection's queryables.", {"type": "string"}),
+    _q("filter-lang", "cql2-text (default) or cql2-json.", {"type": "string", "enum": ["cql2-text", "cql2-json"],
+                                                           "default": "cql2-text"}),
+    _q("filter-crs", "CRS of geometry literals in `filter`; default CRS84.", {"type": "string", "format": "uri"}),
+    _q("sortby", "Sort keys, comma-separated, `+name` ascending (default) or `-name` descending; the id breaks ties.",
+       {"type": "array", "items": {"type": "string", "pattern": "^[+-]?[A-Za-z0-9_]+$"}}),
+    _q("properties", "Properties to return (comma-separated); empty returns none.",
+       {"type": "array", "items": {"type": "string"}}),
+    _q("skipGeometry", "Leave geometries out (null).", {"type": "boolean", "default": False}),
+    CRS_PARAMETER,
+    _q("offset", "Features to skip (prefer the next links).", {"type": "integer", "minimum": 0}),
+    _q("cursor", "Opaque paging token from a next/prev link.", {"type": "string"}),
+    _q("f", "Output format: GeoJSON, HTML or CSV (geometry as WKT).",
+       {"type": "string", "enum": ["json", "html", "csv"]}),
 ]
 HEAD = b'{"type":"FeatureCollection","features":['
 
@@ -272,11 +346,12 @@ HEAD = b'{"type":"FeatureCollection","features":['
     "/collections/{collectionId}/items",
     operation_id="get_collection_items",
     summary="Features of a collection",
-    description="Features in id order. Besides the parameters below, every filterable property of the collection "
-    "can be used as an equality filter (e.g. `?status=poor`). `next`/`prev` links page by key (`cursor`).",
+    description="Features in id order (or `sortby`). Besides the parameters below, every filterable property of "
+    "the collection can be used as an equality filter (e.g. `?status=poor`). `next`/`prev` links page by key "
+    "(`cursor`). Geometries are in `crs` (stated by the `Content-Crs` header).",
     response_model=FeatureCollection,
     openapi_extra={"parameters": ITEMS_PARAMETERS},
-    responses={200: {"content": {GEOJSON: {}, HTML: {}}}, 400: {"description": "Invalid parameter"},
+    responses={200: {"content": {GEOJSON: {}, HTML: {}, CSV: {}}}, 400: {"description": "Invalid parameter"},
                401: {"description": "Authentication required"}, 403: {"description": "Role too low"},
                404: {"description": "No such collection"}},
 )
@@ -285,10 +360,15 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
     # openapi_extra: FastAPI's per-parameter validation costs more than the whole database round trip.
     role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
-    fmt = negotiate(request)
-    q = items_query(request, layer)
+    fmt = negotiate(request, csv=True)
+    q = items_query(request, await _catalog(request), layer, role, "csv" if fmt is OutputType.csv else "geojson")
+    if fmt is OutputType.html and not q.crs.is_storage:
+        raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json or f=csv with crs.")
+    headers = {"Content-Crs": content_crs_header(q.crs)}
     pool = request.app.state.read_pool
     cache = request.app.state.count_cache
+    if fmt is OutputType.csv:
+        return await _streamed_items(request, layer, role, q, headers)
     if fmt is OutputType.html or q.limit <= STREAM_ABOVE:
         page = await repo.fetch_page(pool, layer, role, q)
         matched = await repo.number_matched(pool, cache, layer, role, q, page.version)
@@ -298,20 +378,56 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
             return html_response(request, "items.html", layer=layer, features=feats, matched=matched, links=links,
                                  geojson={"type": "FeatureCollection", "features": feats})
         body = HEAD + page.body.encode() + _envelope_tail(matched, page.returned, links)
-        return Response(body, media_type=GEOJSON)
-    return await _streamed_items(request, layer, role, q)
+        return Response(body, media_type=GEOJSON, headers=headers)
+    return await _streamed_items(request, layer, role, q, headers)
 
 
-async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: repo.ItemsQuery) -> Response:
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") and not _NUMBER.match(value):
+        return "'" + value  # no formulas when the file is opened in a spreadsheet
+    return value
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _csv_lines(records: list[Any], with_geometry: bool) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for r in records:
+        values = list(r.values())[:-1]  # the last column is the sort key
+        writer.writerow([_csv_value(v) for v in values])
+    return out.getvalue().encode()
+
+
+def _csv_header(layer: Layer, q: repo.ItemsQuery) -> bytes:
+    out = io.StringIO()
+    names = ["id"] + [p.name for p in repo.selected_props(layer, q.properties)]
+    if layer.geom is not None and not q.skip_geometry:
+        names.append("wkt")
+    csv.writer(out, lineterminator="\r\n").writerow(names)
+    return out.getvalue().encode()
+
+
+async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: repo.ItemsQuery,
+                          headers: dict[str, str]) -> Response:
     pool = request.app.state.read_pool
     cache = request.app.state.count_cache
     version = await repo.current_version(pool, layer)
     matched = await repo.number_matched(pool, cache, layer, role, q, version)
     stream = repo.stream_page(pool, layer, role, q)
     first_batch = await anext(stream, None)  # errors surface here, before the response starts
+    csv_out = q.output == "csv"
+    forward = q.cursor is None or q.cursor.forward
 
     async def body() -> AsyncIterator[bytes]:
-        yield HEAD
+        yield _csv_header(layer, q) if csv_out else HEAD
         n = 0
         first = last = None
         more = False
@@ -322,25 +438,74 @@ async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: 
                 if first is None:
                     first = rows[0][1]
                 last = rows[-1][1]
-                yield (b"," if n else b"") + b",".join(r[0].encode() for r in rows)
+                if csv_out:
+                    yield _csv_lines([r[0] for r in rows], layer.geom is not None)
+                else:
+                    yield (b"," if n else b"") + b",".join(r[0].encode() for r in rows)
                 n += len(rows)
             batch = await anext(stream, None)
-        forward = q.cursor is None or q.cursor.forward
-        links = _page_links(request, layer, q, (first,) if first is not None else None,
-                            (last,) if last is not None else None,
-                            more if forward else True, (q.cursor is not None or q.offset > 0) if forward else more)
-        yield _envelope_tail(matched, n, links)
+        if not csv_out:
+            links = _page_links(request, layer, q, orjson.loads(first) if first else None,
+                                orjson.loads(last) if last else None, more if forward else True,
+                                (q.cursor is not None or q.offset > 0) if forward else more)
+            yield _envelope_tail(matched, n, links)
 
-    return StreamingResponse(body(), media_type=GEOJSON)
+    if not csv_out:
+        return StreamingResponse(body(), media_type=GEOJSON, headers=headers)
+    # CSV has no envelope: the count and, for pages up to STREAM_ABOVE rows (read whole first), the
+    # paging links travel in headers (OGC-NumberMatched, RFC 8288 Link). Larger pages are streamed.
+    headers = {**headers, "OGC-NumberMatched": str(matched),
+               "Content-Disposition": f'inline; filename="{layer.id}.csv"'}
+    if q.limit > STREAM_ABOVE:
+        return StreamingResponse(body(), media_type=CSV + "; charset=utf-8", headers=headers)
+    records: list[Any] = []
+    more = False
+    batch = first_batch
+    while batch is not None:
+        records += batch[0]
+        more = batch[1]
+        batch = await anext(stream, None)
+    first = orjson.loads(records[0][1]) if records else None
+    last = orjson.loads(records[-1][1]) if records else None
+    links = _page_links(request, layer, q, first, last, more if forward else True,
+                        (q.cursor is not None or q.offset > 0) if forward else more)
+    headers["Link"] = ", ".join(f'<{lk["href"]}>; rel="{lk["rel"]}"; type="{lk["type"]}"' for lk in links
+                                if lk["rel"] in ("next", "prev", "collection"))
+    content = _csv_header(layer, q) + _csv_lines([r[0] for r in records], layer.geom is not None)
+    return Response(content, media_type=CSV + "; charset=utf-8", headers=headers)
+
+
+def feature_id(layer: Layer, raw: str) -> Any:
+    """The id in the collection's type, or a 404 for ids that cannot exist."""
+    if "\x00" in raw:  # PostgreSQL text cannot hold NUL, so no such feature can exist
+        raise NotFound(f"There is no such feature in '{layer.id}'.")
+    if layer.id_schema.get("type") == "integer":
+        try:
+            fid = int(raw)
+        except ValueError:
+            raise NotFound(f"There is no feature '{raw}' in '{layer.id}'.") from None
+        if not -(2**63) <= fid < 2**63:
+            raise NotFound(f"There is no feature '{raw}' in '{layer.id}'.")
+        return fid
+    return raw
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if header is None:
+        return False
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or f'"{etag}"' in tags or f'W/"{etag}"' in tags
 
 
 @router.get(
     "/collections/{collectionId}/items/{featureId}",
     operation_id="get_collection_item",
     summary="One feature",
+    description="The feature with its `ETag` (use it in `If-Match` when editing). Geometry in `crs`.",
     response_model=Feature,
-    openapi_extra={"parameters": [F_PARAMETER]},
-    responses={200: {"content": {GEOJSON: {}, HTML: {}}}, 404: {"description": "No such feature"}},
+    openapi_extra={"parameters": [F_PARAMETER, CRS_PARAMETER]},
+    responses={200: {"content": {GEOJSON: {}, HTML: {}}}, 304: {"description": "Not modified (If-None-Match)"},
+               404: {"description": "No such feature"}},
 )
 async def get_collection_item(
     request: Request, collectionId: str = Path(...), featureId: str = Path(...)  # noqa: N803
@@ -348,22 +513,20 @@ async def get_collection_item(
     role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request)
-    unknown = set(request.query_params) - {"f"}
+    unknown = set(request.query_params) - {"f", "crs"}
     if unknown:
         raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
-    fid: Any = featureId
-    if "\x00" in featureId:  # PostgreSQL text cannot hold NUL, so no such feature can exist
-        raise NotFound(f"There is no such feature in '{layer.id}'.")
-    if layer.id_schema.get("type") == "integer":
-        try:
-            fid = int(featureId)
-        except ValueError:
-            raise NotFound(f"There is no feature '{featureId}' in '{layer.id}'.") from None
-        if not -(2**63) <= fid < 2**63:
-            raise NotFound(f"There is no feature '{featureId}' in '{layer.id}'.")
-    text = await repo.fetch_feature(request.app.state.read_pool, layer, role, fid)
-    if text is None:
+    crs = _crs(request, await _catalog(request), layer, "crs")
+    if fmt is OutputType.html and not crs.is_storage:
+        raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json with crs.")
+    fid = feature_id(layer, featureId)
+    found = await repo.fetch_feature(request.app.state.read_pool, layer, role, fid, crs)
+    if found is None:
         raise NotFound(f"There is no feature '{featureId}' in '{layer.id}'.")
+    text, etag = found
+    headers = {"ETag": f'"{etag}"', "Content-Crs": content_crs_header(crs)}
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
     path = f"/collections/{layer.id}/items/{featureId}"
     links = self_links(request, path, GEOJSON, "This feature") + [
         link(url_for(request, f"/collections/{layer.id}"), "collection", JSON, layer.title)]
@@ -371,4 +534,56 @@ async def get_collection_item(
         feat = orjson.loads(text)
         return html_response(request, "item.html", layer=layer, feature=feat, links=links)
     body = text[:-1] + ',"links":' + orjson.dumps(links).decode() + "}"
-    return Response(body, media_type=GEOJSON)
+    return Response(body, media_type=GEOJSON, headers=headers)
+
+
+# --------------------------------------------------------------------------------------------- queryables
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+_GEOMETRY_FORMATS = {
+    "Point": "geometry-point", "MultiPoint": "geometry-multipoint", "LineString": "geometry-linestring",
+    "MultiLineString": "geometry-multilinestring", "Polygon": "geometry-polygon",
+    "MultiPolygon": "geometry-multipolygon", "GeometryCollection": "geometry-geometrycollection",
+}
+
+
+def queryables_document(request: Request, layer: Layer) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for name in queryable_names(layer):
+        if name == GEOMETRY_NAME and layer.geom is not None:
+            fmt = _GEOMETRY_FORMATS.get(layer.geometry_type, "geometry-any")
+            props[name] = {"title": "Geometry", "format": fmt,
+                           "description": "The feature's geometry (for analysts, households are displaced points)."}
+            continue
+        if name == ID_NAME and layer.prop(ID_NAME) is None:
+            props[name] = {"title": "Feature id", **layer.id_schema}
+            continue
+        prop = layer.prop(name)
+        assert prop is not None
+        props[name] = {"title": prop.description or prop.name, **prop.schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": url_for(request, f"/collections/{layer.id}/queryables"),
+        "type": "object",
+        "title": layer.title,
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+@router.get(
+    "/collections/{collectionId}/queryables",
+    operation_id="get_queryables",
+    summary="The properties a filter may use (JSON Schema 2020-12)",
+    responses={200: {"content": {SCHEMA_JSON: {}, HTML: {}}}, 404: {"description": "No such collection"}},
+    openapi_extra={"parameters": [F_PARAMETER]},
+)
+async def get_queryables(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
+    role = await current_role(request)
+    layer = await get_layer(request, collectionId, role)
+    unknown = set(request.query_params) - {"f"}
+    if unknown:
+        raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
+    doc = queryables_document(request, layer)
+    if negotiate(request) is OutputType.html:
+        return html_response(request, "queryables.html", layer=layer, page=doc)
+    return Response(orjson.dumps(doc), media_type=SCHEMA_JSON)

@@ -18,8 +18,11 @@ from app.errors import InvalidParameter
 Interval = tuple[dt.datetime | None, dt.datetime | None]
 
 
-def bbox_query(raw: str | None) -> tuple[float, float, float, float] | None:
-    """``minx,miny,maxx,maxy`` (or 6 numbers with z), CRS84. ``minx > maxx`` crosses the antimeridian."""
+def bbox_query(raw: str | None, geographic: bool = True, lat_first: bool = False
+               ) -> tuple[float, float, float, float] | None:
+    """``minx,miny,maxx,maxy`` (or 6 numbers with z) in the bbox CRS, returned in x/y (lon/lat, easting/
+    northing) order. For CRS84 ``minx > maxx`` crosses the antimeridian; latitude-first CRSs (EPSG:4326)
+    are written lat,lon."""
     if raw is None:
         return None
     parts = [p.strip() for p in raw.split(",")]
@@ -35,6 +38,12 @@ def bbox_query(raw: str | None) -> tuple[float, float, float, float] | None:
         minx, miny, _, maxx, maxy, _ = nums
     else:
         minx, miny, maxx, maxy = nums
+    if lat_first:
+        minx, miny, maxx, maxy = miny, minx, maxy, maxx
+    if not geographic:
+        if minx > maxx or miny > maxy:
+            raise InvalidParameter("bbox: the lower corner is above or right of the upper one.")
+        return minx, miny, maxx, maxy
     if not (-90 <= miny <= 90 and -90 <= maxy <= 90):
         raise InvalidParameter("bbox latitudes must lie between -90 and 90.")
     if not (-180 <= minx <= 180 and -180 <= maxx <= 180):
@@ -42,6 +51,48 @@ def bbox_query(raw: str | None) -> tuple[float, float, float, float] | None:
     if miny > maxy:
         raise InvalidParameter("bbox: the lower latitude is larger than the upper one.")
     return minx, miny, maxx, maxy
+
+
+def sortby_query(raw: str | None, sortable: set[str]) -> tuple[tuple[str, bool], ...]:
+    """``sortby=+a,-b,c`` (OGC API - Features Part 3 / Records): names with an optional direction."""
+    if raw is None:
+        return ()
+    out: list[tuple[str, bool]] = []
+    for part in raw.split(","):
+        item = part.strip()
+        desc = item.startswith("-")
+        name = item.lstrip("+-").strip() if item[:1] in "+-" else item
+        if item.lower().endswith((" asc", " desc")):
+            name, direction = item.rsplit(" ", 1)
+            desc = direction.lower() == "desc"
+        if not name:
+            raise InvalidParameter("sortby: empty sort key.")
+        if name not in sortable:
+            raise InvalidParameter(f"sortby: '{name}' cannot be sorted on. Sortable: {', '.join(sorted(sortable))}.")
+        if any(n == name for n, _ in out):
+            raise InvalidParameter(f"sortby: '{name}' is given twice.")
+        out.append((name, desc))
+    return tuple(out)
+
+
+def properties_query(raw: str | None, known: list[str]) -> tuple[str, ...] | None:
+    """``properties=a,b``: the properties to return (in the collection's order); empty = none."""
+    if raw is None:
+        return None
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidParameter(f"properties: unknown {', '.join(unknown)}. Known: {', '.join(known)}.")
+    return names
+
+
+def bool_query(raw: str | None, name: str) -> bool:
+    if raw is None:
+        return False
+    try:
+        return bool_value(raw)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be true or false.") from None
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -130,7 +181,7 @@ class Cursor:
             data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
             key = tuple(data["k"])
             forward = {"n": True, "p": False}[data["d"]]
-            if not key or not all(isinstance(k, (str, int, float)) for k in key):
+            if not key or not all(k is None or isinstance(k, (str, int, float)) for k in key):
                 raise ValueError
         except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
             raise InvalidParameter("cursor is not a token this server issued.") from None

@@ -19,14 +19,18 @@ GEOJSON = "application/geo+json"
 JSON = "application/json"
 HTML = "text/html"
 OPENAPI_JSON = "application/vnd.oai.openapi+json;version=3.0"
+CSV = "text/csv"
+SCHEMA_JSON = "application/schema+json"
 
 
 class OutputType(StrEnum):
     json = "json"
     html = "html"
+    csv = "csv"
 
 
 _F_VALUES = {"json": OutputType.json, "geojson": OutputType.json, "html": OutputType.html}
+_F_WITH_CSV = {**_F_VALUES, "csv": OutputType.csv}
 
 
 def _accept(header: str) -> list[tuple[str, float, int]]:
@@ -46,14 +50,16 @@ def _accept(header: str) -> list[tuple[str, float, int]]:
     return out
 
 
-def negotiate(request: Request) -> OutputType:
-    """``f`` wins; otherwise the best ``Accept`` match between JSON flavours and HTML; JSON by default."""
+def negotiate(request: Request, csv: bool = False) -> OutputType:
+    """``f`` wins; otherwise the best ``Accept`` match between JSON flavours and HTML (and CSV where
+    offered); JSON by default."""
     f = request.query_params.get("f")
+    values = _F_WITH_CSV if csv else _F_VALUES
     if f is not None:
         try:
-            return _F_VALUES[f.lower()]
+            return values[f.lower()]
         except KeyError:
-            raise InvalidParameter(f"f must be one of {sorted(_F_VALUES)}.") from None
+            raise InvalidParameter(f"f must be one of {sorted(values)}.") from None
     header = request.headers.get("accept")
     if not header:
         return OutputType.json
@@ -63,6 +69,8 @@ def negotiate(request: Request) -> OutputType:
             continue
         if media in (HTML, "application/xhtml+xml"):
             kind = OutputType.html
+        elif csv and media == CSV:
+            kind = OutputType.csv
         elif media in (JSON, GEOJSON, OPENAPI_JSON.split(";")[0], "application/*", "*/*", "application/problem+json"):
             kind = OutputType.json
         else:
@@ -95,7 +103,7 @@ def link(href: str, rel: str, type_: str, title: str | None = None, **extra: Any
 def self_links(request: Request, path: str, json_type: str, title: str, keep: Iterable[str] = ()) -> list[dict]:
     """``self`` for the negotiated format plus ``alternate`` for the other one."""
     params = {k: v for k, v in request.query_params.multi_items() if k != "f" and (not keep or k in keep)}
-    fmt = negotiate(request)
+    fmt = negotiate(request, csv=True)
     json_link = url_for(request, path, {**params, "f": "json"})
     html_link = url_for(request, path, {**params, "f": "html"})
     if fmt is OutputType.html:

@@ -12,10 +12,12 @@ compiling a 30-column GeoJSON expression on every request would cost more than t
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from functools import lru_cache
 from threading import Lock
 from typing import Any
@@ -26,16 +28,19 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Numeric,
     Text,
     and_,
     bindparam,
     case,
     cast,
+    false,
     func,
     literal,
     literal_column,
     or_,
     select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -43,9 +48,12 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.db import translated_errors
+from app.errors import InvalidParameter
 from app.models.codes import Role
 from app.models.orm import TableVersion
 from app.ogc.catalog import Layer, Prop
+from app.ogc.crs import CRS84_DEF, Crs, epsg
+from app.ogc.filters import ID_NAME, Filter, expand_metres, to_sql
 from app.ogc.params import Cursor, Interval
 
 STREAM_BATCH = 500
@@ -60,17 +68,25 @@ class ItemsQuery:
     limit: int = 10
     offset: int = 0
     cursor: Cursor | None = None
+    bbox_crs: Crs = CRS84_DEF  # the bbox's CRS; its values are already in x/y (easting, northing) order
+    filter: Filter | None = None
+    sortby: tuple[tuple[str, bool], ...] = ()  # (queryable name, descending)
+    properties: tuple[str, ...] | None = None  # None: all
+    skip_geometry: bool = False
+    crs: Crs = CRS84_DEF  # output CRS
+    output: str = "geojson"  # or "csv"
 
     def count_key(self, layer: Layer, role: Role | None) -> tuple[Any, ...]:
-        return (layer.id, variant(layer, role), self.bbox, self.interval, tuple((p.name, v) for p, v in self.equals))
+        return (layer.id, variant(layer, role), self.bbox, self.bbox_crs.srid, self.interval,
+                tuple((p.name, v) for p, v in self.equals), self.filter)
 
 
 @dataclass
 class Page:
     body: str  # the features' GeoJSON, comma-separated, in key order
     returned: int
-    first_key: tuple[Any, ...] | None
-    last_key: tuple[Any, ...] | None
+    first_key: list[Any] | None  # sort key (sort values…, id) of the first and last feature
+    last_key: list[Any] | None
     more_after: bool
     more_before: bool
     version: int
@@ -125,12 +141,33 @@ def _json_object(props: Sequence[Prop]) -> ColumnElement[str]:
     return out + _const("}")
 
 
-def feature_text(layer: Layer, role: Role | None) -> ColumnElement[str]:
-    """The GeoJSON text of a feature, assembled by concatenation so PostGIS's GeoJSON is not re-parsed."""
+def output_geometry(layer: Layer, role: Role | None, crs: Crs) -> ColumnElement[Any] | None:
+    """The geometry a role sees, reprojected by PostGIS and axis-swapped for latitude-first CRSs."""
     geom = layer.geometry(role)
-    geometry = (func.coalesce(func.ST_AsGeoJSON(geom, literal_column("7")), _const("null")) if geom is not None
-                else _const("null"))
-    properties = _json_object(layer.props)
+    if geom is None or crs.is_storage:
+        return geom
+    if crs.srid != 4326:
+        geom = func.ST_Transform(geom, crs.srid)
+    if crs.lat_first:
+        geom = func.ST_FlipCoordinates(geom)
+    return geom
+
+
+def selected_props(layer: Layer, names: tuple[str, ...] | None) -> tuple[Prop, ...]:
+    if names is None:
+        return layer.props
+    wanted = set(names)
+    return tuple(p for p in layer.props if p.name in wanted)
+
+
+def feature_text(layer: Layer, role: Role | None, crs: Crs = CRS84_DEF, props: tuple[str, ...] | None = None,
+                 skip_geometry: bool = False) -> ColumnElement[str]:
+    """The GeoJSON text of a feature, assembled by concatenation so PostGIS's GeoJSON is not re-parsed."""
+    geom = None if skip_geometry else output_geometry(layer, role, crs)
+    # options 0: no "crs" member (the CRS is stated by the Content-Crs header, as Part 2 requires)
+    geometry = (func.coalesce(func.ST_AsGeoJSON(geom, literal_column(str(crs.precision)), literal_column("0")),
+                              _const("null")) if geom is not None else _const("null"))
+    properties = _json_object(selected_props(layer, props))
     return (
         _const('{"type":"Feature","id":') + cast(func.to_json(layer.id_expr), Text)
         + _const(',"geometry":') + geometry
@@ -159,8 +196,18 @@ def _param(name: str, type_: Any = None) -> Any:
     return bindparam(name, type_=type_, required=False)
 
 
-def _env(name: str) -> ColumnElement[Any]:
-    return func.ST_MakeEnvelope(*(_param(f"{name}_{i}", type_=Float) for i in range(4)), 4326)
+def _env(name: str, srid: int = 4326) -> ColumnElement[Any]:
+    return func.ST_MakeEnvelope(*(_param(f"{name}_{i}", type_=Float) for i in range(4)), srid)
+
+
+def _env_in_storage(name: str, crs: Crs) -> ColumnElement[Any]:
+    """A bbox given in another CRS, as a lon/lat polygon. Projected boxes are densified first so their
+    edges stay straight in their own CRS (64 segments a side)."""
+    env = _env(name, crs.srid)
+    if not crs.geographic:
+        x0, y0, x1, y1 = (_param(f"{name}_{i}", type_=Float) for i in range(4))
+        env = func.ST_Segmentize(env, func.greatest(x1 - x0, y1 - y0) / literal_column("64.0"))
+    return func.ST_Transform(env, 4326)
 
 
 @dataclass(frozen=True)
@@ -170,20 +217,82 @@ class Shape:
     layer: Layer
     variant: str
     boxes: int = 0
+    bbox_srid: int = 4326
     t_end: bool = False  # an upper bound on the query interval
     t_start: bool = False  # a lower bound
     equals: tuple[str, ...] = ()
-    cursor: str | None = None  # "after" (id > ck), "before" (id < ck), "between" (ks <= id < ck) or None
+    filter: Filter | None = None  # its literal values are part of the compiled statement
+    sort: tuple[tuple[str, bool], ...] = ()
+    props: tuple[str, ...] | None = None
+    skip_geometry: bool = False
+    crs: Crs = CRS84_DEF
+    output: str = "geojson"
+    # "after" (key > ck), "before" (key < ck), "between" (ks <= key < ck) or None; then which key values are null
+    cursor: str | None = None
+    cursor_nulls: tuple[bool, ...] = ()
+    start_nulls: tuple[bool, ...] = ()
     offset: int = 0
     limit: int = 10
 
 
+def order_keys(layer: Layer, sort: tuple[tuple[str, bool], ...]) -> list[tuple[ColumnElement[Any], bool, bool]]:
+    """(expression, descending, nullable) for each sort key, ending with the feature id (the tie-breaker
+    that makes the order total, so key paging never skips or repeats a feature)."""
+    keys: list[tuple[ColumnElement[Any], bool, bool]] = []
+    for name, desc in sort:
+        if name == ID_NAME and layer.prop(ID_NAME) is None:
+            keys.append((layer.id_expr, desc, False))
+            return keys
+        prop = layer.prop(name)
+        assert prop is not None
+        expr = cast(prop.expr, Text) if "enum" in prop.schema else prop.expr
+        keys.append((expr, desc, True))
+    keys.append((layer.id_expr, False, False))
+    return keys
+
+
+def key_types(layer: Layer, sort: tuple[tuple[str, bool], ...]) -> list[Any]:
+    return [k[0].type for k in order_keys(layer, sort)]
+
+
+def _beyond(e: ColumnElement[Any], desc: bool, nullable: bool, p: Any, p_null: bool,
+            inclusive: bool) -> ColumnElement[bool] | None:
+    """Rows after value ``p`` in this key's order. PostgreSQL puts NULLs last ascending and first
+    descending (NULL is the largest value); None when no row can follow."""
+    if not desc:
+        if p_null:
+            return e.is_(None) if inclusive else None
+        cmp = e >= p if inclusive else e > p
+        return or_(cmp, e.is_(None)) if nullable else cmp
+    if p_null:
+        return true() if inclusive else e.isnot(None)
+    return e <= p if inclusive else e < p
+
+
+def keyset(keys: list[tuple[ColumnElement[Any], bool, bool]], prefix: str, nulls: tuple[bool, ...],
+           reverse: bool = False, inclusive: bool = False) -> ColumnElement[bool]:
+    """Rows after (or, reversed, before) the key tuple in parameters ``{prefix}0…``: the classic
+    lexicographic expansion (k0 > v0) OR (k0 = v0 AND k1 > v1) OR …, NULL-aware."""
+    ors = []
+    params = [_param(f"{prefix}{i}", type_=k[0].type) for i, k in enumerate(keys)]
+    for i, (e, desc, nullable) in enumerate(keys):
+        eqs = [keys[j][0].is_(None) if nulls[j] else keys[j][0] == params[j] for j in range(i)]
+        last = i == len(keys) - 1
+        cmp = _beyond(e, desc != reverse, nullable, params[i], nulls[i], inclusive and last)
+        if cmp is not None:
+            ors.append(and_(*eqs, cmp))
+    if not ors:
+        return false()
+    return or_(*ors) if len(ors) > 1 else ors[0]
+
+
 def shape_and_values(layer: Layer, role: Role | None, q: ItemsQuery) -> tuple[Shape, dict[str, Any]]:
     values: dict[str, Any] = {}
-    boxes = _boxes(q.bbox) if q.bbox is not None else []
+    geographic_storage = q.bbox_crs.srid == 4326
+    boxes = (_boxes(q.bbox) if geographic_storage else [q.bbox]) if q.bbox is not None else []
     for i, box in enumerate(boxes):
         values.update({f"b{i}_{j}": v for j, v in enumerate(box)})
-        if layer.displacement_m:
+        if layer.displacement_m and geographic_storage:
             values.update({f"g{i}_{j}": v for j, v in enumerate(_grow(box, layer.displacement_m))})
     t_start = t_end = False
     if q.interval is not None and layer.temporal is not None:
@@ -198,14 +307,49 @@ def shape_and_values(layer: Layer, role: Role | None, q: ItemsQuery) -> tuple[Sh
     for i, (_, value) in enumerate(q.equals):
         values[f"eq{i}"] = value
     cursor = None
+    nulls: tuple[bool, ...] = ()
     if q.cursor is not None:
         cursor = "after" if q.cursor.forward else "before"
-        values["ck"] = q.cursor.key[0]
+        key = cursor_values(layer, q.sortby, q.cursor.key)
+        values.update({f"ck{i}": v for i, v in enumerate(key)})
+        nulls = tuple(v is None for v in key)
     # Page size and offset are part of the statement, not parameters: the planner then knows them and
     # a generic (cached) plan is safe for everything else.
-    shape = Shape(layer, variant(layer, role), len(boxes), t_end, t_start, tuple(p.name for p, _ in q.equals),
-                  cursor, q.offset, q.limit)
+    shape = Shape(layer, variant(layer, role), len(boxes), q.bbox_crs.srid if q.bbox is not None else 4326,
+                  t_end, t_start, tuple(p.name for p, _ in q.equals), q.filter, q.sortby, q.properties,
+                  q.skip_geometry, q.crs, q.output, cursor, nulls, (), q.offset, q.limit)
     return shape, values
+
+
+def cursor_values(layer: Layer, sort: tuple[tuple[str, bool], ...], key: tuple[Any, ...]) -> list[Any]:
+    """Typed values of a cursor's key for the query's sort keys (a 400 if the cursor belongs to another
+    order)."""
+    keys = order_keys(layer, sort)
+    if len(key) != len(keys):
+        raise InvalidParameter("cursor does not belong to this sort order; start again without it.")
+    out: list[Any] = []
+    for (expr, _, _), value in zip(keys, key, strict=True):
+        t = expr.type
+        try:
+            if value is None:
+                out.append(None)
+            elif isinstance(t, DateTime):
+                out.append(dt.datetime.fromisoformat(value))
+            elif isinstance(t, Date):
+                out.append(dt.date.fromisoformat(value))
+            elif isinstance(t, Numeric) and not isinstance(t, Float):
+                out.append(Decimal(repr(value)) if isinstance(value, float) else Decimal(value))
+            elif isinstance(t, Float):
+                out.append(float(value))
+            elif getattr(t, "python_type", None) is int:
+                out.append(int(value))
+            elif getattr(t, "python_type", None) is bool:
+                out.append(bool(value))
+            else:
+                out.append(value if isinstance(value, str) else str(value))
+        except (ValueError, TypeError, ArithmeticError, NotImplementedError):
+            raise InvalidParameter("cursor is not a token this server issued.") from None
+    return out
 
 
 def _where(shape: Shape, role: Role | None) -> list[ColumnElement[bool]]:
@@ -218,10 +362,17 @@ def _where(shape: Shape, role: Role | None) -> list[ColumnElement[bool]]:
         else:
             parts = []
             for i in range(shape.boxes):
-                exact = func.ST_Intersects(geom, _env(f"b{i}"))
-                if shape.variant == "displaced":
-                    # filter on what the caller sees, with an index-friendly pre-filter on the true point
-                    exact = and_(func.ST_Intersects(layer.geom, _env(f"g{i}")), exact)
+                if shape.bbox_srid == 4326:
+                    box = _env(f"b{i}")
+                    exact = func.ST_Intersects(geom, box)
+                    if shape.variant == "displaced":
+                        # filter on what the caller sees, with an index-friendly pre-filter on the true point
+                        exact = and_(func.ST_Intersects(layer.geom, _env(f"g{i}")), exact)
+                else:
+                    box = _env_in_storage(f"b{i}", shape_crs(shape.bbox_srid))
+                    exact = func.ST_Intersects(geom, box)
+                    if shape.variant == "displaced":
+                        exact = and_(layer.geom.op("&&")(expand_metres(box, layer.displacement_m)), exact)
                 parts.append(exact)
             conds.append(or_(*parts) if len(parts) > 1 else parts[0])
     t = layer.temporal
@@ -237,13 +388,20 @@ def _where(shape: Shape, role: Role | None) -> list[ColumnElement[bool]]:
         prop = layer.prop(name)
         assert prop is not None
         conds.append(prop.expr == _param(f"eq{i}", type_=prop.expr.type))
+    if shape.filter is not None:
+        conds.append(to_sql(shape.filter, layer, role))
+    keys = order_keys(layer, shape.sort)
     if shape.cursor == "after":
-        conds.append(layer.id_expr > _param("ck", type_=layer.id_expr.type))
+        conds.append(keyset(keys, "ck", shape.cursor_nulls))
     elif shape.cursor in ("before", "between"):
-        conds.append(layer.id_expr < _param("ck", type_=layer.id_expr.type))
+        conds.append(keyset(keys, "ck", shape.cursor_nulls, reverse=True))
     if shape.cursor == "between":
-        conds.append(layer.id_expr >= _param("ks", type_=layer.id_expr.type))
+        conds.append(keyset(keys, "ks", shape.start_nulls, inclusive=True))
     return conds
+
+
+def shape_crs(srid: int) -> Crs:
+    return epsg(srid)
 
 
 def _versions(layer: Layer) -> ColumnElement[int]:
@@ -272,44 +430,78 @@ def compile_stmt(stmt: Select[Any]) -> Compiled:
     return Compiled(c.string, names, dict(c.params))
 
 
+def _row_columns(shape: Shape, role: Role | None) -> list[ColumnElement[Any]]:
+    """What one row carries: the feature's GeoJSON text, or for CSV the id, the properties and WKT."""
+    layer = shape.layer
+    if shape.output == "csv":
+        cols: list[ColumnElement[Any]] = [layer.id_expr.label("c_id")]
+        cols += [p.expr.label(f"c_{i}") for i, p in enumerate(selected_props(layer, shape.props))]
+        geom = None if shape.skip_geometry else output_geometry(layer, role, shape.crs)
+        if geom is not None:
+            cols.append(func.ST_AsText(geom, shape.crs.precision + 8).label("c_wkt"))
+        return cols
+    return [feature_text(layer, role, shape.crs, shape.props, shape.skip_geometry).label("f")]
+
+
+def _order(keys: list[tuple[ColumnElement[Any], bool, bool]], forward: bool) -> list[Any]:
+    return [e.desc() if (desc == forward) else e.asc() for e, desc, _ in keys]
+
+
 def _page_stmt(shape: Shape, role: Role | None, forward: bool) -> Select[Any]:
     layer = shape.layer
-    key = layer.id_expr
-    order = key.asc() if forward else key.desc()
+    keys = order_keys(layer, shape.sort)
+    order = _order(keys, forward)
+    key_cols = [k[0].label(f"k{i}") for i, k in enumerate(keys)]
     if not shape.offset:
-        return (select(feature_text(layer, role).label("f"), key.label("k")).select_from(layer.source)
-                .where(*_where(shape, role)).order_by(order).limit(shape.limit + 1))
+        return (select(*_row_columns(shape, role), *key_cols).select_from(layer.source)
+                .where(*_where(shape, role)).order_by(*order).limit(shape.limit + 1))
     # With an offset, pick the page's keys first (an index-only walk), then build GeoJSON for those
     # rows alone: a Limit node still evaluates its input's projection for every skipped row.
-    keys = (select(key.label("pk")).select_from(layer.source).where(*_where(shape, role)).order_by(order)
-            .limit(shape.limit + 1).offset(shape.offset).subquery("keys"))
-    return (select(feature_text(layer, role).label("f"), key.label("k"))
-            .select_from(layer.source.join(keys, key == keys.c.pk)).order_by(order))
+    ids = (select(layer.id_expr.label("pk")).select_from(layer.source).where(*_where(shape, role))
+           .order_by(*order).limit(shape.limit + 1).offset(shape.offset).subquery("keys"))
+    return (select(*_row_columns(shape, role), *key_cols)
+            .select_from(layer.source.join(ids, layer.id_expr == ids.c.pk)).order_by(*order))
+
+
+def _key_json(cols: list[Any]) -> ColumnElement[str]:
+    return cast(func.json_build_array(*cols), Text)
 
 
 @lru_cache(maxsize=1024)
 def page_sql(shape: Shape, role: Role | None, forward: bool) -> Compiled:
-    """Rows of (feature text, key) in key order: for streaming."""
-    return compile_stmt(_page_stmt(shape, role, forward))
+    """Rows of (feature text or CSV columns, sort key as JSON) in order: for streaming."""
+    inner = _page_stmt(shape, role, forward).subquery("page")
+    nkeys = len(order_keys(shape.layer, shape.sort))
+    keys = [inner.c[f"k{i}"] for i in range(nkeys)]
+    cols = [c for c in inner.c if not c.name.startswith("k")]
+    return compile_stmt(select(*cols, _key_json(keys).label("k")))
 
 
 @lru_cache(maxsize=1024)
 def page_agg_sql(shape: Shape, role: Role | None, forward: bool) -> Compiled:
-    """One row per page: the features joined by commas in key order, how many rows were read (up to
-    ``limit + 1``, to tell whether more follow), the first and last key, and the tables' version.
+    """One row per page: the features joined by commas in order, how many rows were read (up to
+    ``limit + 1``, to tell whether more follow), the first and last sort key, and the tables' version.
 
     PostgreSQL joins the page, so Python handles one value instead of one record per feature.
     """
+    keys = order_keys(shape.layer, shape.sort)
     inner = _page_stmt(shape, role, forward).subquery("page")
-    rn = func.row_number().over(order_by=inner.c.k.asc() if forward else inner.c.k.desc())
-    numbered = select(inner.c.f, inner.c.k, rn.label("rn")).subquery("numbered")
+    kcols = [inner.c[f"k{i}"] for i in range(len(keys))]
+    rn = func.row_number().over(order_by=[
+        c.desc() if (desc == forward) else c.asc() for c, (_, desc, _) in zip(kcols, keys, strict=True)])
+    numbered = select(inner.c.f, *kcols, rn.label("rn"), func.count().over().label("total")).subquery("numbered")
+    nk = [numbered.c[f"k{i}"] for i in range(len(keys))]
     within = numbered.c.rn <= shape.limit
+    last_rn = func.least(numbered.c.total, shape.limit)
+    head, tail = (numbered.c.rn == 1, numbered.c.rn == last_rn)
+    if not forward:  # rows were read backwards: the page starts at the last row read
+        head, tail = tail, head
+    order = numbered.c.rn.asc() if forward else numbered.c.rn.desc()
     stmt = select(
-        func.string_agg(numbered.c.f, aggregate_order_by(_const(","), numbered.c.k.asc())).filter(within)
-        .label("body"),
+        func.string_agg(numbered.c.f, aggregate_order_by(_const(","), order)).filter(within).label("body"),
         func.count().label("n"),
-        func.min(numbered.c.k).filter(within).label("kmin"),
-        func.max(numbered.c.k).filter(within).label("kmax"),
+        func.max(_key_json(nk)).filter(head).label("kfirst"),
+        func.max(_key_json(nk)).filter(tail).label("klast"),
         _versions(shape.layer).label("v"),
     )
     return compile_stmt(stmt)
@@ -327,8 +519,11 @@ def version_sql(layer: Layer) -> Compiled:
 
 
 @lru_cache(maxsize=256)
-def feature_sql(layer: Layer, role: Role | None) -> Compiled:
-    return compile_stmt(select(feature_text(layer, role)).select_from(layer.source)
+def feature_sql(layer: Layer, role: Role | None, crs: Crs = CRS84_DEF) -> Compiled:
+    """One feature's GeoJSON text and its entity tag (an MD5 of the full feature as the role sees it)."""
+    text_ = feature_text(layer, role, crs)
+    etag_text = feature_text(layer, role) if not crs.is_storage else text_
+    return compile_stmt(select(text_.label("f"), func.md5(etag_text).label("etag")).select_from(layer.source)
                         .where(layer.id_expr == _param("fid", type_=layer.id_expr.type)))
 
 
@@ -336,8 +531,10 @@ def feature_sql(layer: Layer, role: Role | None) -> Compiled:
 def boundary_sql(shape: Shape, role: Role | None) -> Compiled:
     """The key ``limit`` rows before the cursor (where a ``prev`` page starts), and one more."""
     layer = shape.layer
-    return compile_stmt(select(layer.id_expr).select_from(layer.source).where(*_where(shape, role))
-                        .order_by(layer.id_expr.desc()).offset(shape.limit - 1).limit(2))
+    keys = order_keys(layer, shape.sort)
+    return compile_stmt(select(_key_json([k[0] for k in keys])).select_from(layer.source)
+                        .where(*_where(shape, role)).order_by(*_order(keys, False))
+                        .offset(shape.limit - 1).limit(2))
 
 
 def _role_key(layer: Layer, role: Role | None) -> Role | None:
@@ -347,6 +544,10 @@ def _role_key(layer: Layer, role: Role | None) -> Role | None:
 
 
 # --------------------------------------------------------------------------------------------- queries
+def _key(text_: str | None) -> list[Any] | None:
+    return orjson.loads(text_) if text_ is not None else None
+
+
 async def fetch_page(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQuery) -> Page:
     shape, values = shape_and_values(layer, role, q)
     forward = q.cursor is None or q.cursor.forward
@@ -355,13 +556,12 @@ async def fetch_page(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: Ite
         row = await pool.fetchrow(c.sql, *c.args(values))
     n = int(row["n"])
     more = n > q.limit
-    first = (row["kmin"],) if n else None
-    last = (row["kmax"],) if n else None
     if forward:
         more_after, more_before = more, q.cursor is not None or q.offset > 0
     else:
         more_after, more_before = True, more
-    return Page(row["body"] or "", min(n, q.limit), first, last, more_after, more_before, int(row["v"]))
+    return Page(row["body"] or "", min(n, q.limit), _key(row["kfirst"]), _key(row["klast"]), more_after,
+                more_before, int(row["v"]))
 
 
 async def current_version(pool: asyncpg.Pool, layer: Layer) -> int:
@@ -371,16 +571,21 @@ async def current_version(pool: asyncpg.Pool, layer: Layer) -> int:
 
 
 async def count(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQuery) -> int:
-    shape, values = shape_and_values(layer, role, ItemsQuery(q.bbox, q.interval, q.equals))
+    shape, values = shape_and_values(layer, role, ItemsQuery(q.bbox, q.interval, q.equals, bbox_crs=q.bbox_crs,
+                                                              filter=q.filter))
     c = count_sql(shape, _role_key(layer, role))
     async with translated_errors():
         return int(await pool.fetchval(c.sql, *c.args(values)))
 
 
-async def fetch_feature(pool: asyncpg.Pool, layer: Layer, role: Role | None, feature_id: Any) -> str | None:
-    c = feature_sql(layer, _role_key(layer, role))
+async def fetch_feature(
+    pool: asyncpg.Pool, layer: Layer, role: Role | None, feature_id: Any, crs: Crs = CRS84_DEF
+) -> tuple[str, str] | None:
+    """The feature's GeoJSON text and ETag, or None."""
+    c = feature_sql(layer, _role_key(layer, role), crs)
     async with translated_errors():
-        return await pool.fetchval(c.sql, *c.args({"fid": feature_id}))
+        row = await pool.fetchrow(c.sql, *c.args({"fid": feature_id}))
+    return (row["f"], row["etag"]) if row is not None else None
 
 
 @dataclass
@@ -421,12 +626,13 @@ async def number_matched(
 
 async def stream_page(
     pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQuery
-) -> AsyncIterator[tuple[list[tuple[str, Any]], bool]]:
-    """Yield ``(rows, more)`` batches of (feature text, key) from a server-side cursor, in key order.
+) -> AsyncIterator[tuple[list[tuple[Any, str]], bool]]:
+    """Yield ``(rows, more)`` batches of (row, sort key as JSON text) from a server-side cursor, in order.
 
-    ``more`` (meaningful on the last batch) says whether rows remain beyond the page: after it when
-    reading forward, before it for a ``prev`` cursor. A ``prev`` page is read forward too: its first
-    key is found first, so no page is ever held whole in memory.
+    A row is the feature's GeoJSON text, or for CSV the asyncpg record. ``more`` (meaningful on the
+    last batch) says whether rows remain beyond the page: after it when reading forward, before it for
+    a ``prev`` cursor. A ``prev`` page is read forward too: its first key is found first, so no page is
+    ever held whole in memory.
     """
     shape, values = shape_and_values(layer, role, q)
     rkey = _role_key(layer, role)
@@ -439,12 +645,15 @@ async def stream_page(
                 starts = [r[0] for r in await conn.fetch(b.sql, *b.args(values))]
             more_before = len(starts) > 1
             if starts:  # read [start, cursor) forward
-                shape, values = _between(layer, role, q, starts[0])
+                start = cursor_values(layer, q.sortby, tuple(orjson.loads(starts[0])))
+                shape = replace(shape, cursor="between", start_nulls=tuple(v is None for v in start))
+                values = {**values, **{f"ks{i}": v for i, v in enumerate(start)}}
             else:  # fewer than a page before the cursor: read from the start
-                shape, values = shape_and_values(layer, role, q)
+                shape, values = shape_and_values(layer, role, replace(q, cursor=None))
         c = page_sql(shape, rkey, True)
         seen = 0
         more = False
+        csv = q.output == "csv"
         async with conn.transaction(readonly=True):
             async with translated_errors():
                 cur = await conn.cursor(c.sql, *c.args(values))
@@ -452,7 +661,7 @@ async def stream_page(
                     batch = await cur.fetch(STREAM_BATCH)
                     if not batch:
                         break
-                    rows = [(r["f"], r["k"]) for r in batch]
+                    rows = [(r if csv else r["f"], r["k"]) for r in batch]
                     if seen + len(rows) > q.limit:
                         rows = rows[: q.limit - seen]
                         more = True
@@ -462,9 +671,3 @@ async def stream_page(
                         break
     if seen == 0:
         yield [], (False if forward else more_before)
-
-
-def _between(layer: Layer, role: Role | None, q: ItemsQuery, start: Any) -> tuple[Shape, dict[str, Any]]:
-    """Shape and values for keys in [start, cursor): a ``prev`` page read forward."""
-    shape, values = shape_and_values(layer, role, q)
-    return replace(shape, cursor="between"), {**values, "ks": start}
