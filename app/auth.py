@@ -115,6 +115,7 @@ async def current_role(request: Request) -> Role | None:
         cache.put(digest, role)
     if role is None:
         raise Unauthorized("The API key is not valid (unknown, revoked or expired).")
+    request.state.actor = f"key:{split_key(key)}"  # the key's public id, as `tpa keys list` shows it
     return role
 
 

@@ -54,6 +54,18 @@ class NotFound(DomainError):
     status, code, title = 404, "NotFound", "Not found"
 
 
+class Conflict(DomainError):
+    status, code, title = 409, "Conflict", "Conflicts with the current data"
+
+
+class PreconditionFailed(DomainError):
+    status, code, title = 412, "PreconditionFailed", "Precondition failed"
+
+
+class UnsupportedMediaType(DomainError):
+    status, code, title = 415, "UnsupportedMediaType", "Unsupported media type"
+
+
 class Unauthorized(DomainError):
     status, code, title = 401, "Unauthorized", "Authentication required"
 

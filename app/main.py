@@ -18,7 +18,7 @@ from app.auth import KeyCache
 from app.db import create_engine, create_read_pool, create_sessionmaker
 from app.errors import add_exception_handlers
 from app.health import router as health_router
-from app.ogc import common, features
+from app.ogc import common, edits, features
 from app.ogc.catalog import load_catalog
 from app.ogc.render import templates
 from app.openapi30 import to_openapi30
@@ -28,7 +28,9 @@ from app.settings import Settings
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # OGC modules enabled in this build: (router, conformance classes)
-OGC_MODULES = ((common.router, common.CONFORMANCE), (features.router, features.CONFORMANCE))
+OGC_MODULES = (
+    (common.router, common.CONFORMANCE), (features.router, features.CONFORMANCE), (edits.router, edits.CONFORMANCE),
+)
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

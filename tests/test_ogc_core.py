@@ -82,7 +82,7 @@ async def test_collections_by_role(api, api_keys):
     analyst = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.analyst]}"})).json()
     assert [c["id"] for c in analyst["collections"]] == ids + ["households"]
     admin = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.admin]}"})).json()
-    assert [c["id"] for c in admin["collections"]] == ids + ["households", "persons"]
+    assert [c["id"] for c in admin["collections"]] == ids + ["households", "persons", "audit"]
 
 
 async def test_collection(api, demo_database):

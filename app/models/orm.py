@@ -302,3 +302,18 @@ class PublishedLayer(Base):
     datetime_column: Mapped[str | None] = mapped_column(Text)
     required_role: Mapped[str | None] = mapped_column(pg_enum("api_role"))
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditLog(Base):
+    """Append-only record of feature edits (OGC API - Features Part 4)."""
+
+    __tablename__ = "audit_log"
+    audit_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(pg_enum("api_role"))
+    action: Mapped[str] = mapped_column(Text)
+    collection: Mapped[str] = mapped_column(Text)
+    feature_id: Mapped[str] = mapped_column(Text)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -35,7 +35,7 @@ from sqlalchemy.types import (
 from app.auth import allowed
 from app.models import codes
 from app.models.codes import Role
-from app.models.orm import AdminUnit, Facility, Household, Person, Project, Village
+from app.models.orm import AdminUnit, AuditLog, Facility, Household, Person, Project, Village
 from app.ogc.crs import supported_uris
 from app.settings import SecuritySettings
 
@@ -69,6 +69,23 @@ class Extent:
     count: int = 0
 
 
+@dataclass(frozen=True)
+class Editable:
+    """How a collection is written (OGC API - Features Part 4). Properties map to the columns their
+    expressions read; for villages, some live on the linked admin unit, created first with fixed values."""
+
+    table: Table
+    id_column: str
+    geom_column: str
+    geometry_types: tuple[str, ...]  # GeoJSON types accepted; () = any
+    linked: Table | None = None
+    linked_id: str = ""
+    linked_fixed: tuple[tuple[str, Any], ...] = ()
+    linked_copy: tuple[tuple[str, str], ...] = ()  # (linked column, main column) kept equal
+    # (table, column, what): a delete is refused while rows reference the feature
+    delete_guards: tuple[tuple[Table, str, str], ...] = ()
+
+
 @dataclass(frozen=True, eq=False)  # identity equality: layers key caches of compiled SQL
 class Layer:
     id: str
@@ -91,6 +108,7 @@ class Layer:
     # Maximum displacement of geom_for_role in metres (for bbox pre-filtering on the true geometry).
     displacement_m: float = 0.0
     extent: Extent = field(default_factory=Extent)
+    editable: Editable | None = None
 
     def prop(self, name: str) -> Prop | None:
         return self._props_by_name.get(name)
@@ -134,10 +152,11 @@ def _p(name: str, expr: ColumnElement[Any], schema: JsonSchema, description: str
 
 
 def _validity(model: Any) -> list[Prop]:
+    c = model.__table__.c
     return [
-        _p("valid_from", model.valid_from, DATE, "First day the record is valid"),
-        _p("valid_to", model.valid_to, DATE, "Day the record stops being valid (exclusive); null = open"),
-        _p("source", model.source, STRING, "Where the record comes from"),
+        _p("valid_from", c.valid_from, DATE, "First day the record is valid"),
+        _p("valid_to", c.valid_to, DATE, "Day the record stops being valid (exclusive); null = open"),
+        _p("source", c.source, STRING, "Where the record comes from"),
     ]
 
 
@@ -209,6 +228,13 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         temporal=Temporal(v.c.valid_from, v.c.valid_to, True),
         keywords=("villages", "poverty villages"),
         versioned=("public.village", "public.admin_unit"),
+        editable=Editable(
+            v, "code", "geom_point", ("Point",), linked=a, linked_id="code", linked_fixed=(("level", 5),),
+            linked_copy=(("region_id", "region_id"), ("source", "source"), ("valid_from", "valid_from"),
+                         ("valid_to", "valid_to")),
+            delete_guards=((h, "village_code", "registered households"), (p, "admin_code", "projects"),
+                           (f, "admin_code", "facilities"), (a, "parent_code", "administrative units")),
+        ),
     ))
 
     layers.append(Layer(
@@ -237,6 +263,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         temporal=Temporal(p.c.start_date, p.c.end_date, False),
         keywords=("projects", "poverty alleviation"),
         versioned=("public.project",),
+        editable=Editable(p, "project_id", "geom", ()),
     ))
 
     layers.append(Layer(
@@ -255,6 +282,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         temporal=Temporal(f.c.valid_from, f.c.valid_to, True),
         keywords=("facilities", "services"),
         versioned=("public.facility",),
+        editable=Editable(f, "fac_id", "geom", ("Point",)),
     ))
 
     secret = security.jitter_key.get_secret_value()
@@ -295,6 +323,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         required_role=Role.analyst,
         keywords=("households", "registry", "restricted"),
         versioned=("public.household",),
+        editable=Editable(h, "hh_id", "geom", ("Point",)),
         geom_for_role=lambda role: h.c.geom if role == Role.admin else displaced,
         displacement_m=500.0,
     ))
@@ -327,6 +356,30 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         keywords=("persons", "registry", "restricted"),
         versioned=("public.person",),
     ))
+    al = AuditLog.__table__
+    layers.append(Layer(
+        id="audit",
+        title="Audit trail of edits (restricted, administrators)",
+        description="Every create, replace, update and delete made through the API: who (API key id), when, "
+        "the collection and feature, and the feature before and after. Append-only.",
+        source=al, id_expr=al.c.audit_id, id_schema=INTEGER, geom=None, geometry_type="None",
+        props=(
+            _p("at", al.c.at, DATETIME, "When the change was committed"),
+            _p("actor", al.c.actor, STRING, "Who made it (API key id)"),
+            _p("role", al.c.role, {"type": "string", "enum": [r.value for r in Role]}, "Their role"),
+            _p("action", al.c.action, {"type": "string", "enum": ["create", "replace", "update", "delete"]},
+               "What was done"),
+            _p("collection", al.c.collection, STRING, "Collection"),
+            _p("feature_id", al.c.feature_id, STRING, "Feature"),
+            _p("before", al.c.before, _s("object"), "The feature before (null for a create)"),
+            _p("after", al.c.after, _s("object"), "The feature after (null for a delete)"),
+        ),
+        temporal=Temporal(al.c.at, al.c.at, False, is_date=False),
+        required_role=Role.admin,
+        keywords=("audit", "restricted"),
+        versioned=("public.audit_log",),
+    ))
+
     return layers
 
 
