@@ -147,6 +147,8 @@ def _prop_kind(prop: Prop) -> str:
 
 def expand_metres(geom: ColumnElement[Any], metres: ColumnElement[Any] | float) -> ColumnElement[Any]:
     """A lon/lat box around ``geom`` at least ``metres`` wider on every side (for index pre-filters)."""
+    if isinstance(metres, (int, float)):  # our own constant (the displacement), written as a SQL number
+        metres = literal_column(repr(float(metres)))
     dlat = metres / literal_column("110574.0")
     lat = func.least(literal_column("89.0"),
                      func.greatest(func.abs(func.ST_YMin(geom)), func.abs(func.ST_YMax(geom))) + dlat)
@@ -493,7 +495,8 @@ class Translator:
                 raise FilterError("S_DWITHIN takes a distance in metres as its third argument.")
             dist = d.expr
             exact = func.ST_DWithin(func.geography(a.expr), func.geography(b.expr), dist)
-            return Value(and_(self._prefilter(a, b, dist + self.layer.displacement_m), exact), "boolean", name)
+            reach = dist + literal_column(repr(float(self.layer.displacement_m)))
+            return Value(and_(self._prefilter(a, b, reach), exact), "boolean", name)
         if op == "s_disjoint":
             return Value(not_(func.ST_Intersects(a.expr, b.expr)), "boolean", name)
         exact = SPATIAL[op](a.expr, b.expr)
