@@ -90,10 +90,9 @@ def demo_settings(demo_database: ThrowawayDatabase) -> Settings:
     return settings_for(demo_database.url)
 
 
-@pytest.fixture(scope="session")
-def api_keys(demo_database: ThrowawayDatabase) -> dict[Role, str]:
+def _make_keys(url: str) -> dict[Role, str]:
     async def make() -> dict[Role, str]:
-        eng = create_engine(DatabaseSettings(url=demo_database.url))
+        eng = create_engine(DatabaseSettings(url=url))
         try:
             out = {}
             for role in Role:
@@ -104,6 +103,31 @@ def api_keys(demo_database: ThrowawayDatabase) -> dict[Role, str]:
             await eng.dispose()
 
     return run_async(make())
+
+
+@pytest.fixture(scope="session")
+def api_keys(demo_database: ThrowawayDatabase) -> dict[Role, str]:
+    return _make_keys(demo_database.url)
+
+
+@pytest.fixture(scope="module")
+def edit_database() -> Iterator[ThrowawayDatabase]:
+    """A private copy of the demo for tests that write (the shared one stays read-only)."""
+    with ThrowawayDatabase("edit") as db:
+        db.upgrade()
+        run_async(_load_demo(db.url))
+        yield db
+
+
+@pytest.fixture(scope="module")
+def edit_keys(edit_database: ThrowawayDatabase) -> dict[Role, str]:
+    return _make_keys(edit_database.url)
+
+
+@pytest.fixture
+async def editor(edit_database: ThrowawayDatabase) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(settings_for(edit_database.url)) as c:
+        yield c
 
 
 @pytest.fixture
