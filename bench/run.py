@@ -42,6 +42,8 @@ PORTS = {"tpa-gis": 8101, "tipg": 8102, "pygeoapi": 8103}
 # collection ids on each server
 VILLAGES = {"tpa-gis": "peer-villages", "tipg": "public.villages", "pygeoapi": "villages"}
 HOUSEHOLDS = {"tpa-gis": "peer-households", "tipg": "public.households", "pygeoapi": "households"}
+GEOM_QUERYABLE = {"tpa-gis": "geometry", "tipg": "geom", "pygeoapi": "geometry"}
+SELF_ONLY = {"g0", "g"}  # scenarios compared within tpa-gis (reprojection cost), not against peers
 EXTENT = (123.3, 41.9, 124.9, 43.2)
 
 
@@ -199,6 +201,15 @@ def scenario_paths(server: str, seed: int = 7) -> dict[str, list[str]]:
         "c": [f"/collections/{h}/items?limit=1000&bbox={b}&f=json" for b in boxes],
         "d": [f"/collections/{v}/items/{i}?f=json" for i in ids],
         "f1": [f"/collections/{v}/items?county=Kaiyuan%20City&terrain=hill&limit=10&f=json"],
+        # CQL2 (issue 4): an attribute filter, a spatial filter over random 5 km boxes (the geometry
+        # queryable is "geometry" here and in pygeoapi, the column name "geom" in tipg), and the bbox
+        # pages of (c) reprojected to Web Mercator against the same pages in CRS84 (tpa-gis only).
+        "f2": [f"/collections/{v}/items?filter=poverty_rate%3E0.3&filter-lang=cql2-text&limit=10&f=json"],
+        "f3": [f"/collections/{v}/items?filter=S_INTERSECTS({GEOM_QUERYABLE[server]},BBOX({b}))"
+               "&filter-lang=cql2-text&limit=100&f=json" for b in boxes[:100]],
+        "g0": [f"/collections/{h}/items?limit=1000&bbox={b}&f=json" for b in boxes],
+        "g": [f"/collections/{h}/items?limit=1000&bbox={b}&crs=http://www.opengis.net/def/crs/EPSG/0/3857&f=json"
+              for b in boxes],
     }
 
 
@@ -300,6 +311,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="shorter runs (5 s, one repetition)")
     ap.add_argument("--skip-gdal-peers", action="store_true", help="GDAL pull only for tpa-gis")
     ap.add_argument("--servers", default="tpa-gis,tipg,pygeoapi")
+    ap.add_argument("--scenarios", default="a,b,c,d,f1,f2,f3,g0,g", help="comma-separated subset")
+    ap.add_argument("--only-scenarios", action="store_true",
+                    help="skip the deep-page, DB-floor, memory and GDAL measurements")
     args = ap.parse_args()
     seconds, reps, warm = (5, 1, 2) if args.quick else (10, 2, 3)
     prepare_database()
@@ -311,16 +325,19 @@ def main() -> None:
             print(f"starting {s.name} on {s.url}", flush=True)
             s.start()
         paths = {s.name: scenario_paths(s.name) for s in servers}
-        for sc in ("a", "b", "c", "d", "f1"):
-            res.scenarios[sc] = {s.name: [] for s in servers}
-            for s in servers:  # warm-up
+        for sc in args.scenarios.split(","):
+            these = [s for s in servers if s.name == "tpa-gis" or sc not in SELF_ONLY]
+            res.scenarios[sc] = {s.name: [] for s in these}
+            for s in these:  # warm-up
                 wrk(s.url, paths[s.name][sc], warm)
             for _ in range(reps):
-                for s in servers:  # interleaved A/B/C
+                for s in these:  # interleaved A/B/C
                     r = wrk(s.url, paths[s.name][sc], seconds)
                     res.scenarios[sc][s.name].append(r)
                     print(f"{sc:3} {s.name:9} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:8.1f} ms  non-2xx {r['non2xx']}",
                           flush=True)
+        if args.only_scenarios:
+            return
         deep = {}
         for s in servers:
             first, deep_path = deep_page_paths(s)
@@ -347,15 +364,15 @@ def main() -> None:
     finally:
         for s in servers:
             s.stop()
-    write_report(res, servers, seconds, reps)
+        write_report(res, servers, seconds, reps, "results-scenarios" if args.only_scenarios else "results")
 
 
 def med(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs) if runs else float("nan")
 
 
-def write_report(res: Results, servers: list[Server], seconds: int, reps: int) -> None:
-    (HERE / "results.json").write_text(json.dumps({"scenarios": res.scenarios, **res.extra}, indent=2))
+def write_report(res: Results, servers: list[Server], seconds: int, reps: int, stem: str = "results") -> None:
+    (HERE / f"{stem}.json").write_text(json.dumps({"scenarios": res.scenarios, **res.extra}, indent=2))
     names = [s.name for s in servers]
     floor = res.extra.get("floor", {})
     lines = [
@@ -368,7 +385,7 @@ def write_report(res: Results, servers: list[Server], seconds: int, reps: int) -
         "|---|" + "---|" * (len(names) + 2),
     ]
     for sc, by in res.scenarios.items():
-        cells = [f"{med(by[n], 'rps'):.1f} ({med(by[n], 'p50_ms'):.1f})" for n in names]
+        cells = [f"{med(by[n], 'rps'):.1f} ({med(by[n], 'p50_ms'):.1f})" if n in by else "–" for n in names]
         ratio = med(by.get("tpa-gis", []), "rps") / med(by["tipg"], "rps") if "tipg" in by else float("nan")
         lines.append(f"| {sc} | " + " | ".join(cells) + f" | {ratio:.2f}× | {floor.get(sc, float('nan')):.1f} |")
     deep = res.extra.get("deep", {})
@@ -383,9 +400,12 @@ def write_report(res: Results, servers: list[Server], seconds: int, reps: int) -
         g = res.extra.get("gdal_s", {}).get(n, "not run")
         g = "timeout" if g is None else (f"{g:.1f}" if isinstance(g, float) else g)
         lines.append(f"| {n} | {res.extra.get('rss_mb', {}).get(n, float('nan')):.0f} | {g} |")
+    if "g" in res.scenarios and "g0" in res.scenarios:
+        lines += ["", f"(g) crs=EPSG:3857 / the same pages in CRS84 (g0), tpa-gis: "
+                      f"{med(res.scenarios['g']['tpa-gis'], 'rps') / med(res.scenarios['g0']['tpa-gis'], 'rps'):.2f}×"]
     if "b" in res.scenarios and "b" in floor:
         lines += ["", f"(b) tpa-gis / DB floor: {med(res.scenarios['b']['tpa-gis'], 'rps') / floor['b']:.2f}×"]
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
