@@ -386,7 +386,8 @@ def write_report(res: Results, servers: list[Server], seconds: int, reps: int, s
     ]
     for sc, by in res.scenarios.items():
         cells = [f"{med(by[n], 'rps'):.1f} ({med(by[n], 'p50_ms'):.1f})" if n in by else "–" for n in names]
-        ratio = med(by.get("tpa-gis", []), "rps") / med(by["tipg"], "rps") if "tipg" in by else float("nan")
+        peer = med(by["tipg"], "rps") if "tipg" in by else 0.0
+        ratio = med(by.get("tpa-gis", []), "rps") / peer if peer else float("nan")  # nan: tipg did not answer
         lines.append(f"| {sc} | " + " | ".join(cells) + f" | {ratio:.2f}× | {floor.get(sc, float('nan')):.1f} |")
     deep = res.extra.get("deep", {})
     lines += ["", "Deep page (e): p50 of the page starting at feature 400,000 vs the first page (limit 100).", "",
