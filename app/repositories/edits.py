@@ -128,13 +128,18 @@ class Writer:
 
         return await self._run(body)
 
+    async def _current_matching(self, conn: AsyncConnection, fid: Any, if_match: str | None) -> str:
+        """The feature as it is now, locked; 404 if absent, 412 if If-Match is stale."""
+        found = await _locked(conn, self.layer, fid)
+        if found is None:
+            raise NotFound(f"There is no feature '{fid}' in '{self.layer.id}'.")
+        before, etag = found
+        _check_etag(if_match, etag)
+        return before
+
     async def modify(self, action: str, fid: Any, change: Change, if_match: str | None) -> Written:
         async def body(conn: AsyncConnection) -> Written:
-            found = await _locked(conn, self.layer, fid)
-            if found is None:
-                raise NotFound(f"There is no feature '{fid}' in '{self.layer.id}'.")
-            before, etag = found
-            _check_etag(if_match, etag)
+            before = await self._current_matching(conn, fid, if_match)
             values = self._values(change)
             if values:
                 await conn.execute(update(self.edit.table).where(self.edit.table.c[self.edit.id_column] == fid)
@@ -154,11 +159,7 @@ class Writer:
 
     async def delete(self, fid: Any, if_match: str | None) -> Written:
         async def body(conn: AsyncConnection) -> Written:
-            found = await _locked(conn, self.layer, fid)
-            if found is None:
-                raise NotFound(f"There is no feature '{fid}' in '{self.layer.id}'.")
-            before, etag = found
-            _check_etag(if_match, etag)
+            before = await self._current_matching(conn, fid, if_match)
             for table, column, what in self.edit.delete_guards:
                 n = await conn.scalar(select(func.count()).select_from(table).where(table.c[column] == fid))
                 if n:
