@@ -25,9 +25,11 @@ from typing import Any
 import asyncpg
 import orjson
 from sqlalchemy import (
+    Boolean,
     Date,
     DateTime,
     Float,
+    Integer,
     Numeric,
     Text,
     and_,
@@ -341,13 +343,13 @@ def cursor_values(layer: Layer, sort: tuple[tuple[str, bool], ...], key: tuple[A
                 out.append(Decimal(repr(value)) if isinstance(value, float) else Decimal(value))
             elif isinstance(t, Float):
                 out.append(float(value))
-            elif getattr(t, "python_type", None) is int:
+            elif isinstance(t, Integer):  # SmallInteger and BigInteger too
                 out.append(int(value))
-            elif getattr(t, "python_type", None) is bool:
+            elif isinstance(t, Boolean):
                 out.append(bool(value))
             else:
                 out.append(value if isinstance(value, str) else str(value))
-        except (ValueError, TypeError, ArithmeticError, NotImplementedError):
+        except (ValueError, TypeError, ArithmeticError):
             raise InvalidParameter("cursor is not a token this server issued.") from None
     return out
 
