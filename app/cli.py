@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from app.settings import Settings
 
@@ -20,6 +20,11 @@ demo_app = typer.Typer(help="The demo region 'Tieling (demo)'.", no_args_is_help
 openapi_app = typer.Typer(help="The OpenAPI document.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (roles analyst and admin).", no_args_is_help=True)
 layers_app = typer.Typer(help="Extra PostGIS tables published as OGC collections.", no_args_is_help=True)
+region_app = typer.Typer(help="Regions: create one from standard files, list, delete.", no_args_is_help=True)
+export_app = typer.Typer(help="Share a region: GeoPackage of its public layers, pygeoapi configuration.",
+                         no_args_is_help=True)
+app.add_typer(region_app, name="region")
+app.add_typer(export_app, name="export")
 app.add_typer(keys_app, name="keys")
 app.add_typer(layers_app, name="layers")
 app.add_typer(db_app, name="db")
@@ -169,6 +174,229 @@ def layers_publish(
         s, schema or "public", name, layer_id or name.replace("_", "-"), title or name, description or None,
         datetime_column or None, role or None))
     console.print(f"[green]published {schema or 'public'}.{name} as collection '{result}'[/]")
+
+
+def _asyncpg_run(work):  # noqa: ANN001, ANN202
+    """Run ``work(conn)`` on one asyncpg connection inside one transaction."""
+    import asyncpg
+
+    from app.ingest.pipeline import asyncpg_dsn
+
+    async def run():  # noqa: ANN202
+        conn = await asyncpg.connect(asyncpg_dsn(Settings().db.url))
+        try:
+            async with conn.transaction():
+                return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@region_app.command("create")
+def region_create(
+    region_id: str = typer.Argument(..., help="Region id: lower-case letters, digits and '-' (e.g. georgia-us)"),
+    country: str = typer.Option(..., help="ISO 3166-1 alpha-3 code (alpha-2 accepted), e.g. USA, CHN"),
+    crs: str = typer.Option(..., help="Metric CRS for analyses, e.g. EPSG:26916 (the region's UTM zone)"),
+    poverty_line: str = typer.Option(None, help="Per person per year; default: World Bank $3.00/day × 365 USD"),
+    currency: str = typer.Option(None, help="ISO 4217 currency of the poverty line (with --poverty-line)"),
+    poverty_line_note: str = typer.Option(None, help="Price basis and source of the poverty line"),
+    name: str = typer.Option(None, help="Display name (default: the region id)"),
+    admin_levels: str = typer.Option(None, help="Names of the admin levels, e.g. '1=State,3=County'"),
+    code_system: str = typer.Option(None, help="Codes of the admin units, e.g. 'US FIPS', 'GB/T 2260'"),
+    year: int = typer.Option(None, help="Default reference year"),
+    description: str = typer.Option(None, help="Description"),
+    attribution: str = typer.Option(None, help="Attribution of the region's data"),
+) -> None:
+    """Create an empty region; then load it with `tpa import`."""
+    from app.ingest.regions import RegionSpec, create_region, parse_admin_levels
+
+    spec = RegionSpec(region_id, name or region_id, country, crs, poverty_line, currency, poverty_line_note,
+                      code_system, parse_admin_levels(admin_levels), year, description, attribution)
+    made = _asyncpg_run(lambda conn: create_region(conn, spec))
+    console.print(f"[green]created region {made['region_id']}[/] (country {made['country']}, analysis CRS "
+                  f"EPSG:{made['analysis_crs']}, poverty line {made['poverty_line']} {made['currency']}/person/year)")
+
+
+@region_app.command("list")
+def region_list() -> None:
+    """List regions with their counts of admin units, villages and households."""
+    from app.ingest.regions import list_regions
+
+    for r in _asyncpg_run(list_regions):
+        typer.echo(f"{r['region_id']}\\t{r['name']}\\t{r['country']}\\tEPSG:{r['analysis_crs']}\\t"
+                   f"{r['units']} units\\t{r['villages']} villages\\t{r['households']} households")
+
+
+@region_app.command("delete")
+def region_delete(
+    region_id: str = typer.Argument(...),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: every row of the region is deleted"),
+) -> None:
+    """Delete a region and all its rows."""
+    from app.ingest.regions import delete_region
+
+    if not yes:
+        console.print("[red]refusing without --yes[/]: this deletes every row of the region")
+        raise typer.Exit(2)
+    _asyncpg_run(lambda conn: delete_region(conn, region_id))
+    console.print(f"deleted region {region_id}")
+
+
+ENTITY_HELP = "boundaries, villages, households, persons, projects or facilities"
+
+
+@app.command("import")
+def import_file(
+    entity: str = typer.Argument(..., help=ENTITY_HELP),
+    file: Path = typer.Argument(..., help="GeoPackage, Shapefile (.shp or .zip), GeoJSON, FlatGeobuf, CSV or XLSX"),
+    region: str = typer.Option(None, help="Region id (see `tpa region list`)"),
+    mapping: Path = typer.Option(None, help="Mapping YAML (columns, value maps, units); default: same names"),
+    source_crs: str = typer.Option(None, help="EPSG:xxxx, gcj02 or bd09 (overrides the file and the mapping)"),
+    year: int = typer.Option(None, help="Registry year: rows are valid from 1 January (default: mapping, or now)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and count, write nothing"),
+    partial: bool = typer.Option(False, "--partial",
+                                 help="The file is not the whole registry: do not close rows missing from it"),
+    repair: bool = typer.Option(False, "--repair", help="Repair invalid geometries with make_valid"),
+    layer: str = typer.Option(None, help="Layer of a multi-layer file (GeoPackage)"),
+    report: Path = typer.Option(None, help="Write every rejected row to this CSV file"),
+    suggest_mapping: bool = typer.Option(False, "--suggest-mapping", help="Print a mapping template for FILE"),
+    batch_rows: int = typer.Option(50_000, min=100, help="Rows per staging batch (memory bound)"),
+) -> None:
+    """Import a file into a region: validated, all or nothing, idempotent (upsert by natural key)."""
+    from app.ingest.entities import entity as get_entity
+
+    get_entity(entity)
+    if suggest_mapping:
+        typer.echo(_suggest(entity, file, mapping, layer), nl=False)
+        return
+    if not region:
+        raise typer.BadParameter("--region is required", param_hint="--region")
+    from app.ingest.pipeline import ImportOptions, run_import
+
+    settings = Settings()
+    secret = settings.security.pseudonym_key.get_secret_value().encode() if settings.security.pseudonym_key else None
+    if secret is not None and len(secret) < 16:
+        raise typer.BadParameter("TPA_PSEUDONYM_KEY must be at least 16 characters")
+    opts = ImportOptions(entity, file, region, mapping, source_crs, year, dry_run, partial, repair, layer, batch_rows)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"reading {file.name}", total=None)
+
+        def on_progress(phase: str, n: int, total: int | None) -> None:
+            if phase == "reading":
+                progress.update(task, advance=n, total=total)
+            else:
+                progress.update(task, description=phase)
+
+        result = asyncio.run(run_import(settings.db.url, opts, secret, on_progress))
+        progress.update(task, description="done" if result.ok else "rejected")
+    _print_result(result, report)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _suggest(entity: str, file: Path, mapping_path: Path | None, layer: str | None) -> str:
+    from app.ingest.entities import entity as get_entity
+    from app.ingest.mapping import load_mapping, suggest_mapping
+    from app.ingest.pipeline import enum_codes, mappable_fields, table_columns
+    from app.ingest.readers import open_source
+
+    m = load_mapping(mapping_path).mapping
+    src = open_source(file, encoding=m.source.encoding, layer=layer or m.source.layer, sheet=m.source.sheet,
+                      header_row=m.source.header_row, delimiter=m.source.delimiter)
+    ent = get_entity(entity)
+
+    async def catalogue(conn):  # noqa: ANN001, ANN202
+        cols = await table_columns(conn, ent.table)
+        enums = {c.name: (c.enum, await enum_codes(conn, c.enum)) for c in cols if c.enum}
+        return mappable_fields(ent, cols), enums
+
+    allowed, enums = _asyncpg_run(catalogue)
+    return suggest_mapping(entity, src.columns, src.sample(500), allowed, enums, src.kind == "vector")
+
+
+def _print_result(result, report: Path | None) -> None:  # noqa: ANN001
+    import csv
+
+    if result.error_count:
+        from rich.table import Table
+
+        table = Table(title=f"{result.error_count:,} problem(s) in {result.file}; nothing was written")
+        for col in ("line", "field", "value", "reason"):
+            table.add_column(col)
+        for e in result.errors[:50]:
+            table.add_row(str(e.line), e.field, e.value or "", e.reason)
+        console.print(table)
+        if result.error_count > 50:
+            console.print(f"… and {result.error_count - 50:,} more" + ("" if report else " (use --report FILE)"))
+    if report:
+        with report.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "line", "field", "value", "reason"])
+            for e in result.errors:
+                w.writerow([result.file, e.line, e.field, e.value or "", e.reason])
+        console.print(f"report: {report}")
+    verb = "would write" if result.dry_run else ("wrote" if result.committed else "rejected")
+    console.print(
+        f"[{'green' if result.ok else 'red'}]{verb}[/] {result.entity} of {result.region} from {result.file}: "
+        f"{result.rows:,} rows read; {result.inserted:,} new, {result.updated:,} updated, "
+        f"{result.unchanged:,} unchanged, {result.closed:,} closed, {result.archived:,} archived"
+        + (f"; {result.repaired:,} geometries repaired" if result.repaired else "")
+        + (f"; {result.reduced_to_point:,} reduced to a point" if result.reduced_to_point else ""))
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    console.print(f"{result.elapsed:.1f} s ({result.rows_per_second:,.0f} rows/s): {phases}")
+
+
+@export_app.command("region")
+def export_region(
+    region_id: str = typer.Argument(...),
+    output: Path = typer.Argument(..., help="The GeoPackage to write (.gpkg)"),
+) -> None:
+    """Write every public layer of a region into one GeoPackage."""
+    from app.db import create_engine
+    from app.ingest.export import export_geopackage
+
+    settings = Settings()
+
+    async def run() -> dict[str, int]:
+        engine = create_engine(settings.db)
+        try:
+            return await export_geopackage(engine, settings, region_id, output)
+        finally:
+            await engine.dispose()
+
+    counts = asyncio.run(run())
+    console.print(f"[green]wrote {output}[/]: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+@export_app.command("pygeoapi-config")
+def export_pygeoapi(
+    region_id: str = typer.Argument(...),
+    output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)"),
+    url: str = typer.Option("http://127.0.0.1:5000", help="Public URL of the pygeoapi server"),
+    port: int = typer.Option(5000, help="Port pygeoapi binds"),
+) -> None:
+    """Write a pygeoapi configuration (PostgreSQL provider) for the region's public layers."""
+    from app.db import create_engine
+    from app.ingest.export import pygeoapi_config
+
+    settings = Settings()
+
+    async def run() -> str:
+        engine = create_engine(settings.db)
+        try:
+            return await pygeoapi_config(engine, settings, region_id, server_url=url, port=port)
+        finally:
+            await engine.dispose()
+
+    text = asyncio.run(run())
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
 
 
 @app.command("serve")

@@ -317,3 +317,25 @@ class AuditLog(Base):
     feature_id: Mapped[str] = mapped_column(Text)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class ImportLog(Base):
+    """One committed file import (``tpa import``): what was read and what it changed."""
+
+    __tablename__ = "import_log"
+    import_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    entity: Mapped[str] = mapped_column(Text)
+    file_name: Mapped[str] = mapped_column(Text)
+    file_sha256: Mapped[str] = mapped_column(Text)
+    mapping_sha256: Mapped[str | None] = mapped_column(Text)
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    rows_read: Mapped[int] = mapped_column(Integer)
+    inserted: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[int] = mapped_column(Integer)
+    unchanged: Mapped[int] = mapped_column(Integer)
+    closed: Mapped[int] = mapped_column(Integer)
+    archived: Mapped[int] = mapped_column(Integer)
+    started: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(Text)
