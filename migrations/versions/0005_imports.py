@@ -10,6 +10,8 @@ Create Date: 2026-11-28
   equal those of ``household`` / ``person``; a later revision that adds a column there adds it here too.
 * ``import_log`` records every committed import: region, entity, file name and SHA-256, counts, timings.
 * ``admin_unit (region_id, name)`` serves imports that resolve units by name.
+* ``tpa_check_admin_level`` reads the referenced code directly instead of through ``to_jsonb(NEW)``, which
+  cost about 20 µs per row (a third of the time of a million-row registry import).
 """
 
 from __future__ import annotations
@@ -24,7 +26,30 @@ branch_labels = None
 depends_on = None
 
 
+LEVEL_CHECK = """
+CREATE OR REPLACE FUNCTION tpa_check_admin_level() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE ref_code text; ref_level smallint;
+BEGIN
+  %s
+  IF ref_code IS NULL THEN RETURN NEW; END IF;
+  SELECT level INTO ref_level FROM admin_unit WHERE code = ref_code;
+  IF FOUND AND ref_level <> TG_ARGV[1]::smallint THEN
+    RAISE EXCEPTION '%%.%% = %% is an admin unit of level %%, expected level %%',
+      TG_TABLE_NAME, TG_ARGV[0], ref_code, ref_level, TG_ARGV[1]
+      USING ERRCODE = 'check_violation', HINT = 'tpa-gis data rule', CONSTRAINT = TG_TABLE_NAME || '_' || TG_ARGV[0] || '_level';
+  END IF;
+  RETURN NEW;
+END $$;
+"""
+FAST_LOOKUP = """IF TG_ARGV[0] = 'village_code' THEN ref_code := NEW.village_code;
+  ELSIF TG_ARGV[0] = 'code' THEN ref_code := NEW.code;
+  ELSE ref_code := to_jsonb(NEW) ->> TG_ARGV[0];
+  END IF;"""
+GENERIC_LOOKUP = "ref_code := to_jsonb(NEW) ->> TG_ARGV[0];"
+
+
 def upgrade() -> None:
+    execute_sql_script(op.get_bind(), LEVEL_CHECK % FAST_LOOKUP)
     execute_sql_script(
         op.get_bind(),
         """
@@ -62,6 +87,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    execute_sql_script(op.get_bind(), LEVEL_CHECK % GENERIC_LOOKUP)
     execute_sql_script(
         op.get_bind(),
         """
