@@ -15,10 +15,11 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from geoalchemy2 import functions as gfn
-from sqlalchemy import Text, cast, func, select, text
+from sqlalchemy import Text, cast, func, select, text, type_coerce
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, ENUM
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import NullType
 
 from app.errors import InvalidParameter, NotFound
 from app.ogc.catalog import Layer, builtin_layers
@@ -54,7 +55,8 @@ def layer_select(layer: Layer, region_id: str, for_view: bool = False) -> Any:
     cols = [layer.id_expr.label("id")]
     for p in layer.props:
         cols.append((_view_expr(p.expr) if for_view else p.expr).label(p.name))
-    geom = layer.geom if for_view else gfn.ST_AsBinary(layer.geom)
+    # In a view the column must stay a PostGIS geometry: type_coerce drops GeoAlchemy2's ST_AsEWKB wrapper.
+    geom = type_coerce(layer.geom, NullType()) if for_view else gfn.ST_AsBinary(layer.geom)
     cols.append(geom.label("geom"))
     return select(*cols).select_from(layer.source).where(_region_of(layer) == region_id).order_by(layer.id_expr)
 

@@ -66,6 +66,14 @@ class FieldSpec(BaseModel):
             raise ValueError("lookup must be 'name'")
         return v
 
+    @field_validator("values")
+    @classmethod
+    def _no_empty_codes(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        empty = [k for k, code in (v or {}).items() if code is None or code == ""]
+        if empty:
+            raise ValueError(f"value map entries without a code: {', '.join(map(str, empty))}")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> FieldSpec:
         given = [self.from_ is not None, self.value is not None, self.object is not None]
@@ -283,14 +291,16 @@ def suggest_mapping(entity: str, columns: list[str], sample: list[dict[str, Any]
             spec.append("pseudonymize: true")
         if target in enum_types:
             typ, codes = enum_types[target]
-            seen = sorted({str(r[col]).strip() for r in sample if r.get(col) not in (None, "")})
-            labels = VALUE_LABELS.get(typ, {})
-            unknown = [v for v in seen if v not in codes]
-            if unknown:
-                pairs = ", ".join(f"{_q(v)}: {labels.get(v, '?')}" for v in unknown[:40])
-                spec.append(f"values: {{{pairs}}}")
+            cells = [str(r[col]).strip() for r in sample if r.get(col) not in (None, "")]
             if allowed[target].endswith("[]"):
-                spec.append('split: "、"')
+                sep = next((c for c in ("、", ";", "；", ",", "，", "|") if any(c in v for v in cells)), "、")
+                spec.append(f"split: {_q(sep)}")
+                cells = [p.strip() for v in cells for p in v.split(sep) if p.strip()]
+            labels = VALUE_LABELS.get(typ, {})
+            unknown = sorted({v for v in cells if v not in codes})
+            if unknown:  # labels without a known code are left null: the mapping is refused until filled in
+                pairs = ", ".join(f"{_q(v)}: {labels.get(v, 'null')}" for v in unknown[:40])
+                spec.append(f"values: {{{pairs}}}")
         lines.append(f"  {target}: {{{', '.join(spec)}}}")
     if x and y:
         out.append(f"geometry: {{x: {_q(x)}, y: {_q(y)}, crs: EPSG:4326}}   # or gcj02 / bd09 / EPSG:xxxx")

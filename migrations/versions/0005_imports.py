@@ -36,7 +36,8 @@ BEGIN
   IF FOUND AND ref_level <> TG_ARGV[1]::smallint THEN
     RAISE EXCEPTION '%%.%% = %% is an admin unit of level %%, expected level %%',
       TG_TABLE_NAME, TG_ARGV[0], ref_code, ref_level, TG_ARGV[1]
-      USING ERRCODE = 'check_violation', HINT = 'tpa-gis data rule', CONSTRAINT = TG_TABLE_NAME || '_' || TG_ARGV[0] || '_level';
+      USING ERRCODE = 'check_violation', HINT = 'tpa-gis data rule',
+            CONSTRAINT = TG_TABLE_NAME || '_' || TG_ARGV[0] || '_level';
   END IF;
   RETURN NEW;
 END $$;
