@@ -272,8 +272,6 @@ def test_reimport_is_idempotent_and_dry_run_writes_nothing(db, villages, tmp_pat
 
 
 def test_newer_registry_year_closes_and_archives_instead_of_deleting(db, villages, tmp_path):
-    from app.demo.generate import REGION_ID  # noqa: F401  (the demo region stays untouched by --partial runs)
-
     cli(db, "region", "create", "yearly", "--country", "CHN", "--crs", "EPSG:32651", "--poverty-line", "4000",
         "--currency", "CNY")
     # villages of the new region: copy three demo villages' geometry under new codes

@@ -1,8 +1,8 @@
 """A synthetic poor-household registry export in the layout of the Chinese national system (CSV).
 
 For trying ``tpa import households`` with ``examples/mappings/households-zh.yaml``, for the import tests and
-for the import benchmark. Every value is invented from a seed: the names are placeholders and the ID
-numbers are random digits (not valid resident ID numbers of anyone).
+for the import benchmark. Every value is invented from a seed: the names are numbered labels (户主0000001) and
+the ID numbers are random digits (not valid resident ID numbers of anyone).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 
 from app.errors import InvalidData, InvalidParameter
-from app.ingest.coords import SourceCrs, parse_source_crs
+from app.ingest.coords import WGS84, parse_source_crs
 from app.ingest.entities import VILLAGE_ADMIN_FIELDS, Entity, entity
 from app.ingest.geometry import batch_geometries
 from app.ingest.mapping import FieldSpec, Mapping, load_mapping, managed_fields, resolve_fields
@@ -362,8 +362,7 @@ class Importer:
         bycol = {c.name: c for c in columns}
         types = mappable_fields(self.ent, columns)
         fields = resolve_fields(mapping, src.columns, list(types))
-        missing_keys = [k for k in (self.ent.key,) if k not in fields]
-        if missing_keys:
+        if self.ent.key not in fields:
             raise InvalidParameter(f"the mapping gives no {self.ent.key} (the natural key of {self.ent.name})")
         geo = self._geometry_plan(mapping, src)
         mapper = RowMapper(fields, src.columns, types, self.ent, self.key)
@@ -435,8 +434,7 @@ class Importer:
             if ent.geom_required:
                 raise InvalidParameter(f"{ent.name} need a location: map geometry x/y (or wkt) columns")
             return None
-        src_crs: SourceCrs | None = parse_source_crs(crs_text) or parse_source_crs("EPSG:4326")
-        plan["crs"] = src_crs
+        plan["crs"] = parse_source_crs(crs_text) or WGS84
         return plan
 
     # -------------------------------------------------------------------------------- staging
