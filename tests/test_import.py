@@ -82,6 +82,13 @@ def count(db, sql: str, *args) -> int:
     return int(fetch(db.name, sql, *args)[0][0])
 
 
+def utm16_to_wgs84(wkb) -> np.ndarray:  # noqa: ANN001
+    """Geometries of the Georgia file (EPSG:26916) reprojected independently of the importer, with pyproj."""
+    t = Transformer.from_crs(26916, 4326, always_xy=True)
+    return shapely.transform(shapely.from_wkb(np.asarray(wkb, dtype=object)),
+                             lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+
+
 def pseudonym(value: str) -> str:
     return hmac.new(KEY, value.strip().upper().encode(), hashlib.sha256).hexdigest()
 
@@ -100,12 +107,9 @@ def georgia(db):
 async def test_georgia_counties_round_trip_through_ogc_api(db, georgia):
     meta, _fids, wkb, fields = pyogrio.raw.read(georgia_shp())
     src = dict(zip(meta["fields"], fields, strict=True))
-    to_wgs84 = Transformer.from_crs(26916, 4326, always_xy=True)
-    expected = {}
-    for i, key in enumerate(src["AreaKey"]):
-        g = shapely.transform(shapely.from_wkb(wkb[i]), lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0],
-                                                                                                      xy[:, 1])))
-        expected[f"US{key}"] = (g, float(src["PctPov"][i]), int(src["TotPop90"][i]))
+    geoms = utm16_to_wgs84(wkb)
+    expected = {f"US{key}": (geoms[i], float(src["PctPov"][i]), int(src["TotPop90"][i]))
+                for i, key in enumerate(src["AreaKey"])}
 
     async with client_for(settings_for(db.url)) as api:
         coll = (await api.get("/collections/admin-units")).json()
@@ -435,3 +439,108 @@ def test_killed_import_leaves_nothing(db, villages, tmp_path):
     assert count(db, "SELECT count(*) FROM household") == before
     assert count(db, "SELECT count(*) FROM import_log WHERE file_name = 'big.csv'") == 0
     assert count(db, "SELECT count(*) FROM pg_class WHERE relname IN ('_stage', '_typed', '_errors')") == 0
+
+
+def test_every_vector_format_gives_the_same_region(db, georgia, tmp_path):
+    """The Georgia counties as zipped Shapefile, GeoPackage, FlatGeobuf and GeoJSON: same rows, all unchanged."""
+    import zipfile
+
+    meta, _fids, wkb, fields = pyogrio.raw.read(georgia_shp())
+    files = {}
+    for ext, driver in ((".gpkg", "GPKG"), (".fgb", "FlatGeobuf"), (".geojson", "GeoJSON")):
+        out = tmp_path / f"georgia{ext}"
+        crs = "EPSG:4326" if driver == "GeoJSON" else "EPSG:26916"
+        geoms = wkb
+        if driver == "GeoJSON":  # GeoJSON is WGS84 by definition: reproject first
+            geoms = np.array(list(shapely.to_wkb(utm16_to_wgs84(wkb))), dtype=object)
+        pyogrio.raw.write(str(out), geoms, fields, list(meta["fields"]), driver=driver, geometry_type="Unknown",
+                          crs=crs, layer="counties")
+        files[ext] = out
+    zipped = tmp_path / "georgia-shp.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for part in georgia_shp().parent.glob("G_utm.*"):
+            z.write(part, part.name)
+    files[".zip"] = zipped
+    for ext, path in files.items():
+        crs = "EPSG:26916" if ext == ".zip" else None  # the zipped Shapefile has no .prj, the others declare it
+        res = imp(db, "boundaries", path, region="georgia-us", mapping=MAPPINGS / "georgia-counties.yaml",
+                  source_crs=crs, year=1990)
+        assert res.committed and res.rows == 159, (ext, res.errors[:3])
+        # GeoJSON went through a reprojection in this test and so moves vertices by float rounding only
+        assert res.inserted == 0 and res.updated + res.unchanged == 159, ext
+        if ext != ".geojson":
+            assert res.unchanged == 159, ext
+
+
+def test_gbk_shapefile_without_cpg_and_name_lookup(db, tmp_path):
+    """Chinese Shapefiles often come without a .cpg file; their GBK names still arrive intact."""
+    shp = tmp_path / "设施.shp"
+    names = ["团结村卫生室", "铁岭县第二中学", "镇中心小学"]
+    pts = [shapely.Point(123.84 + i / 100, 42.29) for i in range(3)]
+    pyogrio.raw.write(str(shp), np.array([shapely.to_wkb(p) for p in pts], dtype=object),
+                      [np.array(["S-1", "S-2", "S-3"], dtype=object), np.array(names, dtype=object),
+                       np.array(["卫生室", "初中", "小学"], dtype=object)],
+                      ["id", "mc", "lb"], driver="ESRI Shapefile", geometry_type="Point", crs="EPSG:4326",
+                      encoding="GBK")
+    for cpg in tmp_path.glob("*.cpg"):
+        cpg.unlink()
+    assert "铁岭".encode("gbk") in shp.with_suffix(".dbf").read_bytes()
+    village = fetch(db.name, "SELECT a.name, a.code FROM admin_unit a JOIN village v USING (code) "
+                    "WHERE v.region_id = 'tieling-demo' AND a.name IN (SELECT name FROM admin_unit "
+                    "WHERE region_id = 'tieling-demo' AND level = 5 GROUP BY name HAVING count(*) = 1) LIMIT 1")[0]
+    mapping = tmp_path / "s.yaml"
+    mapping.write_text(yaml.safe_dump({"fields": {
+        "fac_id": "id", "name": "mc", "admin_code": {"value": village["name"], "lookup": "name"},
+        "class": {"from": "lb", "values": {"卫生室": "clinic", "初中": "school_junior", "小学": "school_primary"}},
+    }}, allow_unicode=True), encoding="utf-8")
+    res = imp(db, "facilities", shp, mapping=mapping)
+    assert res.committed and res.inserted == 3, res.errors
+    got = fetch(db.name, "SELECT fac_id, name, class::text, admin_code FROM facility WHERE fac_id LIKE 'S-%' "
+                "ORDER BY fac_id")
+    assert [r["name"] for r in got] == names
+    assert [r["class"] for r in got] == ["clinic", "school_junior", "school_primary"]
+    assert {r["admin_code"] for r in got} == {village["code"]}
+    # a name that no unit has is reported, not guessed
+    mapping.write_text(mapping.read_text(encoding="utf-8").replace(village["name"], "不存在村"), encoding="utf-8")
+    bad = imp(db, "facilities", shp, mapping=mapping)
+    assert bad.error_count == 3 and bad.errors[0].field == "admin_code"
+    assert bad.errors[0].reason == "no single administrative unit of the region has this name"
+
+
+def test_persons_link_to_pseudonymous_households(db, villages, tmp_path):
+    heads = registry_rows(4, villages, seed=51)
+    reg = tmp_path / "hh.csv"
+    with reg.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([COLUMNS, *heads])
+    assert imp(db, "households", reg, mapping=MAPPINGS / "households-zh.yaml", partial=True).inserted == 4
+    members = tmp_path / "persons.csv"
+    head_ids = [h[COLUMNS.index("户主身份证号")] for h in heads]
+    with members.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["姓名", "身份证号", "户主身份证号", "与户主关系", "性别", "出生年份", "劳动技能", "参加医保",
+                    "参加养老保险"])
+        for i, head in enumerate(head_ids):
+            w.writerow([f"户主{i}", head, head, "户主", "男", 1960 + i, "普通劳动力", "是", "是"])
+            w.writerow([f"成员{i}", f"21122419900101{i:03d}X", head, "配偶", "女", 1962 + i, "弱劳动力或半劳动力",
+                        "是", "否"])
+    mapping = tmp_path / "p.yaml"
+    mapping.write_text(yaml.safe_dump({"entity": "persons", "year": 2019, "fields": {
+        "person_id": "身份证号", "hh_id": "户主身份证号",
+        "relation": {"from": "与户主关系", "values": {"户主": "head", "配偶": "spouse"}},
+        "sex": {"from": "性别", "values": {"男": "male", "女": "female"}}, "birth_year": "出生年份",
+        "labour": {"from": "劳动技能", "values": {"普通劳动力": "ordinary", "弱劳动力或半劳动力": "weak"}},
+        "med_insured": "参加医保", "pension_insured": "参加养老保险"}}, allow_unicode=True), encoding="utf-8")
+    res = imp(db, "persons", members, mapping=mapping, partial=True)
+    assert res.committed and res.inserted == 8, res.errors
+    rows = fetch(db.name, "SELECT p.person_id, p.relation::text, p.pension_insured, h.hh_id FROM person p "
+                 "JOIN household h USING (hh_id) WHERE h.hh_id = $1 ORDER BY p.relation", pseudonym(head_ids[0]))
+    assert [r["relation"] for r in rows] == ["head", "spouse"]
+    assert rows[0]["person_id"] == pseudonym(head_ids[0]) and rows[1]["pension_insured"] is False
+    dump = fetch(db.name, "SELECT string_agg(t::text, ' ') FROM person t WHERE hh_id = $1", pseudonym(head_ids[0]))
+    assert head_ids[0] not in dump[0][0] and "户主0" not in dump[0][0]
+    # a member of a household that is not in the registry is refused
+    orphan = tmp_path / "orphan.csv"
+    orphan.write_text(members.read_text(encoding="utf-8").splitlines()[0] + "\n"
+                      "某人,211224199001019999,999999999999999999,户主,男,1970,普通劳动力,是,是\n", encoding="utf-8")
+    bad = imp(db, "persons", orphan, mapping=mapping, partial=True)
+    assert bad.error_count == 1 and bad.errors[0].field == "hh_id" and "no household" in bad.errors[0].reason
