@@ -320,6 +320,16 @@ def test_newer_registry_year_closes_and_archives_instead_of_deleting(db, village
     assert not stale.committed and "later year" in stale.errors[0].reason
 
 
+def test_cells_become_text_without_spreadsheet_artefacts():
+    import datetime as dt
+
+    from app.ingest.readers import text_of
+
+    assert text_of(211202001001.0) == "211202001001"  # a village code typed as a number in Excel
+    assert text_of(12.5) == "12.5" and text_of(float("nan")) is None and text_of("  ") is None
+    assert text_of(dt.datetime(2019, 5, 1)) == "2019-05-01" and text_of(True) == "true"
+
+
 def test_xlsx_facilities_and_gcj02_projects(db, tmp_path):
     import openpyxl
 

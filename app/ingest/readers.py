@@ -326,7 +326,8 @@ def text_of(value: Any) -> str | None:
     if isinstance(value, float):
         if math.isnan(value):
             return None
-        return repr(value)
+        # Spreadsheets store codes and counts as floats: 211202001001.0 is the code "211202001001".
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
     if isinstance(value, dt.datetime):
         return value.date().isoformat() if value.time() == dt.time() else value.isoformat()
     if isinstance(value, dt.date):
