@@ -1,0 +1,138 @@
+"""Run the telecom definitions (``app.telecom.sql``) on DuckDB.
+
+Reading is the only engine-specific step: events come from Parquet or CSV files with ``device_id``, ``ts`` (UTC)
+and either ``lon``/``lat`` or ``cell_id`` plus a tower file (``cell_id, lon, lat``). Device ids are hashed to
+64-bit integers as they are read; positions become H3 cells through a vectorised Arrow UDF (polars-h3); UTC
+becomes local seconds with the zone's fixed offset. After that only the portable SQL of ``app.telecom.sql`` runs.
+Device-level tables live only in this process (or the operator's working directory): nothing here writes to
+PostGIS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import duckdb
+import pyarrow as pa
+
+from app.errors import InvalidParameter
+from app.telecom import sql
+
+DEFINITIONS = ("presence", "home", "day", "gyr", "residents", "od", "gyration_by_home")
+
+
+@dataclass(frozen=True)
+class Period:
+    start: dt.date  # first local day
+    end: dt.date  # first local day after the period
+
+    @classmethod
+    def month(cls, text: str) -> Period:
+        try:
+            first = dt.date.fromisoformat(text + "-01")
+        except ValueError:
+            raise InvalidParameter(f"period {text!r} is not YYYY-MM") from None
+        nxt = dt.date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+        return cls(first, nxt)
+
+
+def fixed_offset_seconds(tz: str, period: Period) -> int:
+    """The zone's UTC offset over the period; a zone that changes offset inside the period is refused."""
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidParameter(f"unknown time zone {tz!r}") from None
+    offsets = set()
+    day = period.start
+    while day <= period.end:
+        for hour in (0, 12):
+            offsets.add(dt.datetime(day.year, day.month, day.day, hour, tzinfo=zone).utcoffset())
+        day += dt.timedelta(days=1)
+    if len(offsets) != 1:
+        raise InvalidParameter(f"{tz} changes its UTC offset during the period (daylight saving time); "
+                               "split the period at the change")
+    return int(offsets.pop().total_seconds())
+
+
+def _h3_udf(res: int):  # noqa: ANN202
+    import polars as pl
+    import polars_h3 as plh3
+
+    def cells(lat: pa.Array, lon: pa.Array) -> pa.Array:
+        df = pl.DataFrame({"lat": pl.from_arrow(lat), "lon": pl.from_arrow(lon)})
+        out = df.select(plh3.latlng_to_cell("lat", "lon", res, return_dtype=pl.UInt64).cast(pl.Int64).alias("c"))
+        return out["c"].to_arrow()
+
+    return cells
+
+
+def connect(memory_limit: str = "4GB", threads: int | None = None, temp_dir: Path | None = None
+            ) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute("SET preserve_insertion_order = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if temp_dir is not None:
+        con.execute(f"SET temp_directory = '{Path(temp_dir).as_posix()}'")
+    return con
+
+
+def _source(paths: Sequence[Path]) -> str:
+    files = [Path(p).as_posix() for p in paths]
+    if not files:
+        raise InvalidParameter("no event files")
+    listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    if all(f.endswith(".parquet") for f in files):
+        return f"read_parquet({listing})"
+    if all(f.endswith((".csv", ".csv.gz")) for f in files):
+        return f"read_csv({listing}, header = true, auto_detect = true)"
+    raise InvalidParameter("event files are all Parquet (.parquet) or all CSV (.csv, .csv.gz)")
+
+
+def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: int, offset_s: int, period: Period,
+                towers: Path | None = None) -> int:
+    """Create the normalised ``ev`` table; returns its row count. Events outside the period are dropped."""
+    src = _source(paths)
+    cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    if not {"device_id", "ts"} <= cols:
+        raise InvalidParameter("event files need columns device_id and ts (UTC)")
+    con.create_function("tpa_h3", _h3_udf(res), ["DOUBLE", "DOUBLE"], "BIGINT", type="arrow")
+    lo = int(dt.datetime.combine(period.start, dt.time()).replace(tzinfo=dt.UTC).timestamp())
+    hi = int(dt.datetime.combine(period.end, dt.time()).replace(tzinfo=dt.UTC).timestamp())
+    local = f"(CAST(epoch(CAST(r.ts AS TIMESTAMP)) AS BIGINT) + {int(offset_s)})"
+    dev = "CAST(hash(CAST(r.device_id AS VARCHAR)) >> 1 AS BIGINT)"
+    if {"lon", "lat"} <= cols:
+        con.execute(
+            f"CREATE OR REPLACE TABLE ev AS SELECT {dev} AS dev, tpa_h3(r.lat, r.lon) AS cell, "
+            f"CAST(r.lat AS DOUBLE) AS lat, CAST(r.lon AS DOUBLE) AS lon, {local} AS t FROM {src} r "
+            f"WHERE {local} >= {lo} AND {local} < {hi} AND r.lat IS NOT NULL AND r.lon IS NOT NULL")
+    elif "cell_id" in cols:
+        if towers is None:
+            raise InvalidParameter("events carry cell_id: give the tower file (cell_id, lon, lat)")
+        con.execute(f"CREATE OR REPLACE TABLE tower AS SELECT CAST(cell_id AS VARCHAR) AS cell_id, "
+                    f"CAST(lat AS DOUBLE) AS lat, CAST(lon AS DOUBLE) AS lon FROM {_source([towers])}")
+        con.execute("CREATE OR REPLACE TABLE tower AS SELECT *, tpa_h3(lat, lon) AS cell FROM tower")
+        con.execute(
+            f"CREATE OR REPLACE TABLE ev AS SELECT {dev} AS dev, w.cell, w.lat, w.lon, {local} AS t FROM {src} r "
+            f"JOIN tower w ON w.cell_id = CAST(r.cell_id AS VARCHAR) WHERE {local} >= {lo} AND {local} < {hi}")
+    else:
+        raise InvalidParameter("event files need lon/lat columns or a cell_id column")
+    return int(con.execute("SELECT count(*) FROM ev").fetchone()[0])
+
+
+def run_definitions(con: duckdb.DuckDBPyConnection, *, min_nights: int) -> dict[str, pa.Table]:
+    """Device-level tables (home, day, gyr) stay in DuckDB; the aggregates are returned as Arrow tables."""
+    con.execute(f"CREATE OR REPLACE TABLE presence AS {sql.presence()}")
+    con.execute(f"CREATE OR REPLACE TABLE home AS {sql.home_cells(min_nights)}")
+    con.execute(f"CREATE OR REPLACE TABLE day AS {sql.day_cells()}")
+    con.execute(f"CREATE OR REPLACE TABLE gyr AS {sql.gyration()}")
+    con.execute(f"CREATE OR REPLACE TABLE residents AS {sql.residents()}")
+    con.execute(f"CREATE OR REPLACE TABLE od AS {sql.commuting_od()}")
+    con.execute(f"CREATE OR REPLACE TABLE gyration_by_home AS {sql.gyration_by_home(sql.DUCKDB)}")
+    return {name: con.sql(f"SELECT * FROM {name}").to_arrow_table()
+            for name in ("presence", "residents", "od", "gyration_by_home")}
