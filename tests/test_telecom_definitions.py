@@ -173,3 +173,40 @@ def test_duckdb_sql_equals_an_independent_polars_implementation(tmp_path):
     assert max(abs(x - y) for x, y in zip(a["median_rg_km"], b["median_rg_km"], strict=True)) < 1e-9
     homes = dict(con.execute("SELECT dev, home_cell FROM home").fetchall())
     assert homes == dict(zip(ref["home"]["dev"], ref["home"]["home_cell"], strict=True))
+
+
+def test_admin_od_out_migration_and_service_access(tmp_path):
+    """The admin-unit, out-migration and service-access definitions on a hand-made month."""
+    from app.telecom import sql
+
+    ev = []
+    for dvc, home, work in (("h1", A, B), ("h2", A, A), ("h3", C, B)):
+        ev += nights(dvc, home, 10)
+        ev += [(dvc, local(2024, 3, 4 + i, 10), work) for i in range(5)]
+    _out, _home, _day, con = run(tmp_path, ev)
+    con.execute("CREATE TABLE cell_admin (cell BIGINT, admin_code VARCHAR)")
+    con.executemany("INSERT INTO cell_admin VALUES (?, ?)", [(cell(A), "X"), (cell(B), "Y"), (cell(C), "Y")])
+    assert sorted(con.execute(sql.residents_by_admin()).fetchall()) == [("X", 2), ("Y", 1)]
+    assert sorted(con.execute(sql.od_by_admin()).fetchall()) == [("X", "X", 1), ("X", "Y", 1), ("Y", "Y", 1)]
+    # previous period: h1 lived in Y (cell C), h2 in X, h3 in Y → from Y, 1 of 2 moved (h1 → X)
+    con.execute("CREATE TABLE prev_home (dev BIGINT, home_cell BIGINT)")
+    con.executemany("INSERT INTO prev_home VALUES (?, ?)", [(dev_id(con, "h1"), cell(C)), (dev_id(con, "h2"), cell(A)),
+                                                             (dev_id(con, "h3"), cell(C))])
+    assert sorted(con.execute(sql.out_migration()).fetchall()) == [("X", 1, 0.0), ("Y", 2, 0.5)]
+    # a clinic in cell B: h1 and h3 have events there, h2 does not
+    bl = h3.cell_to_latlng(h3.int_to_str(cell(B)))
+    con.execute("CREATE TABLE fac_cell AS SELECT CAST(? AS BIGINT) AS cell, 'clinic' AS class, "
+                "CAST(? AS DOUBLE) AS lat, CAST(? AS DOUBLE) AS lon", [cell(B), bl[0], bl[1]])
+    centres = [(cell(p), *h3.cell_to_latlng(h3.int_to_str(cell(p)))) for p in (A, C)]
+    con.execute("CREATE TABLE cell_centre (cell BIGINT, lat DOUBLE, lon DOUBLE)")
+    con.executemany("INSERT INTO cell_centre VALUES (?, ?, ?)", centres)
+    rows = {r[0]: r[1:] for r in con.execute(sql.service_access(sql.DUCKDB)).fetchall()}
+    r = 6371.0088
+    a_lat, a_lon = h3.cell_to_latlng(h3.int_to_str(cell(A)))
+    dlat, dlon = math.radians(bl[0] - a_lat), math.radians(bl[1] - a_lon)
+    cos_product = math.cos(math.radians(a_lat)) * math.cos(math.radians(bl[0]))
+    hav = math.sin(dlat / 2) ** 2 + cos_product * math.sin(dlon / 2) ** 2
+    expected_km = 2 * r * math.asin(math.sqrt(hav))
+    cls, n, share, km = rows[cell(A)]
+    assert (cls, n, share) == ("clinic", 2, 0.5) and km == pytest.approx(expected_km, rel=1e-9)
+    assert rows[cell(C)][:3] == ("clinic", 1, 1.0)
