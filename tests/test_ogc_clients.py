@@ -18,6 +18,8 @@ from app.repositories.layers import publish_table
 from app.settings import DatabaseSettings
 
 PUBLIC = ("admin-units", "villages", "projects", "facilities")
+TELECOM = ("telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
+           "telecom-od")
 
 
 def _ogr_count(url: str, collection: str, tmp_path, *config: str) -> int:
@@ -56,7 +58,7 @@ def test_owslib_reads_the_service(live_server):
     api = Features(live_server)
     assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core" in api.conformance()["conformsTo"]
     ids = [c["id"] for c in api.collections()["collections"]]
-    assert ids == list(PUBLIC)
+    assert ids == [*PUBLIC, *TELECOM]
     assert api.collection("villages")["id"] == "villages"
     items = api.collection_items("villages", limit=5)
     assert items["numberReturned"] == 5 and len(items["features"]) == 5

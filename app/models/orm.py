@@ -240,6 +240,7 @@ class TelecomAgg(Validity, Base):
     value: Mapped[float | None] = mapped_column(Double)
     n_subscribers: Mapped[int | None] = mapped_column(Integer)
     suppressed: Mapped[bool] = mapped_column(Boolean)
+    hour: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class TelecomOD(Validity, Base):
@@ -252,6 +253,7 @@ class TelecomOD(Validity, Base):
     period: Mapped[Any] = mapped_column(DATERANGE)
     count: Mapped[int | None] = mapped_column(Integer)
     suppressed: Mapped[bool] = mapped_column(Boolean)
+    h3_res: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class AnalysisRun(Base):
@@ -339,3 +341,18 @@ class ImportLog(Base):
     started: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     finished: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(Text)
+
+
+class TelecomRelease(Base):
+    """One release of telecom aggregates for a region and period: parameters, k and the ε spent."""
+
+    __tablename__ = "telecom_release"
+    release_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    period: Mapped[Any] = mapped_column(DATERANGE)
+    k: Mapped[int] = mapped_column(Integer)
+    epsilon: Mapped[float] = mapped_column(Double)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    rows_published: Mapped[int] = mapped_column(Integer)
+    rows_suppressed: Mapped[int] = mapped_column(Integer)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -35,7 +35,18 @@ from sqlalchemy.types import (
 from app.auth import allowed
 from app.models import codes
 from app.models.codes import Role
-from app.models.orm import AdminUnit, AuditLog, Facility, Household, Person, Project, Village
+from app.models.orm import (
+    AdminUnit,
+    AuditLog,
+    Facility,
+    H3Cell,
+    Household,
+    Person,
+    Project,
+    TelecomAgg,
+    TelecomOD,
+    Village,
+)
 from app.ogc.crs import supported_uris
 from app.settings import SecuritySettings
 
@@ -285,6 +296,8 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         editable=Editable(f, "fac_id", "geom", ("Point",)),
     ))
 
+    layers += telecom_layers()
+
     secret = security.jitter_key.get_secret_value()
     displaced = displaced_point(h.c.geom, h.c.hh_id, secret)
     layers.append(Layer(
@@ -381,6 +394,100 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
     ))
 
     return layers
+
+
+def telecom_layers() -> list[Layer]:
+    """Released telecom aggregates (only aggregates ever enter the database; DOMAIN §5).
+
+    Cells are H3 hexagons (``h3_cell``); rows rolled up to a parent cell carry its coarser ``h3_res``. Counts
+    are published only for more than k devices; admin-unit rows that would reveal a small group carry
+    ``n_devices = null`` and ``suppressed = true``.
+    """
+    ta, hc, au = TelecomAgg.__table__, H3Cell.__table__, AdminUnit.__table__
+    tod = TelecomOD.__table__
+    month = func.to_char(func.lower(ta.c.period), "YYYY-MM")
+
+    def cells(where: Any, name: str) -> Any:
+        return (select(ta.c.id, ta.c.region_id, ta.c.unit_id, ta.c.h3_res, ta.c.hour, ta.c.indicator, ta.c.value,
+                       ta.c.n_subscribers, ta.c.suppressed, month.label("period"),
+                       func.lower(ta.c.period).label("p0"), func.upper(ta.c.period).label("p1"), hc.c.geom)
+                .select_from(ta.join(hc, hc.c.h3_index == ta.c.unit_id)).where(where).subquery(name))
+
+    def common(sq: Any) -> tuple[Prop, ...]:
+        return (_p("region", sq.c.region_id, STRING, "Region id"),
+                _p("cell", sq.c.unit_id, STRING, "H3 cell (string form)"),
+                _p("h3_res", sq.c.h3_res, INTEGER, "H3 resolution (coarser when suppressed cells were rolled up)"),
+                _p("period", sq.c.period, STRING, "Month (YYYY-MM)"))
+
+    pr = cells((ta.c.indicator == "presence") & (ta.c.unit_type == "h3"), "telecom_presence")
+    rs = cells((ta.c.indicator == "residents") & (ta.c.unit_type == "h3"), "telecom_residents")
+    ci = cells((ta.c.indicator != "presence") & (ta.c.indicator != "residents") & (ta.c.unit_type == "h3"),
+               "telecom_cell_indicators")
+    out = [
+        Layer(id="telecom-presence", title="Telecom: presence by hour",
+              description="Distinct devices per H3 cell and local hour of day over a month (more than k devices "
+              "only; smaller groups rolled up to parent cells or withheld).",
+              source=pr, id_expr=pr.c.id, id_schema=INTEGER, geom=pr.c.geom, geometry_type="Polygon",
+              props=(*common(pr), _p("hour", pr.c.hour, _s("integer", minimum=0, maximum=23), "Local hour of day"),
+                     _p("n_devices", pr.c.value, INTEGER, "Distinct devices (noised when the release used ε)")),
+              temporal=Temporal(pr.c.p0, pr.c.p1, True), keywords=("telecom", "presence", "mobile phone data"),
+              versioned=("public.telecom_agg",)),
+        Layer(id="telecom-residents", title="Telecom: resident devices",
+              description="Devices whose home (modal night-time cell over at least the minimum number of nights) "
+              "lies in the H3 cell, per month.",
+              source=rs, id_expr=rs.c.id, id_schema=INTEGER, geom=rs.c.geom, geometry_type="Polygon",
+              props=(*common(rs), _p("n_devices", rs.c.value, INTEGER, "Resident devices")),
+              temporal=Temporal(rs.c.p0, rs.c.p1, True), keywords=("telecom", "residents", "home location"),
+              versioned=("public.telecom_agg",)),
+        Layer(id="telecom-cell-indicators", title="Telecom: indicators per home cell",
+              description="Statistics over the resident devices of each H3 cell: median radius of gyration, "
+              "service visits and distance to the nearest facility cell by class.",
+              source=ci, id_expr=ci.c.id, id_schema=INTEGER, geom=ci.c.geom, geometry_type="Polygon",
+              props=(*common(ci), _p("indicator", ci.c.indicator, STRING, "Indicator code (indicator_def)"),
+                     _p("value", ci.c.value, NUMBER, "Value"),
+                     _p("n_devices", ci.c.n_subscribers, INTEGER, "Devices the value is computed from")),
+              temporal=Temporal(ci.c.p0, ci.c.p1, True), keywords=("telecom", "indicators"),
+              versioned=("public.telecom_agg",)),
+    ]
+    ad = (select(ta.c.id, ta.c.region_id, ta.c.unit_id, ta.c.indicator, ta.c.value, ta.c.n_subscribers,
+                 ta.c.suppressed, month.label("period"), func.lower(ta.c.period).label("p0"),
+                 func.upper(ta.c.period).label("p1"), au.c.name, au.c.level, au.c.geom)
+          .select_from(ta.join(au, au.c.code == ta.c.unit_id)).where(ta.c.unit_type == "admin")
+          .subquery("telecom_admin_indicators"))
+    out.append(Layer(
+        id="telecom-admin-indicators", title="Telecom: indicators per administrative unit",
+        description="Resident devices and out-migration per administrative unit, computed from the device-level "
+        "table inside the operator (never by summing published cells). Units whose figure would let a group of "
+        "k or fewer devices be recovered by subtraction carry n_devices = null and suppressed = true.",
+        source=ad, id_expr=ad.c.id, id_schema=INTEGER, geom=ad.c.geom, geometry_type="MultiPolygon",
+        props=(_p("region", ad.c.region_id, STRING, "Region id"), _p("admin_code", ad.c.unit_id, STRING, "Unit"),
+               _p("name", ad.c.name, STRING, "Unit name"), _p("level", ad.c.level, INTEGER, "Admin level"),
+               _p("indicator", ad.c.indicator, STRING, "Indicator code"), _p("value", ad.c.value, NUMBER, "Value"),
+               _p("n_devices", ad.c.n_subscribers, INTEGER, "Devices"),
+               _p("suppressed", ad.c.suppressed, BOOLEAN, "Withheld by the minimum-count rule"),
+               _p("period", ad.c.period, STRING, "Month (YYYY-MM)")),
+        temporal=Temporal(ad.c.p0, ad.c.p1, True), keywords=("telecom", "admin units"),
+        versioned=("public.telecom_agg", "public.admin_unit")))
+    o, d = H3Cell.__table__.alias("o"), H3Cell.__table__.alias("d")
+    od = (select(tod.c.id, tod.c.region_id, tod.c.origin_unit, tod.c.dest_unit, tod.c.h3_res, tod.c.count,
+                 func.to_char(func.lower(tod.c.period), "YYYY-MM").label("period"),
+                 func.lower(tod.c.period).label("p0"), func.upper(tod.c.period).label("p1"),
+                 func.ST_MakeLine(func.ST_Centroid(o.c.geom), func.ST_Centroid(d.c.geom)).label("geom"))
+          .select_from(tod.join(o, o.c.h3_index == tod.c.origin_unit).join(d, d.c.h3_index == tod.c.dest_unit))
+          .where((tod.c.unit_type == "h3") & tod.c.suppressed.is_(False)).subquery("telecom_od_lines"))
+    out.append(Layer(
+        id="telecom-od", title="Telecom: commuting flows",
+        description="Devices per (home cell, day cell) pair, as lines between cell centres; equal cells give "
+        "zero-length lines. Pairs of k or fewer devices are rolled up to parent cells or withheld.",
+        source=od, id_expr=od.c.id, id_schema=INTEGER, geom=od.c.geom, geometry_type="LineString",
+        props=(_p("region", od.c.region_id, STRING, "Region id"), _p("origin_cell", od.c.origin_unit, STRING,
+                                                                      "Home cell (H3)"),
+               _p("dest_cell", od.c.dest_unit, STRING, "Day cell (H3)"), _p("h3_res", od.c.h3_res, INTEGER,
+                                                                            "H3 resolution of both ends"),
+               _p("n_devices", od.c.count, INTEGER, "Devices"), _p("period", od.c.period, STRING, "Month")),
+        temporal=Temporal(od.c.p0, od.c.p1, True), keywords=("telecom", "commuting", "origin-destination"),
+        versioned=("public.telecom_od",)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- published tables
