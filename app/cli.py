@@ -23,6 +23,8 @@ layers_app = typer.Typer(help="Extra PostGIS tables published as OGC collections
 region_app = typer.Typer(help="Regions: create one from standard files, list, delete.", no_args_is_help=True)
 export_app = typer.Typer(help="Share a region: GeoPackage of its public layers, pygeoapi configuration.",
                          no_args_is_help=True)
+telecom_app = typer.Typer(help="Mobile-phone location data → privacy-safe aggregates.", no_args_is_help=True)
+app.add_typer(telecom_app, name="telecom")
 app.add_typer(region_app, name="region")
 app.add_typer(export_app, name="export")
 app.add_typer(keys_app, name="keys")
@@ -420,6 +422,72 @@ def export_pygeoapi(
     else:
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {output}")
+
+
+@telecom_app.command("aggregate")
+def telecom_aggregate(
+    events: list[Path] = typer.Argument(..., help="Parquet or CSV files: device_id, ts (UTC), lon/lat or cell_id"),
+    region: str = typer.Option(..., help="Region id"),
+    period: str = typer.Option(..., help="Month, YYYY-MM (local time)"),
+    h3_res: int = typer.Option(8, help="H3 resolution of the cells"),
+    k: int = typer.Option(15, help="Publish only where more than k distinct devices contribute (at least 15)"),
+    min_nights: int = typer.Option(10, help="Distinct nights a device needs for a home cell"),
+    tz: str = typer.Option("Asia/Shanghai", help="Time zone of local time (fixed offset over the period)"),
+    epsilon: float = typer.Option(None, help="Laplace noise on counts with this ε per table (recorded)"),
+    engine: str = typer.Option("duckdb", help="duckdb"),
+    towers: Path = typer.Option(None, help="Tower file (cell_id, lon, lat) when events carry cell_id"),
+    floor_res: int = typer.Option(None, help="Coarsest resolution suppressed cells roll up to (default res − 3)"),
+    admin_level: int = typer.Option(None, help="Admin level for unit figures (default: finest with polygons)"),
+    state_dir: Path = typer.Option(None, help="Operator-side directory keeping device homes for out-migration"),
+    memory_limit: str = typer.Option("4GB", help="DuckDB memory limit (it spills beyond)"),
+) -> None:
+    """Compute the telecom indicators and write only privacy-safe aggregates to the database."""
+    from app.telecom.release import ReleaseOptions, release
+
+    opts = ReleaseOptions(list(events), region, period, h3_res, k, min_nights, tz, epsilon, towers, floor_res,
+                          admin_level, state_dir, memory_limit, engine)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("starting", total=None)
+        report = asyncio.run(release(Settings().db.url, opts, lambda msg: bar.update(task, description=msg)))
+        bar.update(task, description="done")
+    console.print(f"[green]released {report.region} {report.period}[/]: {report.events:,} events, "
+                  f"{report.devices:,} devices, {report.homes:,} with a home")
+    console.print("published: " + ", ".join(f"{k} {v:,}" for k, v in report.published.items() if v)
+                  + f"; withheld {report.suppressed:,}")
+    if report.epsilon_spent:
+        console.print(f"ε spent {report.epsilon_spent:g}; total for {report.period}: {report.epsilon_period_total:g}")
+    secs = sum(report.seconds.values())
+    console.print(f"{secs:.1f} s ({report.events / secs:,.0f} events/s): "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
+
+
+@telecom_app.command("synthetic")
+def telecom_synthetic(
+    output: Path = typer.Argument(..., help="Parquet file to write"),
+    region: str = typer.Option("tieling-demo", help="Region whose villages anchor the devices"),
+    period: str = typer.Option(..., help="Month, YYYY-MM"),
+    devices: int = typer.Option(20_000, min=1, help="Devices"),
+    seed: int = typer.Option(1, help="Seed (the same seed gives the same events)"),
+    tz: str = typer.Option("Asia/Shanghai", help="Time zone of the daily rhythm"),
+) -> None:
+    """Write synthetic events (homes and workplaces at the region's villages) to try `tpa telecom aggregate`."""
+    import numpy as np
+
+    from app.telecom.engine import Period, fixed_offset_seconds
+    from app.telecom.synthetic import generate_events
+
+    async def places(conn):  # noqa: ANN001, ANN202
+        return await conn.fetch("SELECT ST_Y(geom_point) AS lat, ST_X(geom_point) AS lon FROM village "
+                                "WHERE region_id = $1 ORDER BY code", region)
+
+    rows = _asyncpg_run(places)
+    if not rows:
+        console.print(f"[red]region {region} has no villages[/]")
+        raise typer.Exit(2)
+    p = Period.month(period)
+    n = generate_events(output, np.array([(r["lat"], r["lon"]) for r in rows]), devices=devices, period=p,
+                        utc_offset_s=fixed_offset_seconds(tz, p), seed=seed)
+    console.print(f"wrote {n:,} events of {devices:,} devices to {output}")
 
 
 @app.command("serve")

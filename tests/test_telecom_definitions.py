@@ -44,7 +44,7 @@ def run(tmp_path, events, *, min_nights=10, period="2024-03", tz="Asia/Shanghai"
 
 
 def dev_id(con, name: str) -> int:
-    return con.execute("SELECT CAST(hash(CAST(? AS VARCHAR)) >> 1 AS BIGINT)", [name]).fetchone()[0]
+    return con.execute("SELECT CAST(hash(CAST(? AS VARCHAR)) >> 1 AS BIGINT)", [name]).fetchall()[0][0]
 
 
 def nights(device, place, n, start_day=1, hour=23):
@@ -71,7 +71,7 @@ def test_night_window_edges(tmp_path):
     nights_seen = con.execute(
         "SELECT count(DISTINCT CAST(FLOOR((t - 75600) / 86400) AS BIGINT)) FROM ev "
         "WHERE CAST(FLOOR((t % 86400) / 3600) AS INTEGER) >= 21 OR CAST(FLOOR((t % 86400) / 3600) AS INTEGER) < 7"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert nights_seen == 10  # the 06:59 event joined the night that started on 1 March
 
 
@@ -118,7 +118,7 @@ def test_radius_of_gyration_two_points_on_the_equator(tmp_path):
     west, east = (0.0, 0.0), (0.0, 1.0)
     ev = nights("g", west, 10) + nights("g", east, 9, start_day=12, hour=12)
     out, _home, _day, con = run(tmp_path, ev)
-    rg = con.execute("SELECT rg_km FROM gyr").fetchone()[0]
+    rg = con.execute("SELECT rg_km FROM gyr").fetchall()[0][0]
     # mean position (0, 9/19 °E); distances 9/19 ° and 10/19 ° of a great circle
     r = 6371.0088 * math.pi / 180
     expected = math.sqrt((10 * (r * 9 / 19) ** 2 + 9 * (r * 10 / 19) ** 2) / 19)
@@ -129,7 +129,7 @@ def test_radius_of_gyration_two_points_on_the_equator(tmp_path):
 def test_events_outside_the_period_are_dropped_and_dst_zones_refused(tmp_path):
     ev = nights("o", A, 10) + [("o", local(2024, 4, 1, 0, 30), B), ("o", local(2024, 2, 29, 23), B)]
     _out, _home, _day, con = run(tmp_path, ev)
-    assert con.execute("SELECT count(*) FROM ev").fetchone()[0] == 10
+    assert con.execute("SELECT count(*) FROM ev").fetchall()[0][0] == 10
     with pytest.raises(InvalidParameter, match="daylight saving"):
         engine.fixed_offset_seconds("Europe/Berlin", engine.Period.month("2024-03"))
     assert engine.fixed_offset_seconds("Europe/Berlin", engine.Period.month("2024-01")) == 3600

@@ -122,7 +122,7 @@ def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: i
             f"JOIN tower w ON w.cell_id = CAST(r.cell_id AS VARCHAR) WHERE {local} >= {lo} AND {local} < {hi}")
     else:
         raise InvalidParameter("event files need lon/lat columns or a cell_id column")
-    return int(con.execute("SELECT count(*) FROM ev").fetchone()[0])
+    return int(con.execute("SELECT count(*) FROM ev").fetchall()[0][0])
 
 
 def run_definitions(con: duckdb.DuckDBPyConnection, *, min_nights: int) -> dict[str, pa.Table]:

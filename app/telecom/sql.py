@@ -52,7 +52,7 @@ IS_NIGHT = f"({HOUR} >= 21 OR {HOUR} < 7)"
 IS_WORK = f"((({DAY} + 3) % 7) < 5 AND {HOUR} >= 9 AND {HOUR} < 17)"
 
 
-def _haversine_km(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
+def haversine_km(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
     return (f"2 * {EARTH_RADIUS_KM} * ASIN(SQRT(POWER(SIN(RADIANS({lat2} - {lat1}) / 2), 2) + "
             f"COS(RADIANS({lat1})) * COS(RADIANS({lat2})) * POWER(SIN(RADIANS({lon2} - {lon1}) / 2), 2)))")
 
@@ -85,7 +85,7 @@ def day_cells() -> str:
 
 def gyration() -> str:
     """dev → radius of gyration in km."""
-    d = _haversine_km("c.mlat", "c.mlon", "e.lat", "e.lon")
+    d = haversine_km("c.mlat", "c.mlon", "e.lat", "e.lon")
     return (
         f"SELECT e.dev, SQRT(AVG(POWER({d}, 2))) AS rg_km FROM ev e JOIN ("
         " SELECT dev, AVG(lat) AS mlat, AVG(lon) AS mlon FROM ev GROUP BY dev) c ON c.dev = e.dev GROUP BY e.dev")
@@ -125,7 +125,7 @@ def service_access(d: Dialect) -> str:
     Needs ``fac_cell(cell, class, lat, lon)`` (cells holding a facility, with their centres) and
     ``cell_centre(cell, lat, lon)`` for home cells.
     """
-    dist = _haversine_km("hc.lat", "hc.lon", "f.lat", "f.lon")
+    dist = haversine_km("hc.lat", "hc.lon", "f.lat", "f.lon")
     return (
         "WITH visited AS (SELECT DISTINCT e.dev, f.class FROM ev e JOIN fac_cell f ON f.cell = e.cell), "
         "classes AS (SELECT DISTINCT class FROM fac_cell), "

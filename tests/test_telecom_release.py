@@ -1,0 +1,144 @@
+"""A telecom release end to end: synthetic events → `tpa telecom aggregate` → PostGIS → OGC collections."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h3
+import pytest
+import shapely
+from tpa_testing import ThrowawayDatabase, client_for, fetch, run_async, settings_for
+
+from app.telecom.privacy import parent_int
+
+ROOT = Path(__file__).resolve().parent.parent
+K = 15
+
+
+def tpa(db, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": db.url, "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    from conftest import _load_demo
+
+    tmp = tmp_path_factory.mktemp("telecom")
+    with ThrowawayDatabase("telecom") as db:
+        db.upgrade()
+        run_async(_load_demo(db.url))
+        tables_before = {r[0]: r[1] for r in fetch(db.name, "SELECT relname, n_live_tup FROM pg_stat_user_tables")}
+        state = tmp / "state"
+        for month, seed in (("2024-02", 1), ("2024-03", 2)):
+            events = tmp / f"events-{month}.parquet"
+            tpa(db, "telecom", "synthetic", str(events), "--period", month, "--devices", "4000", "--seed", str(seed))
+            out = tpa(db, "telecom", "aggregate", str(events), "--region", "tieling-demo", "--period", month,
+                      "--state-dir", str(state))
+        yield db, tmp, out, tables_before
+
+
+def test_only_aggregates_of_more_than_k_devices_are_published(released):
+    db, _tmp, out, _before = released
+    assert "released tieling-demo 2024-03" in out.stderr and "events/s" in out.stderr
+    small = fetch(db.name, "SELECT count(*) FROM telecom_agg WHERE NOT suppressed AND n_subscribers <= $1", K)
+    assert small[0][0] == 0
+    assert fetch(db.name, "SELECT count(*) FROM telecom_od WHERE count <= $1", K)[0][0] == 0
+    counts = dict(fetch(db.name, "SELECT indicator, count(*) FROM telecom_agg GROUP BY indicator"))
+    assert counts["presence"] > 0 and counts["residents"] > 0 and counts["median_radius_of_gyration"] > 0
+    assert counts["out_migration"] > 0  # the second month found the first month's homes in the state dir
+    assert counts["service_share_clinic"] > 0
+    # suppressed cells were rolled up: some published rows sit at coarser resolutions
+    assert fetch(db.name, "SELECT count(*) FROM telecom_agg WHERE indicator = 'residents' AND h3_res < 8")[0][0] > 0
+
+
+def test_nothing_device_level_reaches_the_database(released):
+    db, tmp, _out, before = released
+    cols = {r[0] for r in fetch(db.name, "SELECT DISTINCT column_name FROM information_schema.columns "
+                                         "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')")}
+    assert not cols & {"dev", "device_id", "device", "msisdn", "imsi"}
+    after = {r[0] for r in fetch(db.name, "SELECT relname FROM pg_stat_user_tables")}
+    assert after == set(before)  # no new tables: only rows in the aggregate tables
+    # the device-level homes stay on the operator side, for the next period's out-migration
+    assert (tmp / "state" / "tieling-demo" / "2024-03" / "home.parquet").exists()
+
+
+def test_admin_units_cannot_be_differenced_against_published_cells(released):
+    db, *_ = released
+    units = {r["code"]: shapely.from_wkb(bytes(r["wkb"])) for r in fetch(
+        db.name, "SELECT code, ST_AsBinary(geom) AS wkb FROM admin_unit WHERE region_id = 'tieling-demo' "
+                 "AND level = 4 AND geom IS NOT NULL")}
+    owner = {}
+    for code, geom in units.items():
+        for c in h3.geo_to_cells(geom, 8):
+            owner.setdefault(h3.str_to_int(c), code)
+    cells = fetch(db.name, "SELECT unit_id, h3_res, n_subscribers FROM telecom_agg WHERE indicator = 'residents' "
+                           "AND unit_type = 'h3' AND period @> DATE '2024-03-01'")
+    # what an attacker can subtract: published cells whose base cells all lie in one unit
+    inside: dict[str, int] = {}
+    for unit_id, res, n in cells:
+        children = h3.cell_to_children(unit_id, 8) if res < 8 else [unit_id]
+        admins = {owner[h3.str_to_int(c)] for c in children if h3.str_to_int(c) in owner}
+        if len(admins) == 1:
+            (a,) = admins
+            inside[a] = inside.get(a, 0) + n
+    rows = fetch(db.name, "SELECT unit_id, n_subscribers, suppressed FROM telecom_agg WHERE indicator = 'residents' "
+                          "AND unit_type = 'admin' AND period @> DATE '2024-03-01'")
+    assert rows and any(r["suppressed"] for r in rows) and any(not r["suppressed"] for r in rows)
+    for code, n, suppressed in rows:
+        if suppressed:
+            assert n is None
+            continue
+        residual = n - inside.get(code, 0)
+        assert residual == 0 or residual > K, (code, n, residual)
+    assert parent_int(h3.str_to_int(cells[0][0]), 0) == h3.str_to_int(h3.cell_to_parent(cells[0][0], 0))
+
+
+async def test_collections_serve_the_release(released):
+    db, *_ = released
+    async with client_for(settings_for(db.url)) as api:
+        res = (await api.get("/collections/telecom-residents/items",
+                             params={"limit": 2000, "datetime": "2024-03-15"})).json()
+        assert res["numberMatched"] > 0
+        for f in res["features"]:
+            assert f["properties"]["n_devices"] > K and f["properties"]["period"] == "2024-03"
+            assert f["geometry"]["type"] == "Polygon" and len(f["geometry"]["coordinates"][0]) == 7
+        pres = (await api.get("/collections/telecom-presence/items", params={"filter": "hour = 22", "limit": 5}))
+        assert pres.status_code == 200 and all(f["properties"]["hour"] == 22 for f in pres.json()["features"])
+        od = (await api.get("/collections/telecom-od/items", params={"limit": 5})).json()
+        assert od["numberMatched"] > 0 and od["features"][0]["geometry"]["type"] == "LineString"
+        adm = (await api.get("/collections/telecom-admin-indicators/items",
+                             params={"filter": "suppressed = true", "limit": 5})).json()
+        assert adm["numberMatched"] > 0 and all(f["properties"]["n_devices"] is None for f in adm["features"])
+
+
+def test_release_replaces_the_period_and_records_epsilon(released):
+    db, tmp, *_ = released
+    before = fetch(db.name, "SELECT count(*) FROM telecom_agg WHERE period @> DATE '2024-02-01'")[0][0]
+    out = tpa(db, "telecom", "aggregate", str(tmp / "events-2024-02.parquet"), "--region", "tieling-demo",
+              "--period", "2024-02", "--epsilon", "0.5")
+    assert "ε spent 1.5; total for 2024-02: 1.5" in out.stderr
+    again = tpa(db, "telecom", "aggregate", str(tmp / "events-2024-02.parquet"), "--region", "tieling-demo",
+                "--period", "2024-02", "--epsilon", "1")
+    assert "total for 2024-02: 4.5" in again.stderr
+    after = fetch(db.name, "SELECT count(*) FROM telecom_agg WHERE period @> DATE '2024-02-01'")[0][0]
+    assert 0 < after <= before * 1.1  # replaced, not appended
+    assert fetch(db.name, "SELECT count(*) FROM telecom_release WHERE period @> DATE '2024-02-01'")[0][0] == 3
+
+
+def test_bad_parameters_are_refused(released):
+    db, tmp, *_ = released
+    ev = str(tmp / "events-2024-02.parquet")
+    low = tpa(db, "telecom", "aggregate", ev, "--region", "tieling-demo", "--period", "2024-02", "--k", "5",
+              check=False)
+    assert low.returncode == 2 and "at least 15" in low.stderr
+    dst = tpa(db, "telecom", "aggregate", ev, "--region", "tieling-demo", "--period", "2024-03", "--tz",
+              "Europe/Berlin", check=False)
+    assert dst.returncode == 2 and "daylight saving" in dst.stderr
