@@ -64,8 +64,10 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g.
 def demo_load(
     seed: int = typer.Option(42, help="Seed of the generator; the same seed gives the same data."),
     if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the demo region is already loaded."),
+    telecom: bool = typer.Option(True, "--telecom/--no-telecom",
+                                 help="Also release telecom indicators from ~5 M synthetic events"),
 ) -> None:
-    """Generate the demo region and (re)load it in one transaction."""
+    """Generate the demo region and (re)load it in one transaction; then release its telecom indicators."""
     from app.db import create_engine, create_sessionmaker
     from app.services.demo import demo_present, load_demo
 
@@ -100,6 +102,16 @@ def demo_load(
         console.print(f"generated in {report.generate_s:.1f} s, loaded in {report.load_s:.1f} s")
         console.print(f"generator checksum {report.generator_checksum}")
         console.print(f"database checksum  {report.database_checksum}")
+        if telecom:
+            from app.telecom.demo import release_demo_telecom
+
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                          console=console) as bar:
+                task = bar.add_task("telecom", total=None)
+                rel = await release_demo_telecom(settings.db.url, seed=seed,
+                                                 progress=lambda m: bar.update(task, description=f"telecom: {m}"))
+            console.print(f"telecom {rel.period}: {rel.events:,} events of {rel.devices:,} devices released in "
+                          f"{sum(rel.seconds.values()):.1f} s ({sum(rel.published.values()):,} rows published)")
 
     asyncio.run(run())
 
