@@ -109,7 +109,7 @@ def main() -> None:
         f"{n:,} events, {args.devices:,} devices, March 2024 (31 days), H3 res 8, two cores. "
         f"Homes found: {d['homes']:,} (equal in both engines).", "",
         "| engine | what it runs | wall (process) | stages | peak RSS |", "|---|---|---|---|---|",
-        f"| DuckDB (tpa-gis) | read Parquet, hash ids, H3 (Arrow UDF), local time, all definitions, suppression "
+        f"| DuckDB (tpa-gis) | read Parquet, hash ids, H3 (polars-h3 on Arrow batches), local time, all definitions, suppression "
         f"with roll-up | {d['wall']:.1f} s | " + ", ".join(f"{k} {v:.1f} s" for k, v in d["stages"].items())
         + f" | {d['peak_mb']:.0f} MB |",
         f"| Polars (peer) | all definitions from the already normalised events | {pl_['wall']:.1f} s | "
