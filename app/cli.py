@@ -446,7 +446,7 @@ def telecom_aggregate(
     min_nights: int = typer.Option(10, help="Distinct nights a device needs for a home cell"),
     tz: str = typer.Option("Asia/Shanghai", help="Time zone of local time (fixed offset over the period)"),
     epsilon: float = typer.Option(None, help="Laplace noise on counts with this ε per table (recorded)"),
-    engine: str = typer.Option("duckdb", help="duckdb"),
+    engine: str = typer.Option("duckdb", help="duckdb, or spark (pip install .[spark]; TPA_SPARK_MASTER)"),
     towers: Path = typer.Option(None, help="Tower file (cell_id, lon, lat) when events carry cell_id"),
     floor_res: int = typer.Option(None, help="Coarsest resolution suppressed cells roll up to (default res − 3)"),
     admin_level: int = typer.Option(None, help="Admin level for unit figures (default: finest with polygons)"),

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Tools the test suite drives as real clients: GDAL's ogr2ogr (OGC API - Features driver "OAPIF").
-# Installs Debian's gdal-bin when missing and running as root; otherwise says what to do.
+# Tools the test suite drives as real clients and engines: GDAL's ogr2ogr (OGC API - Features driver "OAPIF")
+# and a Java 17+ runtime for the Spark engine (PySpark). Installs Debian's packages when missing and running as
+# root; otherwise says what to do.
 set -euo pipefail
 say() { printf '[ensure-test-tools] %s\n' "$*" >&2; }
-if command -v ogr2ogr >/dev/null 2>&1; then
+need=()
+command -v ogr2ogr >/dev/null 2>&1 || need+=(gdal-bin)
+if ! command -v java >/dev/null 2>&1 || ! java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then
+  need+=(default-jre-headless)
+fi
+if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  say "installing gdal-bin (ogr2ogr) for the client tests"
+  say "installing ${need[*]} for the client and Spark tests"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq gdal-bin >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null
 else
-  say "ogr2ogr is missing. Install it and run again:  sudo apt-get install -y gdal-bin"
+  say "missing: ${need[*]}. Install them and run again:  sudo apt-get install -y ${need[*]}"
   exit 1
 fi

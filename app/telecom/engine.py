@@ -137,14 +137,50 @@ def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: i
     return int(con.execute("SELECT count(*) FROM ev").fetchall()[0][0])
 
 
+class DuckDBRunner:
+    """The engine interface the release uses (DuckDB here; ``app.telecom.spark.SparkRunner`` on Spark)."""
+
+    dialect = sql.DUCKDB
+
+    def __init__(self, con: duckdb.DuckDBPyConnection | None = None, *, memory_limit: str = "4GB",
+                 temp_dir: Path | None = None) -> None:
+        self.con = con or connect(memory_limit=memory_limit, temp_dir=temp_dir)
+
+    def load_events(self, paths: Sequence[Path], **kw: object) -> int:
+        return load_events(self.con, paths, **kw)  # type: ignore[arg-type]
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.con.register(f"{name}_src", table)
+        self.con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {name}_src")
+        self.con.unregister(f"{name}_src")
+
+    def materialize(self, name: str, query: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TABLE {name} AS {query}")
+
+    def rows(self, query: str) -> list[tuple]:
+        return self.con.execute(query).fetchall()
+
+    def arrow(self, query: str) -> pa.Table:
+        return self.con.sql(query).to_arrow_table()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+AGGREGATES = ("presence", "residents", "od", "gyration_by_home")
+
+
+def definitions(runner, *, min_nights: int) -> dict[str, pa.Table]:  # noqa: ANN001 (DuckDBRunner or SparkRunner)
+    """Every definition on the engine; device-level tables (home, day, gyr) stay there, aggregates return."""
+    runner.materialize("presence", sql.presence())
+    runner.materialize("home", sql.home_cells(min_nights))
+    runner.materialize("day", sql.day_cells())
+    runner.materialize("gyr", sql.gyration())
+    runner.materialize("residents", sql.residents())
+    runner.materialize("od", sql.commuting_od())
+    runner.materialize("gyration_by_home", sql.gyration_by_home(runner.dialect))
+    return {name: runner.arrow(f"SELECT * FROM {name}") for name in AGGREGATES}
+
+
 def run_definitions(con: duckdb.DuckDBPyConnection, *, min_nights: int) -> dict[str, pa.Table]:
-    """Device-level tables (home, day, gyr) stay in DuckDB; the aggregates are returned as Arrow tables."""
-    con.execute(f"CREATE OR REPLACE TABLE presence AS {sql.presence()}")
-    con.execute(f"CREATE OR REPLACE TABLE home AS {sql.home_cells(min_nights)}")
-    con.execute(f"CREATE OR REPLACE TABLE day AS {sql.day_cells()}")
-    con.execute(f"CREATE OR REPLACE TABLE gyr AS {sql.gyration()}")
-    con.execute(f"CREATE OR REPLACE TABLE residents AS {sql.residents()}")
-    con.execute(f"CREATE OR REPLACE TABLE od AS {sql.commuting_od()}")
-    con.execute(f"CREATE OR REPLACE TABLE gyration_by_home AS {sql.gyration_by_home(sql.DUCKDB)}")
-    return {name: con.sql(f"SELECT * FROM {name}").to_arrow_table()
-            for name in ("presence", "residents", "od", "gyration_by_home")}
+    return definitions(DuckDBRunner(con), min_nights=min_nights)

@@ -111,9 +111,8 @@ async def release(database_url: str, opts: ReleaseOptions, progress: Progress | 
         raise InvalidParameter("--h3-res is 0…15")
     if opts.epsilon is not None and opts.epsilon <= 0:
         raise InvalidParameter("--epsilon must be positive")
-    if opts.engine != "duckdb":
-        raise InvalidParameter(f"engine {opts.engine!r} is not available here (duckdb)")
-    floor = opts.floor_res if opts.floor_res is not None else max(0, opts.h3_res - 3)
+    if opts.engine not in ("duckdb", "spark"):
+        raise InvalidParameter(f"unknown engine {opts.engine!r}: duckdb or spark")
     period = engine.Period.month(opts.period)
     offset = engine.fixed_offset_seconds(opts.tz, period)
     report = ReleaseReport(opts.region, opts.period)
@@ -132,37 +131,53 @@ async def release(database_url: str, opts: ReleaseOptions, progress: Progress | 
     finally:
         await pg.close()
     say(f"mapping cells to {len(units)} admin units (level {level})")
-    con = engine.connect(memory_limit=opts.memory_limit)
-    con.register("cell_admin_src", cell_admin_table(units, opts.h3_res))
-    con.execute("CREATE TABLE cell_admin AS SELECT * FROM cell_admin_src")
+    runner = _runner(opts)
+    try:
+        await _run(runner, dsn, opts, period, offset, units, facilities, report, say, lap)
+    finally:
+        runner.close()
+    return report
+
+
+def _runner(opts: ReleaseOptions):  # noqa: ANN202
+    if opts.engine == "spark":
+        from app.telecom.spark import SparkRunner
+
+        return SparkRunner(memory=opts.memory_limit)
+    return engine.DuckDBRunner(memory_limit=opts.memory_limit)
+
+
+async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, offset: int, units: list,  # noqa: ANN001
+               facilities: list, report: ReleaseReport, say: Progress, lap: Callable[[str], None]) -> None:
+    floor = opts.floor_res if opts.floor_res is not None else max(0, opts.h3_res - 3)
+    runner.register("cell_admin", cell_admin_table(units, opts.h3_res))
     lap("admin polyfill")
     say("reading events")
-    report.events = engine.load_events(con, opts.events, res=opts.h3_res, offset_s=offset, period=period,
+    report.events = runner.load_events(opts.events, res=opts.h3_res, offset_s=offset, period=period,
                                        towers=opts.towers)
     if report.events == 0:
         raise InvalidParameter(f"no events in {opts.period} (local time {opts.tz})")
     lap("read")
     say("computing the definitions")
-    engine.run_definitions(con, min_nights=opts.min_nights)
-    report.devices = int(con.execute("SELECT count(DISTINCT dev) FROM ev").fetchall()[0][0])
-    report.homes = int(con.execute("SELECT count(*) FROM home").fetchall()[0][0])
+    engine.definitions(runner, min_nights=opts.min_nights)
+    report.devices = int(runner.rows("SELECT count(DISTINCT dev) FROM ev")[0][0])
+    report.homes = int(runner.rows("SELECT count(*) FROM home")[0][0])
     lap("definitions")
 
     fac_cells = {(h3.str_to_int(h3.latlng_to_cell(lat, lon, opts.h3_res)), cls) for cls, lat, lon in facilities}
     fc = sorted(fac_cells)
     centres = [h3.cell_to_latlng(h3.int_to_str(c)) for c, _ in fc]
-    con.register("fac_cell_src", pa.table({
-        "cell": pa.array([c for c, _ in fc], pa.int64()), "class": [k for _, k in fc],
-        "lat": [p[0] for p in centres], "lon": [p[1] for p in centres]}))
-    con.execute("CREATE TABLE fac_cell AS SELECT * FROM fac_cell_src")
-    homes = [r[0] for r in con.execute("SELECT DISTINCT home_cell FROM home").fetchall()]
+    runner.register("fac_cell", pa.table({
+        "cell": pa.array([c for c, _ in fc], pa.int64()), "class": pa.array([k for _, k in fc], pa.string()),
+        "lat": pa.array([p[0] for p in centres], pa.float64()), "lon": pa.array([p[1] for p in centres],
+                                                                                 pa.float64())}))
+    homes = [r[0] for r in runner.rows("SELECT DISTINCT home_cell FROM home")]
     hc = [h3.cell_to_latlng(h3.int_to_str(c)) for c in homes]
-    con.register("cell_centre_src", pa.table({"cell": pa.array(homes, pa.int64()), "lat": [p[0] for p in hc],
-                                              "lon": [p[1] for p in hc]}))
-    con.execute("CREATE TABLE cell_centre AS SELECT * FROM cell_centre_src")
-
-    def materialize(name: str, q: str) -> None:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS {q}")
+    runner.register("cell_centre", pa.table({"cell": pa.array(homes, pa.int64()),
+                                             "lat": pa.array([p[0] for p in hc], pa.float64()),
+                                             "lon": pa.array([p[1] for p in hc], pa.float64())}))
+    materialize = runner.materialize
+    med = runner.dialect.med
 
     say("suppressing small groups")
     kw = {"k": opts.k, "base_res": opts.h3_res, "floor_res": floor}
@@ -171,7 +186,7 @@ async def release(database_url: str, opts: ReleaseOptions, progress: Progress | 
     home_members = "SELECT dev, home_cell AS cell FROM home"
     suppress_rollup(materialize, membership=home_members, keys=(), out="pub_residents", **kw)
     suppress_rollup(materialize, membership="SELECT h.dev, h.home_cell AS cell, g.rg_km AS x FROM home h "
-                    "JOIN gyr g ON g.dev = h.dev", keys=(), stat=sql.DUCKDB.med("x"), out="pub_rg", **kw)
+                    "JOIN gyr g ON g.dev = h.dev", keys=(), stat=med("x"), out="pub_rg", **kw)
     suppress_rollup(materialize, membership="SELECT h.dev, h.home_cell AS cell, d.day_cell AS dest FROM home h "
                     "JOIN day d ON d.dev = h.dev", keys=("dest",), cell_keys=("dest",), out="pub_od", **kw)
     service: dict[str, str] = {}
@@ -182,12 +197,13 @@ async def release(database_url: str, opts: ReleaseOptions, progress: Progress | 
         for cls in sorted({k for _, k in fc}):
             q = cls.replace("'", "''")
             suppress_rollup(materialize, membership=(
-                "SELECT h.dev, h.home_cell AS cell, CASE WHEN v.dev IS NULL THEN 0.0 ELSE 1.0 END AS x FROM home h "
+                "SELECT h.dev, h.home_cell AS cell, "
+                "CASE WHEN v.dev IS NULL THEN CAST(0 AS DOUBLE) ELSE CAST(1 AS DOUBLE) END AS x FROM home h "
                 f"LEFT JOIN visited v ON v.dev = h.dev AND v.class = '{q}'"), keys=(), stat="AVG(x)",
                 out=f"pub_share_{cls}", **kw)
             suppress_rollup(materialize, membership=(
                 f"SELECT h.dev, h.home_cell AS cell, n.km AS x FROM home h JOIN nearest n ON n.cell = h.home_cell "
-                f"AND n.class = '{q}'"), keys=(), stat=sql.DUCKDB.med("x"), out=f"pub_km_{cls}", **kw)
+                f"AND n.class = '{q}'"), keys=(), stat=med("x"), out=f"pub_km_{cls}", **kw)
             service[cls] = q
     materialize("adm_counts", sql.residents_by_admin())
     admin_with_residual_check(materialize, membership=home_members, admin_counts="SELECT * FROM adm_counts",
@@ -195,21 +211,19 @@ async def release(database_url: str, opts: ReleaseOptions, progress: Progress | 
     materialize("pub_admin_od", f"SELECT * FROM ({sql.od_by_admin()}) x WHERE n_devices > {opts.k}")
     prev = _previous_home(opts, period)
     if prev is not None:
-        con.register("prev_home_src", prev)
-        materialize("prev_home", "SELECT * FROM prev_home_src")
+        runner.register("prev_home", prev)
         materialize("pub_migration", sql.out_migration())
     lap("privacy")
 
     rng = np.random.default_rng(secrets.randbits(128))
     eps = opts.epsilon
-    rng_rows = _collect(con, opts, period, service, prev is not None, eps, rng, report)
+    rng_rows = _collect(runner, opts, period, service, prev is not None, eps, rng, report)
     report.epsilon_spent = 3 * eps if eps else 0.0  # residents, OD and admin residents each take ε (Δ = 1)
     say("writing aggregates to PostGIS")
     await _write(dsn, opts, period, *rng_rows, report)
     if opts.state_dir is not None:
-        _save_home(con, opts, period)
+        _save_home(runner, opts, period)
     lap("write")
-    return report
 
 
 def _previous_home(opts: ReleaseOptions, period: engine.Period) -> pa.Table | None:
@@ -220,14 +234,14 @@ def _previous_home(opts: ReleaseOptions, period: engine.Period) -> pa.Table | No
     return pq.read_table(path) if path.exists() else None
 
 
-def _save_home(con: Any, opts: ReleaseOptions, period: engine.Period) -> None:
+def _save_home(runner: Any, opts: ReleaseOptions, period: engine.Period) -> None:
     """Device homes of this period (hashed ids) for the next period's out-migration: operator-side only."""
     out = Path(opts.state_dir) / opts.region / period.start.strftime("%Y-%m")  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(con.sql("SELECT dev, home_cell FROM home").to_arrow_table(), out / "home.parquet")
+    pq.write_table(runner.arrow("SELECT dev, home_cell FROM home"), out / "home.parquet")
 
 
-def _collect(con: Any, opts: ReleaseOptions, period: engine.Period, service: dict[str, str], migration: bool,
+def _collect(runner: Any, opts: ReleaseOptions, period: engine.Period, service: dict[str, str], migration: bool,
              eps: float | None, rng: np.random.Generator, report: ReleaseReport) -> tuple[list, list, set]:
     agg: list[tuple] = []
     od: list[tuple] = []
@@ -249,7 +263,7 @@ def _collect(con: Any, opts: ReleaseOptions, period: engine.Period, service: dic
     def cell_rows(table: str, indicator: str, hourly: bool = False, stat: bool = False, noise: bool = False
                   ) -> None:
         cols = "cell, h3_res, hour, n_devices" if hourly else "cell, h3_res, NULL AS hour, n_devices"
-        rows = con.execute(f"SELECT {cols}{', stat' if stat else ''} FROM {table}").fetchall()
+        rows = runner.rows(f"SELECT {cols}{', stat' if stat else ''} FROM {table}")
         if noise:
             rows = noised(rows, 3)
         for r in rows:
@@ -265,12 +279,12 @@ def _collect(con: Any, opts: ReleaseOptions, period: engine.Period, service: dic
     for cls in service:
         cell_rows(f"pub_share_{cls}", f"service_share_{cls}", stat=True)
         cell_rows(f"pub_km_{cls}", f"service_km_{cls}", stat=True)
-    od_rows = noised(con.execute("SELECT cell, dest, h3_res, n_devices FROM pub_od").fetchall(), 3)
+    od_rows = noised(runner.rows("SELECT cell, dest, h3_res, n_devices FROM pub_od"), 3)
     for o, d, res, n in od_rows:
         so, sd = h3.int_to_str(o), h3.int_to_str(d)
         cells.update((so, sd))
         od.append(("h3", so, sd, int(n), res))
-    adm = con.execute("SELECT admin_code, n_devices, suppressed FROM pub_admin").fetchall()
+    adm = runner.rows("SELECT admin_code, n_devices, suppressed FROM pub_admin")
     if eps:
         live = [r for r in adm if not r[2]]
         kept = {r[0]: r[1] for r in noised([(c, n) for c, n, _ in live], 1)}
@@ -280,10 +294,10 @@ def _collect(con: Any, opts: ReleaseOptions, period: engine.Period, service: dic
                     None if suppressed else int(n), None))
         report.suppressed += int(bool(suppressed))
     report.published["admin residents"] = sum(1 for _c, _n, s in adm if not s)
-    for o, d, n in noised(con.execute("SELECT origin_admin, dest_admin, n_devices FROM pub_admin_od").fetchall(), 2):
+    for o, d, n in noised(runner.rows("SELECT origin_admin, dest_admin, n_devices FROM pub_admin_od"), 2):
         od.append(("admin", o, d, int(n), None))
     if migration:
-        for code, n, share in con.execute("SELECT admin_code, n_devices, share_moved FROM pub_migration").fetchall():
+        for code, n, share in runner.rows("SELECT admin_code, n_devices, share_moved FROM pub_migration"):
             ok = n > opts.k
             agg.append(("admin", code, None, "out_migration", float(share) if ok else None, int(n) if ok else None,
                         None))

@@ -132,7 +132,7 @@ def service_access(d: Dialect) -> str:
         f"nearest AS (SELECT hc.cell, f.class, MIN({dist}) AS km FROM cell_centre hc CROSS JOIN fac_cell f "
         "GROUP BY hc.cell, f.class) "
         "SELECT h.home_cell AS cell, c.class, COUNT(*) AS n_devices, "
-        "AVG(CASE WHEN v.dev IS NULL THEN 0.0 ELSE 1.0 END) AS share_visited, "
+        "AVG(CASE WHEN v.dev IS NULL THEN CAST(0 AS DOUBLE) ELSE CAST(1 AS DOUBLE) END) AS share_visited, "
         f"{d.med('n.km')} AS median_km_to_nearest "
         "FROM home h CROSS JOIN classes c "
         "LEFT JOIN visited v ON v.dev = h.dev AND v.class = c.class "
@@ -145,7 +145,8 @@ def out_migration() -> str:
     per previous home admin unit. Needs ``prev_home(dev, home_cell)``."""
     return (
         "SELECT pa.admin_code, COUNT(*) AS n_devices, "
-        "AVG(CASE WHEN pa.admin_code <> ca.admin_code THEN 1.0 ELSE 0.0 END) AS share_moved "
+        "AVG(CASE WHEN pa.admin_code <> ca.admin_code THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END) "
+        "AS share_moved "
         "FROM prev_home p JOIN home h ON h.dev = p.dev "
         "JOIN cell_admin pa ON pa.cell = p.home_cell JOIN cell_admin ca ON ca.cell = h.home_cell "
         "GROUP BY pa.admin_code")
