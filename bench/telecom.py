@@ -1,6 +1,6 @@
 """Telecom benchmark: 50 million events (20,000 devices × 30 days) through the definitions, DuckDB vs Polars.
 
-    .venv/bin/python bench/telecom.py [--devices 20000] [--rate 28]
+    .venv/bin/python bench/telecom.py [--devices 20000] [--spark]
 
 1. generates the events with ``app.telecom.synthetic`` around 1,200 synthetic village anchors (no database);
 2. DuckDB (``app.telecom.engine``): read + H3 + local time, then every definition (presence, home, day cell,
@@ -31,26 +31,30 @@ def child(kind: str, events: str, norm: str) -> None:
     p = engine.Period.month("2024-03")
     stages: dict[str, float] = {}
     t = time.perf_counter()
-    if kind == "duckdb":
-        con = engine.connect(memory_limit="3GB", temp_dir=Path(norm).parent / "spill")
-        n = engine.load_events(con, [Path(events)], res=8, offset_s=engine.fixed_offset_seconds("Asia/Shanghai", p),
+    if kind in ("duckdb", "spark"):
+        if kind == "duckdb":
+            runner = engine.DuckDBRunner(memory_limit="3GB", temp_dir=Path(norm).parent / "spill")
+        else:
+            from app.telecom.spark import SparkRunner
+
+            runner = SparkRunner(master="local[2]", memory="6g")
+        n = runner.load_events([Path(events)], res=8, offset_s=engine.fixed_offset_seconds("Asia/Shanghai", p),
                                period=p)
         stages["read, H3, local time"] = time.perf_counter() - t
         t = time.perf_counter()
-        engine.run_definitions(con, min_nights=10)
+        engine.definitions(runner, min_nights=10)
         stages["definitions"] = time.perf_counter() - t
         t = time.perf_counter()
-
-        def mat(name: str, q: str) -> None:
-            con.execute(f"CREATE OR REPLACE TABLE {name} AS {q}")
-
-        suppress_rollup(mat, membership="SELECT dev, home_cell AS cell FROM home", keys=(), k=15, base_res=8,
-                        floor_res=5, out="pub_res")
-        suppress_rollup(mat, membership="SELECT DISTINCT dev, cell, CAST(FLOOR((t % 86400) / 3600) AS INTEGER) AS "
-                        "hour FROM ev", keys=("hour",), k=15, base_res=8, floor_res=5, out="pub_presence")
+        suppress_rollup(runner.materialize, membership="SELECT dev, home_cell AS cell FROM home", keys=(), k=15,
+                        base_res=8, floor_res=5, out="pub_res")
+        suppress_rollup(runner.materialize, membership="SELECT DISTINCT dev, cell, "
+                        "CAST(FLOOR((t % 86400) / 3600) AS INTEGER) AS hour FROM ev", keys=("hour",), k=15,
+                        base_res=8, floor_res=5, out="pub_presence")
         stages["suppression"] = time.perf_counter() - t
-        con.execute(f"COPY ev TO '{norm}' (FORMAT parquet)")
-        homes = con.execute("SELECT count(*) FROM home").fetchall()[0][0]
+        if kind == "duckdb":
+            runner.con.execute(f"COPY ev TO '{norm}' (FORMAT parquet)")
+        homes = runner.rows("SELECT count(*) FROM home")[0][0]
+        runner.close()
     else:
         import polars as pl
 
@@ -72,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=20_000)
     ap.add_argument("--child", nargs=3)
+    ap.add_argument("--spark", action="store_true", help="also run the Spark engine (local[2]); needs .[spark]")
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -94,7 +99,8 @@ def main() -> None:
         print(f"generated {n:,} events in {time.perf_counter() - t:.0f} s", flush=True)
         norm = str(Path(tmp) / "normalised.parquet")
         results = {}
-        for kind in ("duckdb", "polars"):
+        kinds = ["duckdb", "polars"] + (["spark"] if args.spark else [])
+        for kind in kinds:
             t = time.perf_counter()
             done = subprocess.run([sys.executable, __file__, "--child", kind, str(events), norm], capture_output=True,
                                   text=True, check=True)
@@ -109,8 +115,8 @@ def main() -> None:
         f"{n:,} events, {args.devices:,} devices, March 2024 (31 days), H3 res 8, two cores. "
         f"Homes found: {d['homes']:,} (equal in both engines).", "",
         "| engine | what it runs | wall (process) | stages | peak RSS |", "|---|---|---|---|---|",
-        f"| DuckDB (tpa-gis) | read Parquet, hash ids, H3 (polars-h3 on Arrow batches), local time, all definitions, suppression "
-        f"with roll-up | {d['wall']:.1f} s | " + ", ".join(f"{k} {v:.1f} s" for k, v in d["stages"].items())
+        "| DuckDB (tpa-gis) | read Parquet, hash ids, H3 (polars-h3 on Arrow batches), local time, all definitions, "
+        f"suppression with roll-up | {d['wall']:.1f} s | " + ", ".join(f"{k} {v:.1f} s" for k, v in d["stages"].items())
         + f" | {d['peak_mb']:.0f} MB |",
         f"| Polars (peer) | all definitions from the already normalised events | {pl_['wall']:.1f} s | "
         + ", ".join(f"{k} {v:.1f} s" for k, v in pl_["stages"].items()) + f" | {pl_['peak_mb']:.0f} MB |", "",
@@ -118,6 +124,12 @@ def main() -> None:
         f"{d['stages']['definitions'] / pl_['stages']['definitions']:.2f}.",
         "",
     ]
+    if "spark" in results:
+        sp = results["spark"]
+        assert sp["homes"] == d["homes"], "Spark and DuckDB disagree on the number of homes"
+        lines[-3:-3] = [f"| Spark local[2] (same SQL) | as DuckDB | {sp['wall']:.1f} s | "
+                        + ", ".join(f"{k} {v:.1f} s" for k, v in sp["stages"].items())
+                        + " | (JVM not measured) |"]
     (ROOT / "bench" / "results-telecom.md").write_text("\n".join(lines), encoding="utf-8")
     print("wrote bench/results-telecom.md")
 
