@@ -464,6 +464,8 @@ def telecom_aggregate(
         bar.update(task, description="done")
     console.print(f"[green]released {report.region} {report.period}[/]: {report.events:,} events, "
                   f"{report.devices:,} devices, {report.homes:,} with a home")
+    if state_dir is not None:
+        console.print(f"daily partials: {report.files_read} file(s) read, {report.files_skipped} already ingested")
     console.print("published: " + ", ".join(f"{k} {v:,}" for k, v in report.published.items() if v)
                   + f"; withheld {report.suppressed:,}")
     if report.epsilon_spent:

@@ -113,7 +113,7 @@ def main() -> None:
     lines = [
         "# Telecom benchmark (`bench/telecom.py`)", "",
         f"{n:,} events, {args.devices:,} devices, March 2024 (31 days), H3 res 8, two cores. "
-        f"Homes found: {d['homes']:,} (equal in both engines).", "",
+        f"Homes found: {d['homes']:,} (equal in every engine).", "",
         "| engine | what it runs | wall (process) | stages | peak RSS |", "|---|---|---|---|---|",
         "| DuckDB (tpa-gis) | read Parquet, hash ids, H3 (polars-h3 on Arrow batches), local time, all definitions, "
         f"suppression with roll-up | {d['wall']:.1f} s | " + ", ".join(f"{k} {v:.1f} s" for k, v in d["stages"].items())

@@ -355,7 +355,7 @@ class Importer:
             raise InvalidParameter(f"no region {self.opts.region!r}: create it first with `tpa region create`")
         year = self.opts.year or mapping.year or dt.date.today().year
         valid_from = dt.date(year, 1, 1)
-        digest = _file_sha256(Path(self.opts.path))
+        digest = file_sha256(Path(self.opts.path))
         source_label = mapping.source_label or f"import {src.path.name} sha256:{digest[:12]}"
 
         columns = await table_columns(self.conn, self.ent.table)
@@ -673,7 +673,7 @@ async def _execute(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
     return await conn.execute(sql, *args[:used])
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 22):

@@ -59,6 +59,15 @@ def fixed_offset_seconds(tz: str, period: Period) -> int:
     return int(offsets.pop().total_seconds())
 
 
+def period_seconds(period: Period | None) -> tuple[int, int]:
+    """Local seconds [lo, hi) of the period; the whole representable range without one."""
+    if period is None:
+        return -(2**62), 2**62
+    lo = int(dt.datetime.combine(period.start, dt.time()).replace(tzinfo=dt.UTC).timestamp())
+    hi = int(dt.datetime.combine(period.end, dt.time()).replace(tzinfo=dt.UTC).timestamp())
+    return lo, hi
+
+
 def _h3_udf(res: int):  # noqa: ANN202
     import polars as pl
     import polars_h3 as plh3
@@ -95,16 +104,16 @@ def _source(paths: Sequence[Path]) -> str:
     raise InvalidParameter("event files are all Parquet (.parquet) or all CSV (.csv, .csv.gz)")
 
 
-def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: int, offset_s: int, period: Period,
-                towers: Path | None = None) -> int:
-    """Create the normalised ``ev`` table; returns its row count. Events outside the period are dropped."""
+def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: int, offset_s: int,
+                period: Period | None, towers: Path | None = None) -> int:
+    """Create the normalised ``ev`` table; returns its row count. Events outside the period (when one is given)
+    are dropped."""
     src = _source(paths)
     cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
     if not {"device_id", "ts"} <= cols:
         raise InvalidParameter("event files need columns device_id and ts (UTC)")
     con.create_function("tpa_h3", _h3_udf(res), ["DOUBLE", "DOUBLE"], "BIGINT", type="arrow")
-    lo = int(dt.datetime.combine(period.start, dt.time()).replace(tzinfo=dt.UTC).timestamp())
-    hi = int(dt.datetime.combine(period.end, dt.time()).replace(tzinfo=dt.UTC).timestamp())
+    lo, hi = period_seconds(period)
     local = f"(CAST(epoch(CAST(r.ts AS TIMESTAMP)) AS BIGINT) + {int(offset_s)})"
     dev = "CAST(hash(CAST(r.device_id AS VARCHAR)) >> 1 AS BIGINT)"
     if {"lon", "lat"} <= cols:
@@ -148,6 +157,19 @@ class DuckDBRunner:
 
     def load_events(self, paths: Sequence[Path], **kw: object) -> int:
         return load_events(self.con, paths, **kw)  # type: ignore[arg-type]
+
+    def write_partials(self, root: Path) -> None:
+        """Append ``ev`` to the daily partials under root (one directory per local day)."""
+        root.mkdir(parents=True, exist_ok=True)
+        self.con.execute(f"COPY (SELECT *, CAST(FLOOR(t / 86400) AS BIGINT) AS day FROM ev) TO '{root.as_posix()}' "
+                         "(FORMAT parquet, PARTITION_BY (day), APPEND)")
+
+    def load_partials(self, root: Path, period: Period) -> int:
+        lo, hi = period_seconds(period)
+        files = f"{root.as_posix()}/day=*/*.parquet"
+        self.con.execute(f"CREATE OR REPLACE TABLE ev AS SELECT dev, cell, lat, lon, t FROM read_parquet('{files}', "
+                         f"hive_partitioning = true) WHERE day >= {lo // 86400} AND day < {hi // 86400}")
+        return int(self.rows("SELECT count(*) FROM ev")[0][0])
 
     def register(self, name: str, table: pa.Table) -> None:
         self.con.register(f"{name}_src", table)

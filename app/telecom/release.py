@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from app.errors import InvalidParameter
+from app.ingest.pipeline import file_sha256
 from app.telecom import engine, sql
 from app.telecom.privacy import admin_with_residual_check, suppress_rollup
 
@@ -58,6 +62,8 @@ class ReleaseReport:
     homes: int = 0
     published: dict[str, int] = field(default_factory=dict)
     suppressed: int = 0
+    files_read: int = 0
+    files_skipped: int = 0
     epsilon_spent: float = 0.0
     epsilon_period_total: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -153,8 +159,11 @@ async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, of
     runner.register("cell_admin", cell_admin_table(units, opts.h3_res))
     lap("admin polyfill")
     say("reading events")
-    report.events = runner.load_events(opts.events, res=opts.h3_res, offset_s=offset, period=period,
-                                       towers=opts.towers)
+    if opts.state_dir is not None:
+        report.events = _events_from_partials(runner, opts, offset, period, report)
+    else:
+        report.events = runner.load_events(opts.events, res=opts.h3_res, offset_s=offset, period=period,
+                                           towers=opts.towers)
     if report.events == 0:
         raise InvalidParameter(f"no events in {opts.period} (local time {opts.tz})")
     lap("read")
@@ -226,19 +235,78 @@ async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, of
     lap("write")
 
 
+def partial_root(opts: ReleaseOptions, offset_s: int) -> Path:
+    """Daily partials are valid for one engine (its device hash), one H3 resolution and one UTC offset."""
+    return (Path(opts.state_dir) / opts.region / "partials"  # type: ignore[arg-type]
+            / f"{opts.engine}-res{opts.h3_res}-utc{offset_s:+d}")
+
+
+def _events_from_partials(runner: Any, opts: ReleaseOptions, offset: int, period: engine.Period,
+                          report: ReleaseReport) -> int:
+    """Normalise only the event files not seen before into daily partials, then read the period's days.
+
+    A batch is first written under ``_incoming/<batch>``; it counts once the manifest lists it, and only then are
+    its files moved into the day directories. A batch a crash left unlisted is deleted on the next run, one left
+    listed but unmoved is finished, so a file is never counted twice or lost.
+    """
+    root = partial_root(opts, offset)
+    incoming = root / "_incoming"
+    manifest_path = root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}, "batches": []}
+    for batch_dir in sorted(incoming.glob("*")) if incoming.exists() else []:
+        if batch_dir.name in manifest["batches"]:
+            _move_batch(batch_dir, root)
+        else:
+            shutil.rmtree(batch_dir)
+    new = {}
+    for path in opts.events:
+        digest = file_sha256(path)
+        if digest not in manifest["files"] and digest not in new:
+            new[digest] = path
+    report.files_read = len(new)
+    report.files_skipped = len(opts.events) - len(new)
+    if new:
+        runner.load_events(list(new.values()), res=opts.h3_res, offset_s=offset, period=None, towers=opts.towers)
+        batch = uuid.uuid4().hex
+        runner.write_partials(incoming / batch)
+        manifest["batches"].append(batch)
+        for digest, path in new.items():
+            manifest["files"][digest] = {"name": Path(path).name, "batch": batch}
+        tmp = manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, manifest_path)
+        _move_batch(incoming / batch, root)
+    if not any(root.glob("day=*")):
+        return 0
+    return runner.load_partials(root, period)
+
+
+def _move_batch(batch_dir: Path, root: Path) -> None:
+    for part in batch_dir.rglob("*.parquet"):
+        day_dir = root / part.parent.name
+        day_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(part, day_dir / f"{batch_dir.name}-{part.name}")
+    shutil.rmtree(batch_dir, ignore_errors=True)
+
+
 def _previous_home(opts: ReleaseOptions, period: engine.Period) -> pa.Table | None:
     if opts.state_dir is None:
         return None
     prev_month = (period.start - dt.timedelta(days=1)).strftime("%Y-%m")
-    path = Path(opts.state_dir) / opts.region / prev_month / "home.parquet"
+    path = _home_file(opts, prev_month)
     return pq.read_table(path) if path.exists() else None
+
+
+def _home_file(opts: ReleaseOptions, month: str) -> Path:
+    """Device homes of a month, per engine (each hashes device ids its own way)."""
+    return Path(opts.state_dir) / opts.region / "homes" / opts.engine / month / "home.parquet"  # type: ignore[arg-type]
 
 
 def _save_home(runner: Any, opts: ReleaseOptions, period: engine.Period) -> None:
     """Device homes of this period (hashed ids) for the next period's out-migration: operator-side only."""
-    out = Path(opts.state_dir) / opts.region / period.start.strftime("%Y-%m")  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(runner.arrow("SELECT dev, home_cell FROM home"), out / "home.parquet")
+    out = _home_file(opts, period.start.strftime("%Y-%m"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(runner.arrow("SELECT dev, home_cell FROM home"), out)
 
 
 def _collect(runner: Any, opts: ReleaseOptions, period: engine.Period, service: dict[str, str], migration: bool,

@@ -9,7 +9,6 @@ vectorised pandas UDF (polars-h3), and every definition and the suppression run 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import pyarrow as pa
 
 from app.errors import InvalidParameter
 from app.telecom import sql
-from app.telecom.engine import Period
+from app.telecom.engine import Period, period_seconds
 
 
 class SparkRunner:
@@ -48,7 +47,7 @@ class SparkRunner:
         self._cached: dict[str, object] = {}
 
     # ------------------------------------------------------------------------------------------ reading
-    def load_events(self, paths: Sequence[Path], *, res: int, offset_s: int, period: Period,
+    def load_events(self, paths: Sequence[Path], *, res: int, offset_s: int, period: Period | None,
                     towers: Path | None = None) -> int:
         files = [str(p) for p in paths]
         if all(f.endswith(".parquet") for f in files):
@@ -62,8 +61,7 @@ class SparkRunner:
             raise InvalidParameter("event files need columns device_id and ts (UTC)")
         raw.createOrReplaceTempView("raw")
         self.spark.udf.register("tpa_h3", _h3_pandas_udf(res))
-        lo = int(dt.datetime.combine(period.start, dt.time()).replace(tzinfo=dt.UTC).timestamp())
-        hi = int(dt.datetime.combine(period.end, dt.time()).replace(tzinfo=dt.UTC).timestamp())
+        lo, hi = period_seconds(period)
         local = f"(CAST(unix_timestamp(CAST(r.ts AS TIMESTAMP)) AS BIGINT) + {int(offset_s)})"
         dev = "shiftright(xxhash64(CAST(r.device_id AS STRING)), 1)"
         if {"lon", "lat"} <= cols:
@@ -86,6 +84,20 @@ class SparkRunner:
                                    f"WHERE {local} >= {lo} AND {local} < {hi}")
         else:
             raise InvalidParameter("event files need lon/lat columns or a cell_id column")
+        return int(self.rows("SELECT count(*) FROM ev")[0][0])
+
+    def write_partials(self, root: Path) -> None:
+        """Append ``ev`` to the daily partials under root (one directory per local day)."""
+        (self.spark.sql("SELECT *, CAST(FLOOR(t / 86400) AS BIGINT) AS day FROM ev").write.mode("append")
+         .partitionBy("day").parquet(str(root)))
+
+    def load_partials(self, root: Path, period: Period) -> int:
+        lo, hi = period_seconds(period)
+        # only the day directories: the root also holds the manifest and the incoming area
+        (self.spark.read.option("basePath", str(root)).parquet(f"{root}/day=*")
+         .createOrReplaceTempView("partials"))
+        self.materialize("ev", "SELECT dev, cell, lat, lon, t FROM partials "
+                               f"WHERE day >= {lo // 86400} AND day < {hi // 86400}")
         return int(self.rows("SELECT count(*) FROM ev")[0][0])
 
     # ------------------------------------------------------------------------------------------ the interface
