@@ -210,3 +210,32 @@ def test_admin_od_out_migration_and_service_access(tmp_path):
     cls, n, share, km = rows[cell(A)]
     assert (cls, n, share) == ("clinic", 2, 0.5) and km == pytest.approx(expected_km, rel=1e-9)
     assert rows[cell(C)][:3] == ("clinic", 1, 1.0)
+
+
+def test_cell_ids_with_a_tower_file_and_csv_input(tmp_path):
+    """Events that carry a cell_id instead of a position, read from CSV, give the same homes as positions."""
+    import csv
+
+    towers = tmp_path / "towers.csv"
+    with towers.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["cell_id", "lon", "lat"])
+        w.writerow(["T-A", A[1], A[0]])
+        w.writerow(["T-B", B[1], B[0]])
+    events = tmp_path / "events.csv"
+    with events.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["device_id", "ts", "cell_id"])
+        for d in range(1, 12):
+            w.writerow(["x", local(2024, 3, d, 23).isoformat(sep=" "), "T-A"])
+            w.writerow(["x", local(2024, 3, d, 12).isoformat(sep=" "), "T-B"])
+        w.writerow(["x", local(2024, 3, 5, 23).isoformat(sep=" "), "T-UNKNOWN"])  # no such tower: dropped
+    p = engine.Period.month("2024-03")
+    con = engine.connect(memory_limit="1GB")
+    n = engine.load_events(con, [events], res=RES, offset_s=engine.fixed_offset_seconds("Asia/Shanghai", p),
+                           period=p, towers=towers)
+    assert n == 22
+    engine.run_definitions(con, min_nights=10)
+    assert con.execute("SELECT home_cell FROM home").fetchall() == [(cell(A),)]
+    with pytest.raises(InvalidParameter, match="tower file"):
+        engine.load_events(con, [events], res=RES, offset_s=0, period=p)

@@ -112,6 +112,10 @@ def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: i
     cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
     if not {"device_id", "ts"} <= cols:
         raise InvalidParameter("event files need columns device_id and ts (UTC)")
+    try:
+        con.remove_function("tpa_h3")  # a connection may load events more than once (other resolution)
+    except duckdb.InvalidInputException:
+        pass
     con.create_function("tpa_h3", _h3_udf(res), ["DOUBLE", "DOUBLE"], "BIGINT", type="arrow")
     lo, hi = period_seconds(period)
     local = f"(CAST(epoch(CAST(r.ts AS TIMESTAMP)) AS BIGINT) + {int(offset_s)})"

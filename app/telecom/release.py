@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -150,7 +151,8 @@ def _runner(opts: ReleaseOptions):  # noqa: ANN202
         from app.telecom.spark import SparkRunner
 
         return SparkRunner(memory=opts.memory_limit)
-    return engine.DuckDBRunner(memory_limit=opts.memory_limit)
+    spill = Path(opts.state_dir) / "spill" if opts.state_dir else Path(tempfile.gettempdir()) / "tpa-duckdb-spill"
+    return engine.DuckDBRunner(memory_limit=opts.memory_limit, temp_dir=spill)
 
 
 async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, offset: int, units: list,  # noqa: ANN001
