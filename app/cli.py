@@ -139,19 +139,31 @@ def demo_registry_csv(
                   "--region tieling-demo --mapping examples/mappings/households-zh.yaml")
 
 
-def _run_in_session(work):  # noqa: ANN001, ANN202
-    """Run ``work(session)`` in one transaction on the configured database."""
-    from app.db import create_engine, create_sessionmaker
+def _with_engine(work):  # noqa: ANN001, ANN202
+    """Run ``await work(engine, settings)`` with an engine on the configured database, disposed afterwards."""
+    from app.db import create_engine
+
+    settings = Settings()
 
     async def run():  # noqa: ANN202
-        engine = create_engine(Settings().db)
+        engine = create_engine(settings.db)
         try:
-            async with create_sessionmaker(engine)() as session, session.begin():
-                return await work(session)
+            return await work(engine, settings)
         finally:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def _run_in_session(work):  # noqa: ANN001, ANN202
+    """Run ``work(session)`` in one transaction on the configured database."""
+    from app.db import create_sessionmaker
+
+    async def in_session(engine, _settings):  # noqa: ANN001, ANN202
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+
+    return _with_engine(in_session)
 
 
 @keys_app.command("create")
@@ -392,19 +404,9 @@ def export_region(
     output: Path = typer.Argument(..., help="The GeoPackage to write (.gpkg)"),
 ) -> None:
     """Write every public layer of a region into one GeoPackage."""
-    from app.db import create_engine
     from app.ingest.export import export_geopackage
 
-    settings = Settings()
-
-    async def run() -> dict[str, int]:
-        engine = create_engine(settings.db)
-        try:
-            return await export_geopackage(engine, settings, region_id, output)
-        finally:
-            await engine.dispose()
-
-    counts = asyncio.run(run())
+    counts = _with_engine(lambda engine, settings: export_geopackage(engine, settings, region_id, output))
     console.print(f"[green]wrote {output}[/]: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 
@@ -416,19 +418,10 @@ def export_pygeoapi(
     port: int = typer.Option(5000, help="Port pygeoapi binds"),
 ) -> None:
     """Write a pygeoapi configuration (PostgreSQL provider) for the region's public layers."""
-    from app.db import create_engine
     from app.ingest.export import pygeoapi_config
 
-    settings = Settings()
-
-    async def run() -> str:
-        engine = create_engine(settings.db)
-        try:
-            return await pygeoapi_config(engine, settings, region_id, server_url=url, port=port)
-        finally:
-            await engine.dispose()
-
-    text = asyncio.run(run())
+    text = _with_engine(lambda engine, settings: pygeoapi_config(engine, settings, region_id, server_url=url,
+                                                                 port=port))
     if output is None:
         typer.echo(text, nl=False)
     else:
