@@ -212,7 +212,7 @@ def test_admin_od_out_migration_and_service_access(tmp_path):
     assert rows[cell(C)][:3] == ("clinic", 1, 1.0)
 
 
-def test_cell_ids_with_a_tower_file_and_csv_input(tmp_path):
+def test_cell_ids_with_a_tower_file_and_csv_input(tmp_path, caplog):
     """Events that carry a cell_id instead of a position, read from CSV, give the same homes as positions."""
     import csv
 
@@ -235,6 +235,7 @@ def test_cell_ids_with_a_tower_file_and_csv_input(tmp_path):
     n = engine.load_events(con, [events], res=RES, offset_s=engine.fixed_offset_seconds("Asia/Shanghai", p),
                            period=p, towers=towers)
     assert n == 22
+    assert "1 event(s) name a cell_id that is not in the tower file" in caplog.text
     engine.run_definitions(con, min_nights=10)
     assert con.execute("SELECT home_cell FROM home").fetchall() == [(cell(A),)]
     with pytest.raises(InvalidParameter, match="tower file"):

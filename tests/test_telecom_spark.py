@@ -77,3 +77,25 @@ def test_statistics_equal_to_rounding(runners):
     assert a["cell"].to_list() == b["cell"].to_list() and a["n_devices"].to_list() == b["n_devices"].to_list()
     pairs = zip(a["median_rg_km"], b["median_rg_km"], strict=True)
     assert max(abs(x - y) / max(abs(x), 1e-12) for x, y in pairs) < 1e-9
+
+
+def test_spark_reads_cell_ids_with_a_tower_file(runners, tmp_path, caplog):
+    """Runs last: it replaces the Spark session's ``ev`` view."""
+    import csv
+
+    from app.telecom.spark import SparkRunner
+
+    towers = tmp_path / "towers.csv"
+    events = tmp_path / "events.csv"
+    with towers.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["cell_id", "lon", "lat"], ["T-A", 123.84, 42.29]])
+    with events.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["device_id", "ts", "cell_id"])
+        w.writerows([["x", f"2024-04-{d:02d} 15:00:00", "T-A"] for d in range(1, 12)])
+        w.writerow(["x", "2024-04-05 15:00:00", "T-NONE"])
+    spark = SparkRunner(master="local[2]", memory="1g")  # the running session
+    n = spark.load_events([events], res=8, offset_s=8 * 3600, period=engine.Period.month("2024-04"), towers=towers)
+    assert n == 11 and "1 event(s) name a cell_id" in caplog.text
+    engine.definitions(spark, min_nights=10)
+    assert len(spark.rows("SELECT * FROM home")) == 1

@@ -11,6 +11,7 @@ PostGIS.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ import pyarrow as pa
 
 from app.errors import InvalidParameter
 from app.telecom import sql
+
+log = logging.getLogger("tpa.telecom")
 
 BATCH_ROWS = 2_000_000
 DEFINITIONS = ("presence", "home", "day", "gyr", "residents", "od", "gyration_by_home")
@@ -145,6 +148,11 @@ def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: i
         con.execute(
             f"CREATE OR REPLACE TABLE ev AS SELECT {dev} AS dev, w.cell, w.lat, w.lon, {local} AS t FROM {src} r "
             f"JOIN tower w ON w.cell_id = CAST(r.cell_id AS VARCHAR) WHERE {local} >= {lo} AND {local} < {hi}")
+        unknown = con.execute(
+            f"SELECT count(*) FROM {src} r WHERE {local} >= {lo} AND {local} < {hi} AND NOT EXISTS "
+            "(SELECT 1 FROM tower w WHERE w.cell_id = CAST(r.cell_id AS VARCHAR))").fetchall()[0][0]
+        if unknown:
+            log.warning("%d event(s) name a cell_id that is not in the tower file; they are left out", unknown)
     else:
         raise InvalidParameter("event files need lon/lat columns or a cell_id column")
     return int(con.execute("SELECT count(*) FROM ev").fetchall()[0][0])

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from app.errors import InvalidParameter
 from app.telecom import sql
-from app.telecom.engine import Period, period_seconds
+from app.telecom.engine import Period, log, period_seconds
 
 
 class SparkRunner:
@@ -82,6 +82,10 @@ class SparkRunner:
             self.materialize("ev", f"SELECT {dev} AS dev, w.cell, w.lat, w.lon, {local} AS t FROM raw r "
                                    f"JOIN tower w ON w.cell_id = CAST(r.cell_id AS STRING) "
                                    f"WHERE {local} >= {lo} AND {local} < {hi}")
+            unknown = self.rows(f"SELECT count(*) FROM raw r LEFT ANTI JOIN tower w ON w.cell_id = "
+                                f"CAST(r.cell_id AS STRING) WHERE {local} >= {lo} AND {local} < {hi}")[0][0]
+            if unknown:
+                log.warning("%d event(s) name a cell_id that is not in the tower file; they are left out", unknown)
         else:
             raise InvalidParameter("event files need lon/lat columns or a cell_id column")
         return int(self.rows("SELECT count(*) FROM ev")[0][0])
