@@ -229,10 +229,10 @@ def _asyncpg_run(work):  # noqa: ANN001, ANN202
     """Run ``work(conn)`` on one asyncpg connection inside one transaction."""
     import asyncpg
 
-    from app.ingest.pipeline import asyncpg_dsn
+    from app.settings import libpq_url
 
     async def run():  # noqa: ANN202
-        conn = await asyncpg.connect(asyncpg_dsn(Settings().db.url))
+        conn = await asyncpg.connect(libpq_url(Settings().db.url))
         try:
             async with conn.transaction():
                 return await work(conn)
@@ -478,21 +478,15 @@ def telecom_synthetic(
     tz: str = typer.Option("Asia/Shanghai", help="Time zone of the daily rhythm"),
 ) -> None:
     """Write synthetic events (homes and workplaces at the region's villages) to try `tpa telecom aggregate`."""
-    import numpy as np
-
     from app.telecom.engine import Period, fixed_offset_seconds
-    from app.telecom.synthetic import generate_events
+    from app.telecom.synthetic import generate_events, village_anchors
 
-    async def places(conn):  # noqa: ANN001, ANN202
-        return await conn.fetch("SELECT ST_Y(geom_point) AS lat, ST_X(geom_point) AS lon FROM village "
-                                "WHERE region_id = $1 ORDER BY code", region)
-
-    rows = _asyncpg_run(places)
-    if not rows:
+    anchors = _asyncpg_run(lambda conn: village_anchors(conn, region))
+    if not len(anchors):
         console.print(f"[red]region {region} has no villages[/]")
         raise typer.Exit(2)
     p = Period.month(period)
-    n = generate_events(output, np.array([(r["lat"], r["lon"]) for r in rows]), devices=devices, period=p,
+    n = generate_events(output, anchors, devices=devices, period=p,
                         utc_offset_s=fixed_offset_seconds(tz, p), seed=seed)
     console.print(f"wrote {n:,} events of {devices:,} devices to {output}")
 

@@ -23,6 +23,11 @@ def to_asyncpg_url(url: str) -> str:
     return f"postgresql+asyncpg://{rest}"
 
 
+def libpq_url(url: str) -> str:
+    """The URL without SQLAlchemy's driver suffix, for asyncpg.connect and other libpq clients."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 class DatabaseSettings(BaseSettings):
     """Connection to PostGIS. ``DATABASE_URL`` (no prefix) is honoured as the URL."""
 

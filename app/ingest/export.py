@@ -23,7 +23,7 @@ from sqlalchemy.types import NullType
 
 from app.errors import InvalidParameter, NotFound
 from app.ogc.catalog import Layer, builtin_layers
-from app.settings import Settings
+from app.settings import Settings, libpq_url
 
 GPKG_GEOMETRY = {"Point": "Point", "MultiPolygon": "MultiPolygon", "Geometry": "Unknown"}
 
@@ -151,7 +151,7 @@ async def pygeoapi_config(engine: AsyncEngine, settings: Settings, region_id: st
     views = await create_public_views(engine, settings, region_id)
     layers = {la.id: la for la in public_layers(settings)}
     schema = view_schema(region_id)
-    url = urlsplit(settings.db.url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    url = urlsplit(libpq_url(settings.db.url))
     async with engine.connect() as conn:
         region = (await conn.execute(text("SELECT name, attribution FROM region WHERE region_id = :r"),
                                      {"r": region_id})).one()

@@ -40,6 +40,7 @@ from app.ingest.entities import VILLAGE_ADMIN_FIELDS, Entity, entity
 from app.ingest.geometry import batch_geometries
 from app.ingest.mapping import FieldSpec, Mapping, load_mapping, managed_fields, resolve_fields
 from app.ingest.readers import SourceFile, open_source, text_of
+from app.settings import libpq_url
 
 DEFAULT_BATCH_ROWS = 50_000
 MAX_REPORTED = 100_000  # problems kept in the report; the count goes on
@@ -688,14 +689,10 @@ def _actor() -> str:
         return "cli"
 
 
-def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 async def run_import(database_url: str, opts: ImportOptions, pseudonym_key: bytes | None = None,
                      progress: Progress | None = None) -> ImportResult:
     """Run one import in one transaction; commit only when no row failed and it is not a dry run."""
-    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    conn = await asyncpg.connect(libpq_url(database_url))
     try:
         tx = conn.transaction()
         await tx.start()

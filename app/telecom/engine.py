@@ -26,7 +26,6 @@ from app.telecom import sql
 log = logging.getLogger("tpa.telecom")
 
 BATCH_ROWS = 2_000_000
-DEFINITIONS = ("presence", "home", "day", "gyr", "residents", "od", "gyration_by_home")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import shapely
 
 from app.errors import InvalidParameter
 from app.ingest.pipeline import file_sha256
+from app.settings import libpq_url
 from app.telecom import engine, sql
 from app.telecom.privacy import admin_with_residual_check, suppress_rollup
 
@@ -131,7 +132,7 @@ async def release(database_url: str, opts: ReleaseOptions, progress: Progress | 
         report.seconds[stage] = round(now - t0, 3)
         t0 = now
 
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    dsn = libpq_url(database_url)
     pg = await asyncpg.connect(dsn)
     try:
         level, units, facilities = await _region_inputs(pg, opts.region, opts.admin_level)
@@ -200,12 +201,11 @@ async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, of
                     "JOIN gyr g ON g.dev = h.dev", keys=(), stat=med("x"), out="pub_rg", **kw)
     suppress_rollup(materialize, membership="SELECT h.dev, h.home_cell AS cell, d.day_cell AS dest FROM home h "
                     "JOIN day d ON d.dev = h.dev", keys=("dest",), cell_keys=("dest",), out="pub_od", **kw)
-    service: dict[str, str] = {}
-    if fc:
-        materialize("visited", "SELECT DISTINCT e.dev, f.class FROM ev e JOIN fac_cell f ON f.cell = e.cell")
-        materialize("nearest", "SELECT hc.cell, f.class, MIN(" + sql.haversine_km("hc.lat", "hc.lon", "f.lat", "f.lon")
-                    + ") AS km FROM cell_centre hc CROSS JOIN fac_cell f GROUP BY hc.cell, f.class")
-        for cls in sorted({k for _, k in fc}):
+    service = sorted({k for _, k in fc})  # facility classes present in the region
+    if service:
+        materialize("visited", sql.facility_visits())
+        materialize("nearest", sql.nearest_facility_km())
+        for cls in service:
             q = cls.replace("'", "''")
             suppress_rollup(materialize, membership=(
                 "SELECT h.dev, h.home_cell AS cell, "
@@ -215,7 +215,6 @@ async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, of
             suppress_rollup(materialize, membership=(
                 f"SELECT h.dev, h.home_cell AS cell, n.km AS x FROM home h JOIN nearest n ON n.cell = h.home_cell "
                 f"AND n.class = '{q}'"), keys=(), stat=med("x"), out=f"pub_km_{cls}", **kw)
-            service[cls] = q
     materialize("adm_counts", sql.residents_by_admin())
     admin_with_residual_check(materialize, membership=home_members, admin_counts="SELECT * FROM adm_counts",
                               published="pub_residents", k=opts.k, out="pub_admin")
@@ -228,10 +227,10 @@ async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, of
 
     rng = np.random.default_rng(secrets.randbits(128))
     eps = opts.epsilon
-    rng_rows = _collect(runner, opts, period, service, prev is not None, eps, rng, report)
+    rows = _collect(runner, opts, period, service, prev is not None, eps, rng, report)
     report.epsilon_spent = 3 * eps if eps else 0.0  # residents, OD and admin residents each take ε (Δ = 1)
     say("writing aggregates to PostGIS")
-    await _write(dsn, opts, period, *rng_rows, report)
+    await _write(dsn, opts, period, *rows, report)
     if opts.state_dir is not None:
         _save_home(runner, opts, period)
     lap("write")
@@ -311,7 +310,7 @@ def _save_home(runner: Any, opts: ReleaseOptions, period: engine.Period) -> None
     pq.write_table(runner.arrow("SELECT dev, home_cell FROM home"), out)
 
 
-def _collect(runner: Any, opts: ReleaseOptions, period: engine.Period, service: dict[str, str], migration: bool,
+def _collect(runner: Any, opts: ReleaseOptions, period: engine.Period, service: list[str], migration: bool,
              eps: float | None, rng: np.random.Generator, report: ReleaseReport) -> tuple[list, list, set]:
     agg: list[tuple] = []
     od: list[tuple] = []

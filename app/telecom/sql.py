@@ -118,6 +118,18 @@ def od_by_admin() -> str:
             "JOIN cell_admin x ON x.cell = d.day_cell GROUP BY o.admin_code, x.admin_code")
 
 
+def facility_visits() -> str:
+    """(dev, class): devices with at least one event in a cell holding a facility of the class."""
+    return "SELECT DISTINCT e.dev, f.class FROM ev e JOIN fac_cell f ON f.cell = e.cell"
+
+
+def nearest_facility_km() -> str:
+    """(cell, class, km): great-circle distance from each home cell's centre to the nearest facility cell."""
+    dist = haversine_km("hc.lat", "hc.lon", "f.lat", "f.lon")
+    return (f"SELECT hc.cell, f.class, MIN({dist}) AS km FROM cell_centre hc CROSS JOIN fac_cell f "
+            "GROUP BY hc.cell, f.class")
+
+
 def service_access(d: Dialect) -> str:
     """Per home cell and facility class: share of residents with ≥ 1 event in a facility cell of the class, and
     the median great-circle distance from the home cell's centre to the nearest such cell's centre.
@@ -125,12 +137,9 @@ def service_access(d: Dialect) -> str:
     Needs ``fac_cell(cell, class, lat, lon)`` (cells holding a facility, with their centres) and
     ``cell_centre(cell, lat, lon)`` for home cells.
     """
-    dist = haversine_km("hc.lat", "hc.lon", "f.lat", "f.lon")
     return (
-        "WITH visited AS (SELECT DISTINCT e.dev, f.class FROM ev e JOIN fac_cell f ON f.cell = e.cell), "
-        "classes AS (SELECT DISTINCT class FROM fac_cell), "
-        f"nearest AS (SELECT hc.cell, f.class, MIN({dist}) AS km FROM cell_centre hc CROSS JOIN fac_cell f "
-        "GROUP BY hc.cell, f.class) "
+        f"WITH visited AS ({facility_visits()}), classes AS (SELECT DISTINCT class FROM fac_cell), "
+        f"nearest AS ({nearest_facility_km()}) "
         "SELECT h.home_cell AS cell, c.class, COUNT(*) AS n_devices, "
         "AVG(CASE WHEN v.dev IS NULL THEN CAST(0 AS DOUBLE) ELSE CAST(1 AS DOUBLE) END) AS share_visited, "
         f"{d.med('n.km')} AS median_km_to_nearest "

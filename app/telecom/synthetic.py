@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import asyncpg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +20,13 @@ import pyarrow.parquet as pq
 from app.telecom.engine import Period
 
 JITTER_DEG = 0.001
+
+
+async def village_anchors(conn: asyncpg.Connection, region: str) -> np.ndarray:
+    """(lat, lon) of the region's villages, in code order: the places devices live and work at."""
+    rows = await conn.fetch("SELECT ST_Y(geom_point) AS lat, ST_X(geom_point) AS lon FROM village "
+                            "WHERE region_id = $1 ORDER BY code", region)
+    return np.array([(r["lat"], r["lon"]) for r in rows], dtype=float).reshape(-1, 2)
 
 
 def generate_events(path: Path, anchors: np.ndarray, *, devices: int, period: Period, utc_offset_s: int,
