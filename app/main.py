@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,10 +20,11 @@ from app.auth import KeyCache
 from app.db import create_engine, create_read_pool, create_sessionmaker
 from app.errors import add_exception_handlers
 from app.health import router as health_router
-from app.ogc import common, edits, features
+from app.ogc import common, edits, features, processes
 from app.ogc.catalog import load_catalog
 from app.ogc.render import templates
 from app.openapi30 import to_openapi30
+from app.processes.jobs import Runtime, make_queue, run_worker, set_runtime, watch_interrupted
 from app.repositories.features import CountCache
 from app.settings import Settings
 
@@ -30,6 +33,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # OGC modules enabled in this build: (router, conformance classes)
 OGC_MODULES = (
     (common.router, common.CONFORMANCE), (features.router, features.CONFORMANCE), (edits.router, edits.CONFORMANCE),
+    (processes.router, processes.CONFORMANCE),
 )
 
 
@@ -54,9 +58,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz
             logging.getLogger("tpa").warning("catalogue not loaded (%s); collections unavailable", type(exc).__name__)
             app.state.catalog = None
+        background: list[asyncio.Task[None]] = []
+        app.state.queue = make_queue(settings)
+        queue_open = False
+        try:
+            await app.state.queue.open_async()
+            queue_open = True
+        except Exception as exc:  # jobs unavailable until restart; features still served
+            logging.getLogger("tpa").warning("job queue not opened (%s); processes run synchronously only",
+                                             type(exc).__name__)
+        if queue_open and settings.processes.worker and app.state.catalog is not None:
+            runtime = Runtime(app, app.state.queue)
+            set_runtime(runtime)
+            background += [asyncio.create_task(run_worker(runtime), name="tpa-worker"),
+                           asyncio.create_task(watch_interrupted(runtime), name="tpa-interrupted-jobs")]
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(BaseException):
+                    await task
+            set_runtime(None)
+            if queue_open:
+                await app.state.queue.close_async()
             await app.state.read_pool.close()
             await engine.dispose()
 

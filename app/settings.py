@@ -89,6 +89,23 @@ class SecuritySettings(BaseSettings):
     )
 
 
+class ProcessSettings(BaseSettings):
+    """OGC API - Processes: job execution (``TPA_PROCESSES_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TPA_PROCESSES_", env_file=".env", extra="ignore")
+
+    worker: bool = Field(default=True, description="Run a job worker inside the API process (else: tpa worker).")
+    concurrency: int = Field(default=1, ge=1, le=32, description="Jobs run at the same time by one worker.")
+    time_limit_s: int = Field(default=900, ge=1, description="Wall-clock limit of one job (sync or async).")
+    sync_time_limit_s: int = Field(default=120, ge=1, description="Limit of a synchronous execution.")
+    max_input_features: int = Field(default=100_000, ge=1, description="Features one data input may hold.")
+    solver_threads: int = Field(default=2, ge=1, le=64, description="CBC threads of location-allocation.")
+    heartbeat_s: float = Field(default=5.0, gt=0, description="Worker heartbeat interval.")
+    stalled_after_s: float = Field(
+        default=30.0, gt=0, description="A running job whose worker sent no heartbeat for this long is failed.",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of one service instance."""
 
@@ -97,4 +114,5 @@ class Settings(BaseSettings):
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    processes: ProcessSettings = Field(default_factory=ProcessSettings)
     log_level: str = "INFO"

@@ -8,6 +8,7 @@ Spatial and temporal extents are computed from the data and cached with the cata
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -524,7 +525,7 @@ async def published_layers(conn: Any) -> list[Layer]:
     """Layers for the tables registered in ``published_layer`` (introspected)."""
     rows = (await conn.execute(text(
         "SELECT layer_id, schema_name, table_name, title, description, id_column, geometry_column, "
-        "datetime_column, required_role::text AS required_role FROM published_layer ORDER BY layer_id"
+        "datetime_column, required_role::text AS required_role, keywords FROM published_layer ORDER BY layer_id"
     ))).mappings().all()
     layers = []
     for r in rows:
@@ -558,6 +559,7 @@ async def published_layers(conn: Any) -> list[Layer]:
             geometry_type=gtype, props=tuple(props),
             temporal=Temporal(table.c[dt_col], table.c[dt_col], False, dt_udt == "date") if dt_col else None,
             required_role=Role(r["required_role"]) if r["required_role"] else None,
+            keywords=tuple(r["keywords"] or ()),
             versioned=(f"{r['schema_name']}.{r['table_name']}",),
         ))
     return layers
@@ -600,6 +602,9 @@ async def compute_extent(conn: Any, layer: Layer) -> Extent:
 class Catalog:
     layers: dict[str, Layer]
     crs: tuple[str, ...] = field(default_factory=lambda: supported_uris(()))  # CRS URIs offered (Part 2)
+    published_version: int = 0  # table_version of published_layer when the catalogue was read
+    published_ids: frozenset[str] = frozenset()
+    checked: float = 0.0  # monotonic time of the last version check
 
     def get(self, layer_id: str) -> Layer | None:
         return self.layers.get(layer_id)
@@ -622,10 +627,39 @@ async def load_catalog(
         attribution = "; ".join(f"{name}: {attr}" for name, attr in regions if attr) or None
         layers = [replace(lyr, attribution=attribution, license=license_url) for lyr in builtin_layers(security)]
         has_published = await conn.scalar(text("SELECT to_regclass('public.published_layer') IS NOT NULL"))
+        published: list[Layer] = []
+        version = 0
         if has_published:
-            layers += await published_layers(conn)
+            version = await _published_version(conn)
+            published = await published_layers(conn)
+            layers += published
         out = {}
         for lyr in layers:
             out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr))
-    return Catalog(out, supported_uris(srids))
+    return Catalog(out, supported_uris(srids), version, frozenset(lyr.id for lyr in published), time.monotonic())
+
+
+async def _published_version(conn: Any) -> int:
+    return int(await conn.scalar(text(
+        "SELECT coalesce((SELECT version FROM table_version WHERE table_name = 'public.published_layer'), 0)")) or 0)
+
+
+async def refresh_published(engine: AsyncEngine, catalog: Catalog, min_interval_s: float = 1.0) -> Catalog:
+    """The catalogue with the published layers re-read when ``published_layer`` changed (a job published
+    results, a table was published or dismissed). Checked at most every ``min_interval_s`` seconds."""
+    now = time.monotonic()
+    if now - catalog.checked < min_interval_s:
+        return catalog
+    catalog.checked = now
+    async with engine.connect() as conn:
+        version = await _published_version(conn)
+        if version == catalog.published_version:
+            return catalog
+        published = await published_layers(conn)
+        layers = {k: v for k, v in catalog.layers.items() if k not in catalog.published_ids}
+        for lyr in published:
+            old = catalog.layers.get(lyr.id)
+            known = old is not None and lyr.id in catalog.published_ids
+            layers[lyr.id] = replace(lyr, extent=old.extent if known else await compute_extent(conn, lyr))
+    return Catalog(layers, catalog.crs, version, frozenset(lyr.id for lyr in published), now)
 

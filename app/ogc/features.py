@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from app.auth import RoleDep, current_role, require
 from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFound
 from app.models.codes import Role
-from app.ogc.catalog import Catalog, Layer, Prop, load_catalog
+from app.ogc.catalog import Catalog, Layer, Prop, load_catalog, refresh_published
 from app.ogc.common import Conformance, Link
 from app.ogc.crs import CRS84, CRS84_DEF, Crs, content_crs_header, parse_crs
 from app.ogc.filters import GEOMETRY_NAME, ID_NAME, parse_filter, queryable_names
@@ -119,7 +119,10 @@ async def _catalog(request: Request) -> Catalog:
         except Exception:
             raise DatabaseUnavailable("The layer catalogue cannot be loaded: the database is not reachable.") from None
         request.app.state.catalog = catalog
-    return catalog
+    fresh = await refresh_published(request.app.state.engine, catalog)
+    if fresh is not catalog:
+        request.app.state.catalog = fresh
+    return fresh
 
 
 async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:

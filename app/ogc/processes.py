@@ -1,0 +1,274 @@
+"""OGC API - Processes - Part 1: Core. /processes, typed execution per process, /jobs with results and dismissal.
+
+Each process has its own execution route and request schema (``Execute<Process>``), so the OpenAPI
+document gives generated clients real types. Synchronous execution is the default; ``Prefer:
+respond-async`` queues a job (201 + Location). Spatial outputs are published as collections and
+returned as links to their items.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from app.analysis.spatial import AnalysisError
+from app.auth import current_role
+from app.errors import DomainError, NotFound, Unauthorized
+from app.ogc.render import json_response, link, url_for
+from app.processes import jobs
+from app.processes.definitions import PROCESSES, Process
+
+router = APIRouter(tags=["Processes"])
+JSON = "application/json"
+GEOJSON = "application/geo+json"
+_C = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
+CONFORMANCE: tuple[str, ...] = tuple(_C + c for c in ("core", "ogc-process-description", "json", "oas30", "job-list",
+                                                       "dismiss"))
+ITEMS_REL = "http://www.opengis.net/def/rel/ogc/1.0/items"
+
+
+class ProcessFailed(DomainError):
+    status, code, title = 400, "InvalidParameterValue", "The process could not run on these inputs"
+
+
+class ExecutionTimeout(DomainError):
+    status, code, title = 503, "ExecutionTimeout", "The synchronous execution took too long"
+
+
+class NotReady(DomainError):
+    status, code, title = 404, "result-not-ready", "The job has no results (yet)"
+
+    @property
+    def type(self) -> str:
+        return "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready"
+
+
+class OutputRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    transmissionMode: Literal["value", "reference"] | None = Field(  # noqa: N815 (OGC name)
+        None, description="Spatial outputs are always published and returned by reference")
+
+
+class StatusInfo(BaseModel):
+    type: Literal["process"] = "process"
+    processID: str  # noqa: N815
+    jobID: str  # noqa: N815
+    status: Literal["accepted", "running", "successful", "failed", "dismissed"]
+    message: str | None = None
+    created: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    updated: str | None = None
+    progress: int | None = None
+    links: list[dict[str, Any]] = []
+
+
+def _iso(v: dt.datetime | None) -> str | None:
+    return v.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if v else None
+
+
+def _actor(request: Request) -> str | None:
+    return getattr(request.state, "actor", None)
+
+
+def _summary(request: Request, p: Process) -> dict[str, Any]:
+    return {
+        "id": p.id, "title": p.title, "description": p.description, "version": p.version,
+        "keywords": list(p.keywords), "jobControlOptions": ["sync-execute", "async-execute", "dismiss"],
+        "outputTransmission": ["value", "reference"],
+        "links": [link(url_for(request, f"/processes/{p.id}"), "self", JSON, "Process description"),
+                  link(url_for(request, f"/processes/{p.id}/execution"),
+                       "http://www.opengis.net/def/rel/ogc/1.0/execute", JSON, "Execute")],
+    }
+
+
+def _inputs_description(p: Process) -> dict[str, Any]:
+    schema = p.Inputs.model_json_schema(ref_template="#/$defs/{model}")
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", []))
+    out = {}
+    for name, prop in schema["properties"].items():
+        entry = {"title": prop.get("title", name), "description": prop.get("description", ""),
+                 "minOccurs": 1 if name in required else 0, "maxOccurs": 1,
+                 "schema": {k: v for k, v in prop.items() if k not in ("title", "description")}}
+        if defs:
+            entry["schema"]["$defs"] = defs
+        out[name] = entry
+    return out
+
+
+@router.get("/processes", operation_id="get_processes", summary="The processes offered")
+async def get_processes(request: Request) -> Response:
+    return json_response({"processes": [_summary(request, p) for p in PROCESSES.values()],
+                          "links": [link(url_for(request, "/processes"), "self", JSON, "Processes")]})
+
+
+@router.get("/processes/{processId}", operation_id="get_process", summary="Description of a process",
+            responses={404: {"description": "No such process"}})
+async def get_process(request: Request, processId: str = Path(...)) -> Response:  # noqa: N803
+    p = PROCESSES.get(processId)
+    if p is None:
+        raise NotFound(f"There is no process '{processId}'.", type="http://www.opengis.net/def/exceptions/"
+                       "ogcapi-processes-1/1.0/no-such-process")
+    body = _summary(request, p)
+    body["inputs"] = _inputs_description(p)
+    body["outputs"] = {k: {"title": o.title, "description": o.description, "schema": o.schema}
+                       for k, o in p.outputs.items()}
+    return json_response(body)
+
+
+def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
+    jid = str(run["run_id"])
+    links = [link(url_for(request, f"/jobs/{jid}"), "self", JSON, "Job status")]
+    if run["status"] == "successful":
+        links.append(link(url_for(request, f"/jobs/{jid}/results"), "http://www.opengis.net/def/rel/ogc/1.0/results",
+                          JSON, "Job results"))
+        for out_id, lid in ((run.get("result") or {}).get("collections") or {}).items():
+            links.append(link(url_for(request, f"/collections/{lid}/items"), ITEMS_REL, GEOJSON,
+                              f"Output '{out_id}' as a collection"))
+            links.append(link(url_for(request, f"/collections/{lid}"), "describedby", JSON,
+                              f"Collection of output '{out_id}'"))
+    return StatusInfo(processID=run["kind"].removeprefix("process:"), jobID=jid, status=run["status"],
+                      message=run["message"], created=_iso(run["created"]), started=_iso(run["started"]),
+                      finished=_iso(run["finished"]), updated=_iso(run["updated"]), progress=run["progress"],
+                      links=links).model_dump()
+
+
+def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
+    """One member per output id: values as they are, spatial outputs as links to their collections."""
+    p = PROCESSES[run["kind"].removeprefix("process:")]
+    result = run.get("result") or {}
+    wanted = set((run["params"].get("outputs") or {}).keys()) or set(p.outputs)
+    body: dict[str, Any] = {}
+    for out_id in p.outputs:
+        if out_id not in wanted:
+            continue
+        if out_id == "provenance":
+            body[out_id] = result.get("provenance")
+        elif out_id in (result.get("collections") or {}):
+            lid = result["collections"][out_id]
+            body[out_id] = {"href": url_for(request, f"/collections/{lid}/items"), "rel": ITEMS_REL,
+                            "type": GEOJSON, "title": f"Output '{out_id}' (collection {lid})"}
+        else:
+            body[out_id] = (result.get("values") or {}).get(out_id)
+    return body
+
+
+def _prefers_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+def _execution_route(p: Process) -> None:
+    model = create_model(
+        "Execute" + "".join(w.capitalize() for w in p.id.split("-")),
+        __config__=ConfigDict(extra="forbid"),
+        inputs=(p.Inputs, Field(description=f"Inputs of {p.id}")),
+        outputs=(dict[Literal[tuple(p.outputs)], OutputRequest] | None,  # type: ignore[valid-type]
+                 Field(None, description="Outputs to return (default: all)")),
+        response=(Literal["document"], Field("document", description="Results document (one member per output)")),
+    )
+
+    async def execute(request: Request, body: Annotated[model, Body()]) -> Response:  # type: ignore[valid-type]
+        role = await current_role(request)
+        outputs = {k: v.model_dump(exclude_none=True) for k, v in (body.outputs or {}).items()}
+        run_async = _prefers_async(request)
+        try:
+            run = await jobs.submit(request, p, body.inputs, outputs, role, _actor(request), run_async)
+        except AnalysisError as exc:
+            raise ProcessFailed(str(exc)) from None
+        if run_async:
+            jid = str(run["run_id"])
+            return json_response(status_info(request, run), status=201,
+                                 headers={"Location": url_for(request, f"/jobs/{jid}"),
+                                          "Preference-Applied": "respond-async"})
+        if run["status"] != "successful":
+            message = run["message"] or "the job failed"
+            if message.startswith("invalid input: "):
+                raise ProcessFailed(message.removeprefix("invalid input: "), jobID=str(run["run_id"]))
+            if "time limit" in message:
+                raise ExecutionTimeout(f"{message}; execute asynchronously (Prefer: respond-async).",
+                                       jobID=str(run["run_id"]))
+            raise jobs.JobFailed(message, jobID=str(run["run_id"]))
+        return json_response(results_document(request, run),
+                             headers={"Location": url_for(request, f"/jobs/{run['run_id']}")})
+
+    # the body model is local to this function: give FastAPI real annotations, not postponed strings
+    execute.__annotations__ = {"request": Request, "body": Annotated[model, Body()], "return": Response}
+    router.add_api_route(
+        f"/processes/{p.id}/execution", execute, methods=["POST"], operation_id=f"execute_{p.id.replace('-', '_')}",
+        summary=f"Execute {p.id}", description=p.description + "\n\nSynchronous by default (200, results document); "
+        "with `Prefer: respond-async` a job is queued (201, status document, Location of the job).",
+        responses={200: {"description": "Results: one member per output id"},
+                   201: {"description": "Job accepted", "model": StatusInfo},
+                   400: {"description": "Invalid inputs"}, 401: {"description": "Authentication required"},
+                   403: {"description": "Role too low for a referenced collection"},
+                   503: {"description": "Synchronous time limit reached"}},
+    )
+
+
+for _p in PROCESSES.values():
+    _execution_route(_p)
+
+
+@router.post("/processes/{processId}/execution", operation_id="execute_unknown", include_in_schema=False)
+async def execute_unknown(processId: str = Path(...)) -> Response:  # noqa: N803
+    raise NotFound(f"There is no process '{processId}'.", type="http://www.opengis.net/def/exceptions/"
+                   "ogcapi-processes-1/1.0/no-such-process")
+
+
+@router.get("/jobs", operation_id="get_jobs", summary="Jobs of the caller (all jobs for admins)")
+async def get_jobs(
+    request: Request,
+    limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000),
+    status: Annotated[list[Literal["accepted", "running", "successful", "failed", "dismissed"]] | None,
+                      Query()] = None,
+    processID: Annotated[list[str] | None, Query()] = None,  # noqa: N803
+) -> Response:
+    role = await current_role(request)
+    if role is None:
+        raise Unauthorized("Listing jobs needs an API key; a job's own URL (returned when it was created) "
+                           "stays readable.")
+    owner = None if role.value == "admin" else _actor(request)
+    rows, total = await jobs.list_runs(request.app.state.engine, owner, limit, offset, status, processID)
+    links = [link(url_for(request, "/jobs", {"limit": limit, "offset": offset}), "self", JSON, "Jobs")]
+    if offset + len(rows) < total:
+        links.append(link(url_for(request, "/jobs", {"limit": limit, "offset": offset + limit}), "next", JSON,
+                          "Next page"))
+    return json_response({"jobs": [status_info(request, r) for r in rows], "numberMatched": total, "links": links})
+
+
+@router.get("/jobs/{jobId}", operation_id="get_job", summary="Status of a job", response_model=StatusInfo,
+            responses={404: {"description": "No such job"}})
+async def get_job(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
+    role = await current_role(request)
+    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    return json_response(status_info(request, run))
+
+
+@router.get("/jobs/{jobId}/results", operation_id="get_job_results", summary="Results of a job",
+            responses={404: {"description": "No such job, or no results yet"}})
+async def get_job_results(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
+    role = await current_role(request)
+    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    if run["status"] != "successful":
+        raise NotReady(f"The job is {run['status']}" + (f": {run['message']}" if run["message"] else "") + ".")
+    return json_response(results_document(request, run))
+
+
+@router.delete("/jobs/{jobId}", operation_id="dismiss_job", summary="Dismiss a job (stop it, remove its results)",
+               response_model=StatusInfo, responses={404: {"description": "No such job"}})
+async def dismiss_job(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
+    role = await current_role(request)
+    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    if run["status"] == "dismissed":
+        raise NotFound(f"The job '{jobId}' was already dismissed.")
+    await jobs.dismiss(request.app, run)
+    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    return json_response(status_info(request, run))
+
+

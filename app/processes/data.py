@@ -1,0 +1,136 @@
+"""Data inputs of processes: inline GeoJSON or tables, or references to our own collections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import shapely
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.analysis.spatial import AnalysisError
+
+
+class InlineFeature(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["Feature"]
+    id: str | int | None = None
+    geometry: dict[str, Any] | None
+    properties: dict[str, Any] | None = None
+
+
+class InlineFeatures(BaseModel):
+    """A GeoJSON FeatureCollection given inline (coordinates in CRS84 longitude/latitude)."""
+
+    model_config = ConfigDict(extra="allow", title="FeatureCollection")
+    type: Literal["FeatureCollection"]
+    features: list[InlineFeature]
+
+
+class CollectionRef(BaseModel):
+    """A reference to one of this service's collections, e.g. ``/collections/villages/items?filter=...``.
+
+    Query parameters of the items request apply (filter, bbox, datetime, property equality); the same
+    access rules as for reading the collection apply. Links to other hosts are refused."""
+
+    model_config = ConfigDict(extra="forbid", title="CollectionReference")
+    href: str = Field(min_length=1, max_length=4096, examples=["/collections/village-poverty/items"])
+
+
+TableRow = dict[str, Any]
+DataInput = Annotated[
+    InlineFeatures | CollectionRef | list[TableRow],
+    Field(description="Inline GeoJSON FeatureCollection, a table (list of objects with an 'id'), or {'href': ...} "
+          "to a collection of this service."),
+]
+
+
+@dataclass
+class Units:
+    """Resolved features: ids, shapely geometries (None for tables) and properties."""
+
+    name: str
+    ids: list[str]
+    geoms: np.ndarray | None
+    props: list[dict[str, Any]]
+    source: str  # "inline", "table" or the href
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def column(self, prop: str, *, default: float | None = None) -> np.ndarray:
+        out = np.empty(len(self.ids))
+        for i, p in enumerate(self.props):
+            v = p.get(prop, default)
+            if v is None:
+                v = default
+            if v is None or isinstance(v, bool) or not isinstance(v, int | float):
+                if isinstance(v, str):
+                    try:
+                        v = float(v)
+                    except ValueError:
+                        v = None
+                if v is None or isinstance(v, bool) or not isinstance(v, int | float):
+                    raise AnalysisError(f"{self.name}: feature {self.ids[i]!r} has no numeric '{prop}'.")
+            out[i] = float(v)
+        return out
+
+    def text(self, prop: str) -> list[str | None]:
+        return [None if p.get(prop) is None else str(p.get(prop)) for p in self.props]
+
+    def need_geometry(self) -> np.ndarray:
+        if self.geoms is None:
+            raise AnalysisError(f"{self.name}: features with geometries are needed (or give a cost matrix).")
+        return self.geoms
+
+    def subset(self, keep: np.ndarray) -> Units:
+        idx = np.flatnonzero(keep)
+        return Units(self.name, [self.ids[i] for i in idx], None if self.geoms is None else self.geoms[idx],
+                     [self.props[i] for i in idx], self.source)
+
+
+def units_from_geojson(name: str, features: list[dict[str, Any]], source: str) -> Units:
+    ids: list[str] = []
+    geoms = []
+    props = []
+    for i, f in enumerate(features):
+        g = f.get("geometry")
+        if g is None:
+            raise AnalysisError(f"{name}: feature {i} has no geometry.")
+        try:
+            geom = shapely.from_geojson(_dumps(g))
+        except Exception:
+            raise AnalysisError(f"{name}: feature {i} has an invalid geometry.") from None
+        if geom.is_empty:
+            raise AnalysisError(f"{name}: feature {i} has an empty geometry.")
+        x0, y0, x1, y1 = geom.bounds
+        if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
+            raise AnalysisError(f"{name}: feature {i} has coordinates outside longitude/latitude ranges (CRS84).")
+        fid = f.get("id")
+        p = dict(f.get("properties") or {})
+        ids.append(str(fid if fid is not None else p.get("id", i)))
+        geoms.append(geom)
+        props.append(p)
+    _unique(name, ids)
+    return Units(name, ids, np.array(geoms, dtype=object), props, source)
+
+
+def units_from_table(name: str, rows: list[dict[str, Any]]) -> Units:
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise AnalysisError(f"{name}: row {i} is not an object.")
+    ids = [str(r.get("id", i)) for i, r in enumerate(rows)]
+    _unique(name, ids)
+    return Units(name, ids, None, [dict(r) for r in rows], "table")
+
+
+def _unique(name: str, ids: list[str]) -> None:
+    if len(set(ids)) != len(ids):
+        raise AnalysisError(f"{name}: feature ids are not unique.")
+
+
+def _dumps(obj: Any) -> str:
+    import orjson
+
+    return orjson.dumps(obj).decode()

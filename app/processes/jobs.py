@@ -1,0 +1,486 @@
+"""Jobs of OGC API - Processes: stored in ``analysis_run``, queued and run by procrastinate, results
+published as tables in schema ``results`` (OGC collections).
+
+A job's life: ``accepted`` → ``running`` → ``successful`` | ``failed``; ``dismissed`` at any time by its owner.
+Synchronous executions are jobs too (recorded, same limits), run in the request instead of the queue.
+A worker that stops while running a job (restart, crash) stops sending heartbeats; the job is then failed
+with that reason by whichever worker notices (at start-up and periodically). Queued jobs stay queued in
+PostgreSQL and run when a worker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import numpy as np
+import orjson
+import procrastinate
+import shapely
+from procrastinate.jobs import Status
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.requests import Request
+
+from app.analysis.spatial import AnalysisError
+from app.auth import ROLE_RANK, allowed
+from app.errors import DomainError, Forbidden, InvalidParameter, NotFound, Unauthorized
+from app.models.codes import Role
+from app.processes.data import CollectionRef, InlineFeatures, Units, units_from_geojson, units_from_table
+from app.processes.definitions import PROCESSES, LayerOut, Outcome, Process
+from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated
+from app.settings import Settings, libpq_url
+
+log = logging.getLogger("tpa.jobs")
+QUEUE = "processes"
+LIBRARIES = ("esda", "libpysal", "spopt", "pulp", "access", "numpy", "scipy", "shapely", "pyproj", "h3")
+tasks = procrastinate.Blueprint()
+
+
+class JobFailed(DomainError):
+    status, code, title = 500, "JobFailed", "The job failed"
+
+
+# ----------------------------------------------------------------------------------------- queue
+def make_queue(settings: Settings) -> procrastinate.App:
+    queue = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=libpq_url(settings.db.url), min_size=1, max_size=4,
+        kwargs={"application_name": "tpa-gis-jobs"}))
+    queue.add_tasks_from(tasks, namespace="tpa")
+    return queue
+
+
+@dataclass
+class Runtime:
+    """What a worker needs: the FastAPI app's state (settings, engine, pools, catalogue) and the queue."""
+
+    app: Any
+    queue: procrastinate.App
+
+
+_RUNTIME: Runtime | None = None
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    global _RUNTIME
+    _RUNTIME = rt
+
+
+@tasks.task(name="run", queue=QUEUE)
+async def run_job(run_id: str) -> None:
+    if _RUNTIME is None:
+        raise RuntimeError("no job runtime configured")
+    await execute(_RUNTIME.app, uuid.UUID(run_id))
+
+
+async def run_worker(rt: Runtime) -> None:
+    s = rt.app.state.settings.processes
+    await rt.queue.run_worker_async(
+        queues=[QUEUE], concurrency=s.concurrency, wait=True, install_signal_handlers=False,
+        update_heartbeat_interval=s.heartbeat_s, stalled_worker_timeout=s.stalled_after_s, listen_notify=True,
+        name="tpa-worker", delete_jobs="successful",
+    )
+
+
+async def fail_interrupted(rt: Runtime) -> int:
+    """Fail the jobs whose worker stopped sending heartbeats, and synchronous runs older than their limit."""
+    s = rt.app.state.settings.processes
+    n = 0
+    for job in await rt.queue.job_manager.get_stalled_jobs(seconds_since_heartbeat=s.stalled_after_s):
+        run_id = job.task_kwargs.get("run_id")
+        with contextlib.suppress(Exception):
+            await rt.queue.job_manager.finish_job_by_id_async(job.id, Status.FAILED, delete_job=False)
+        if run_id:
+            n += await _finish_if_open(rt.app.state.engine, uuid.UUID(run_id), "failed",
+                                       "interrupted: the worker running the job stopped (service restart or "
+                                       "crash); execute the process again")
+    async with rt.app.state.engine.begin() as conn:
+        res = await conn.execute(text(
+            "UPDATE analysis_run SET status = 'failed', finished = now(), updated = now(), message = "
+            "'interrupted: the service stopped during a synchronous execution' "
+            "WHERE mode = 'sync' AND status IN ('accepted', 'running') "
+            "AND created < now() - make_interval(secs => :limit)"), {"limit": s.sync_time_limit_s * 2 + 60})
+        n += res.rowcount or 0
+    if n:
+        log.warning("failed %d interrupted job(s)", n)
+    return n
+
+
+async def watch_interrupted(rt: Runtime) -> None:
+    every = max(rt.app.state.settings.processes.stalled_after_s / 2, 1.0)
+    while True:
+        try:
+            await fail_interrupted(rt)
+        except Exception as exc:  # the database may be away for a while; try again later
+            log.warning("checking interrupted jobs failed: %s", type(exc).__name__)
+        await asyncio.sleep(every)
+
+
+# ----------------------------------------------------------------------------------------- store
+_RUN_COLS = ("run_id, kind, params, status::text AS status, message, progress, created, started, finished, updated, "
+             "owner, owner_role::text AS owner_role, mode, time_limit_s, result")
+
+
+async def get_run(engine: Any, run_id: uuid.UUID) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(f"SELECT {_RUN_COLS} FROM analysis_run WHERE run_id = :id AND kind LIKE "
+                                       "'process:%'"), {"id": run_id})).mappings().first()
+    return dict(row) if row else None
+
+
+async def list_runs(engine: Any, owner: str | None, limit: int, offset: int, status: list[str] | None,
+                    process_ids: list[str] | None) -> tuple[list[dict[str, Any]], int]:
+    where = ["kind LIKE 'process:%'"]
+    args: dict[str, Any] = {"limit": limit, "offset": offset}
+    if owner is not None:
+        where.append("owner = :owner")
+        args["owner"] = owner
+    if status:
+        where.append("status::text = ANY(:status)")
+        args["status"] = status
+    if process_ids:
+        where.append("kind = ANY(:kinds)")
+        args["kinds"] = [f"process:{p}" for p in process_ids]
+    sql = " AND ".join(where)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(f"SELECT {_RUN_COLS} FROM analysis_run WHERE {sql} "
+                                        "ORDER BY created DESC, run_id LIMIT :limit OFFSET :offset"), args)).mappings()
+        rows = [dict(r) for r in rows]
+        total = int(await conn.scalar(text(f"SELECT count(*) FROM analysis_run WHERE {sql}"), args) or 0)
+    return rows, total
+
+
+async def _finish_if_open(engine: Any, run_id: uuid.UUID, status: str, message: str) -> int:
+    async with engine.begin() as conn:
+        res = await conn.execute(text(
+            "UPDATE analysis_run SET status = CAST(:status AS run_status), message = :message, finished = now(), "
+            "updated = now() WHERE run_id = :id AND status IN ('accepted', 'running')"),
+            {"status": status, "message": message[:2000], "id": run_id})
+    return res.rowcount or 0
+
+
+def can_see(run: dict[str, Any], actor: str | None, role: Role | None) -> bool:
+    """Owners see their jobs; admins see every job; an anonymous job is reachable by its (secret) id."""
+    return role == Role.admin or run["owner"] is None or run["owner"] == actor
+
+
+async def visible_run(request: Request, job_id: str, actor: str | None, role: Role | None) -> dict[str, Any]:
+    try:
+        run_id = uuid.UUID(job_id)
+    except ValueError:
+        raise NotFound(f"There is no job '{job_id}'.") from None
+    run = await get_run(request.app.state.engine, run_id)
+    if run is None or not can_see(run, actor, role):
+        raise NotFound(f"There is no job '{job_id}'.")  # other users' jobs are not revealed
+    return run
+
+
+# ----------------------------------------------------------------------------------------- inputs
+_ITEMS = re.compile(r"/collections/([^/]+)/items")
+
+
+def parse_ref(request_base: str | None, root_path: str, href: str) -> tuple[str, str]:
+    """(collection id, query string) of a reference to our own items; other hosts are refused (no SSRF)."""
+    parts = urlsplit(href)
+    if parts.scheme or parts.netloc:
+        base = urlsplit(request_base or "")
+        if parts.scheme not in ("http", "https") or not base.netloc or parts.netloc != base.netloc:
+            raise InvalidParameter(f"Only collections of this service can be referenced, not {href!r}.")
+    path = parts.path
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path):]
+    m = _ITEMS.fullmatch(path)
+    if m is None:
+        raise InvalidParameter(f"A reference must point to /collections/{{id}}/items of this service: {href!r}.")
+    return m.group(1), parts.query
+
+
+def _items_request(app: Any, collection_id: str, query: str, limit: int) -> Request:
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ("f", "limit", "cursor")]
+    pairs.append(("limit", str(limit)))
+    scope = {"type": "http", "app": app, "method": "GET", "path": f"/collections/{collection_id}/items",
+             "query_string": urlencode(pairs).encode(), "headers": [], "root_path": ""}
+    return Request(scope)
+
+
+async def check_ref(request: Request, name: str, ref: CollectionRef, role: Role | None) -> tuple[str, Role | None]:
+    """Validate a reference at submission (collection, access, query); returns the relative href."""
+    from app.ogc.features import _catalog, items_query
+
+    cid, query = parse_ref(str(request.base_url), request.app.state.settings.api.root_path, ref.href)
+    catalog = await _catalog(request)
+    layer = catalog.get(cid)
+    if layer is None:
+        raise InvalidParameter(f"{name}: there is no collection '{cid}'.")
+    if not allowed(role, layer.required_role):
+        if role is None:
+            raise Unauthorized(f"{name}: authentication is required for the collection '{cid}'.")
+        raise Forbidden(f"{name}: the role '{role.value}' may not read the collection '{cid}'.")
+    items_query(_items_request(request.app, cid, query, 1), catalog, layer, role)
+    return f"/collections/{cid}/items" + (f"?{query}" if query else ""), layer.required_role
+
+
+async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_features: int) -> Units:
+    from app.ogc.features import _catalog, items_query
+    from app.repositories import features as repo
+
+    cid, query = parse_ref(None, "", href)
+    fake = _items_request(app, cid, query, max_features + 1)
+    catalog = await _catalog(fake)
+    layer = catalog.get(cid)
+    if layer is None or not allowed(role, layer.required_role):
+        raise AnalysisError(f"{name}: the collection '{cid}' is not available.")
+    q = items_query(fake, catalog, layer, role)
+    texts: list[str] = []
+    async for rows, _ in repo.stream_page(app.state.read_pool, layer, role, q):
+        texts += [r[0] for r in rows]
+        if len(texts) > max_features:
+            raise AnalysisError(f"{name}: more than {max_features} features; narrow the reference with a filter.")
+    features = orjson.loads("[" + ",".join(texts) + "]")
+    if any(f.get("geometry") is None for f in features):
+        rows = [{"id": f.get("id"), **(f.get("properties") or {})} for f in features]
+        return units_from_table(name, rows)
+    return units_from_geojson(name, features, href)
+
+
+def data_value(inputs: BaseModel, name: str) -> Any:
+    return getattr(inputs, name, None)
+
+
+async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | None) -> dict[str, Units]:
+    max_features = app.state.settings.processes.max_input_features
+    data: dict[str, Units] = {}
+    for name in process.data_inputs:
+        value = data_value(inputs, name)
+        if value is None or not isinstance(value, InlineFeatures | CollectionRef | list):
+            continue
+        if isinstance(value, CollectionRef):
+            data[name] = await fetch_ref(app, name, value.href, role, max_features)
+        elif isinstance(value, InlineFeatures):
+            if len(value.features) > max_features:
+                raise AnalysisError(f"{name}: more than {max_features} features.")
+            data[name] = units_from_geojson(name, [f.model_dump() for f in value.features], "inline")
+        else:
+            if len(value) > max_features:
+                raise AnalysisError(f"{name}: more than {max_features} rows.")
+            data[name] = units_from_table(name, value)
+    return data
+
+
+# ----------------------------------------------------------------------------------------- submit
+async def submit(request: Request, process: Process, inputs: BaseModel, outputs: dict[str, Any] | None,
+                 role: Role | None, actor: str | None, run_async: bool) -> dict[str, Any]:
+    """Record a job (after checking its references) and queue it, or run it now; returns the run row."""
+    settings: Settings = request.app.state.settings
+    result_role: Role | None = None
+    payload = inputs.model_dump(mode="json", exclude_none=True)
+    inline = False
+    for name in process.data_inputs:
+        value = data_value(inputs, name)
+        if isinstance(value, CollectionRef):
+            href, needed = await check_ref(request, name, value, role)
+            payload[name] = {"href": href}
+            if ROLE_RANK[needed] > ROLE_RANK[result_role]:
+                result_role = needed
+        elif isinstance(value, InlineFeatures | list):
+            inline = True
+    if inline and ROLE_RANK[role] > ROLE_RANK[result_role]:
+        result_role = role  # inline data is the submitter's: its results are readable at their role
+    run_id = uuid.uuid4()
+    limit = settings.processes.time_limit_s if run_async else min(settings.processes.sync_time_limit_s,
+                                                                    settings.processes.time_limit_s)
+    params = {"inputs": payload, "outputs": outputs or {}, "result_role": result_role.value if result_role else None}
+    async with request.app.state.engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO analysis_run (run_id, kind, params, input_hash, status, owner, owner_role, mode, "
+            "time_limit_s) VALUES (:id, :kind, CAST(:params AS jsonb), :hash, 'accepted', :owner, "
+            "CAST(:role AS api_role), :mode, :limit)"),
+            {"id": run_id, "kind": f"process:{process.id}", "params": orjson.dumps(params).decode(),
+             "hash": hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest(),
+             "owner": actor, "role": role.value if role else None, "mode": "async" if run_async else "sync",
+             "limit": limit})
+    if run_async:
+        queue: procrastinate.App = request.app.state.queue
+        try:
+            job_id = await queue.configure_task("tpa:run", queue=QUEUE).defer_async(run_id=str(run_id))
+        except Exception:
+            await _finish_if_open(request.app.state.engine, run_id, "failed", "the job could not be queued")
+            raise
+        async with request.app.state.engine.begin() as conn:
+            await conn.execute(text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id"),
+                               {"j": job_id, "id": run_id})
+    else:
+        await execute(request.app, run_id)
+    run = await get_run(request.app.state.engine, run_id)
+    assert run is not None
+    return run
+
+
+# ----------------------------------------------------------------------------------------- execute
+def _library_versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+async def execute(app: Any, run_id: uuid.UUID) -> None:
+    engine = app.state.engine
+    async with engine.begin() as conn:
+        row = (await conn.execute(text(
+            "UPDATE analysis_run SET status = 'running', started = now(), updated = now() "
+            "WHERE run_id = :id AND status = 'accepted' "
+            "RETURNING kind, params, owner_role::text AS owner_role, time_limit_s"), {"id": run_id})).mappings().first()
+    if row is None:
+        return  # dismissed (or already taken) before it started
+    process = PROCESSES[row["kind"].removeprefix("process:")]
+    params = row["params"]
+    role = Role(row["owner_role"]) if row["owner_role"] else None
+
+    async def dismissed() -> bool:
+        async with engine.connect() as c:
+            return (await c.scalar(text("SELECT status::text FROM analysis_run WHERE run_id = :id"),
+                                   {"id": run_id})) == "dismissed"
+
+    started = dt.datetime.now(dt.UTC)
+    try:
+        inputs = process.Inputs.model_validate(params["inputs"])
+        data = await resolve(app, process, inputs, role)
+        outcome: Outcome = await run_isolated(
+            process.id, params["inputs"], data, app.state.settings.processes.solver_threads,
+            float(row["time_limit_s"] or app.state.settings.processes.time_limit_s), dismissed)
+        await _publish(app, run_id, process, params, data, outcome, started)
+    except AnalysisError as exc:
+        await _finish_if_open(engine, run_id, "failed", f"invalid input: {exc}")
+    except JobTimeout as exc:
+        await _finish_if_open(engine, run_id, "failed", str(exc))
+    except JobStopped:
+        pass
+    except JobCrashed as exc:
+        log.error("job %s crashed: %s", run_id, exc)
+        await _finish_if_open(engine, run_id, "failed", str(exc))
+    except asyncio.CancelledError:
+        await asyncio.shield(_finish_if_open(engine, run_id, "failed", "interrupted: the service stopped while the "
+                                             "job was running; execute the process again"))
+        raise
+    except Exception as exc:  # recorded on the job; the traceback goes to the log
+        log.exception("job %s failed", run_id)
+        await _finish_if_open(engine, run_id, "failed", f"{type(exc).__name__}: {exc}")
+
+
+def _column_name(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9_]", "_", name.lower())[:50] or "value"
+    if not re.match(r"[a-z_]", base):
+        base = "_" + base
+    out, i = base, 1
+    while out in taken or out in ("fid", "geom"):
+        i += 1
+        out = f"{base}_{i}"
+    taken.add(out)
+    return out
+
+
+def _geometry_type(geoms: np.ndarray) -> str:
+    names = {shapely.get_type_id(g) for g in geoms}
+    kinds = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}
+    if len(names) == 1 and next(iter(names)) in kinds:
+        return kinds[next(iter(names))]
+    return "Geometry"
+
+
+async def _publish(app: Any, run_id: uuid.UUID, process: Process, params: dict[str, Any], data: dict[str, Units],
+                   outcome: Outcome, started: dt.datetime) -> None:
+    """Store every spatial output as a table in ``results``, register it as a collection and mark the job
+    successful — one transaction, so a job's results appear whole or not at all."""
+    result_role = params.get("result_role")
+    collections: dict[str, str] = {}
+    short = run_id.hex[:8]
+    provenance = {
+        "process": process.id, "version": process.version, "inputs": {
+            k: (v if k not in process.data_inputs or not isinstance(v, dict | list) or "href" in v else
+                {"inline": True, "features": len(data[k]) if k in data else None,
+                 "sha256": hashlib.sha256(orjson.dumps(v, option=orjson.OPT_SORT_KEYS)).hexdigest()})
+            for k, v in params["inputs"].items()},
+        "seed": params["inputs"].get("seed"), "libraries": _library_versions(),
+        "started": started.isoformat(), "finished": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    async with app.state.engine.begin() as conn:
+        for out_id, layer in outcome.layers.items():
+            table = f"r_{run_id.hex}_{out_id.replace('-', '_')}"[:63]
+            layer_id = f"{process.id}-{short}-{out_id}"
+            await _write_table(conn, table, layer)
+            await conn.execute(text(
+                "INSERT INTO published_layer (layer_id, schema_name, table_name, title, description, id_column, "
+                "geometry_column, required_role, run_id, keywords) VALUES (:lid, 'results', :t, :title, :descr, "
+                "'fid', :geom, CAST(:role AS api_role), :run, :kw)"),
+                {"lid": layer_id, "t": table, "title": f"{layer.title} (job {short})",
+                 "descr": f"{layer.description}. Output '{out_id}' of the process {process.id}, job {run_id}.",
+                 "geom": "geom" if layer.geoms is not None else None, "role": result_role, "run": run_id,
+                 "kw": ["analysis result", process.id, f"job {run_id}"]})
+            collections[out_id] = layer_id
+        result = {"values": outcome.values, "collections": collections, "provenance": provenance}
+        await conn.execute(text(
+            "UPDATE analysis_run SET status = 'successful', finished = now(), updated = now(), progress = 100, "
+            "message = 'done', result = CAST(:result AS jsonb), result_table = :rt WHERE run_id = :id "
+            "AND status = 'running'"),
+            {"result": orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode(), "id": run_id,
+             "rt": (f"r_{run_id.hex}" if collections else None)})
+
+
+async def _write_table(conn: Any, table: str, layer: LayerOut) -> None:
+    taken: set[str] = set()
+    cols = [(_column_name(name, taken), pg, values) for name, (pg, values) in layer.columns.items()]
+    ddl = ", ".join(f'"{c}" {pg}' for c, pg, _ in cols)
+    geom_sql = ""
+    if layer.geoms is not None:
+        geom_sql = f", geom geometry({_geometry_type(layer.geoms)}, 4326)"
+    await conn.execute(text(f'CREATE TABLE results."{table}" (fid text PRIMARY KEY{", " + ddl if ddl else ""}'
+                            f"{geom_sql})"))
+    names = ["fid"] + [c for c, _, _ in cols]
+    binds = [":fid"] + [f":c{i}" for i in range(len(cols))]
+    if layer.geoms is not None:
+        names.append("geom")
+        binds.append("ST_GeomFromWKB(:g, 4326)")
+    rows = []
+    wkb = shapely.to_wkb(layer.geoms) if layer.geoms is not None else None
+    for k, fid in enumerate(layer.ids):
+        r: dict[str, Any] = {"fid": fid}
+        for i, (_, _, values) in enumerate(cols):
+            r[f"c{i}"] = values[k]
+        if wkb is not None:
+            r["g"] = wkb[k]
+        rows.append(r)
+    if rows:
+        quoted = ", ".join(f'"{n}"' for n in names)
+        await conn.execute(text(f'INSERT INTO results."{table}" ({quoted}) VALUES ({", ".join(binds)})'), rows)
+    if layer.geoms is not None:
+        await conn.execute(text(f'CREATE INDEX ON results."{table}" USING gist (geom)'))
+
+
+async def dismiss(app: Any, run: dict[str, Any]) -> None:
+    """Dismiss a job: stop it (queued or running) and remove its published results."""
+    engine = app.state.engine
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "UPDATE analysis_run SET status = 'dismissed', message = 'dismissed', updated = now(), "
+            "finished = coalesce(finished, now()) WHERE run_id = :id"), {"id": run["run_id"]})
+        tables = (await conn.execute(text(
+            "DELETE FROM published_layer WHERE run_id = :id RETURNING schema_name, table_name"),
+            {"id": run["run_id"]})).all()
+        for schema, table in tables:
+            await conn.execute(text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
+        job_id = await conn.scalar(text("SELECT queue_job_id FROM analysis_run WHERE run_id = :id"),
+                                   {"id": run["run_id"]})
+    if job_id is not None and getattr(app.state, "queue", None) is not None:
+        with contextlib.suppress(Exception):
+            await app.state.queue.job_manager.cancel_job_by_id_async(job_id, abort=True)
