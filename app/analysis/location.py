@@ -341,6 +341,7 @@ def pmedian(cost: np.ndarray, weights: np.ndarray, p: int, existing: list[int], 
                 upper, chosen = value, sites
             lower = max(lower, bound)
             notes.append(f"exact CBC model over all {n * m} pairs: {st}")
+    lower = min(lower, upper)  # the bound may exceed the cost by rounding only
     gap = _relative_gap(upper, lower)
     if gap <= 1e-9:
         status = "optimal"
