@@ -37,13 +37,12 @@ from app.errors import DomainError, Forbidden, InvalidParameter, NotFound, Unaut
 from app.models.codes import Role
 from app.processes.data import CollectionRef, InlineFeatures, Units, units_from_geojson, units_from_table
 from app.processes.definitions import PROCESSES, LayerOut, Outcome, Process
-from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated
+from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated, warm_up
 from app.settings import Settings, libpq_url
 
 log = logging.getLogger("tpa.jobs")
 QUEUE = "processes"
 LIBRARIES = ("esda", "libpysal", "spopt", "pulp", "access", "numpy", "scipy", "shapely", "pyproj", "h3")
-tasks = procrastinate.Blueprint()
 
 
 class JobFailed(DomainError):
@@ -55,7 +54,7 @@ def make_queue(settings: Settings) -> procrastinate.App:
     queue = procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=libpq_url(settings.db.url), min_size=1, max_size=4,
         kwargs={"application_name": "tpa-gis-jobs"}))
-    queue.add_tasks_from(tasks, namespace="tpa")
+    queue.task(name="tpa:run", queue=QUEUE)(run_job)  # registered per App: tests open several
     return queue
 
 
@@ -75,7 +74,6 @@ def set_runtime(rt: Runtime | None) -> None:
     _RUNTIME = rt
 
 
-@tasks.task(name="run", queue=QUEUE)
 async def run_job(run_id: str) -> None:
     if _RUNTIME is None:
         raise RuntimeError("no job runtime configured")
@@ -84,6 +82,7 @@ async def run_job(run_id: str) -> None:
 
 async def run_worker(rt: Runtime) -> None:
     s = rt.app.state.settings.processes
+    await asyncio.get_running_loop().run_in_executor(None, warm_up)
     await rt.queue.run_worker_async(
         queues=[QUEUE], concurrency=s.concurrency, wait=True, install_signal_handlers=False,
         update_heartbeat_interval=s.heartbeat_s, stalled_worker_timeout=s.stalled_after_s, listen_notify=True,
@@ -435,6 +434,14 @@ async def _publish(app: Any, run_id: uuid.UUID, process: Process, params: dict[s
             "AND status = 'running'"),
             {"result": orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode(), "id": run_id,
              "rt": (f"r_{run_id.hex}" if collections else None)})
+    _recheck_catalog(app)
+
+
+def _recheck_catalog(app: Any) -> None:
+    """Make this instance re-read the published layers on its next request (others do within a second)."""
+    catalog = getattr(app.state, "catalog", None)
+    if catalog is not None:
+        catalog.checked = 0.0
 
 
 async def _write_table(conn: Any, table: str, layer: LayerOut) -> None:
@@ -481,6 +488,7 @@ async def dismiss(app: Any, run: dict[str, Any]) -> None:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
         job_id = await conn.scalar(text("SELECT queue_job_id FROM analysis_run WHERE run_id = :id"),
                                    {"id": run["run_id"]})
+    _recheck_catalog(app)
     if job_id is not None and getattr(app.state, "queue", None) is not None:
         with contextlib.suppress(Exception):
             await app.state.queue.job_manager.cancel_job_by_id_async(job_id, abort=True)

@@ -37,6 +37,7 @@ def _child(conn: Any, process_id: str, inputs: dict[str, Any], data: dict[str, A
     from app.processes.definitions import PROCESSES
 
     os.setpgrp()  # its own process group: a kill stops the solver (CBC) it starts too
+    _die_with_parent()
     try:
         proc = PROCESSES[process_id]
         out = proc.run(proc.Inputs.model_validate(inputs), data, threads)
@@ -51,6 +52,24 @@ def _child(conn: Any, process_id: str, inputs: dict[str, Any], data: dict[str, A
         conn.close()
 
 
+def _die_with_parent() -> None:
+    """Linux: be killed when the forkserver goes (it exits when the service dies, even by SIGKILL), so an
+    analysis never outlives the service that would record its result."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def warm_up() -> None:
+    """Start the forkserver (and its imports) ahead of the first job."""
+    _CTX.Process(target=_noop, daemon=True).start()
+
+
+def _noop() -> None:
+    return None
+
+
 async def run_isolated(
     process_id: str, inputs: dict[str, Any], data: dict[str, Any], threads: int, time_limit: float,
     should_stop: Callable[[], Awaitable[bool]] | None = None, check_every: float = 1.0,
@@ -59,7 +78,8 @@ async def run_isolated(
     loop = asyncio.get_running_loop()
     recv, send = _CTX.Pipe(duplex=False)
     child = _CTX.Process(target=_child, args=(send, process_id, inputs, data, threads), daemon=True)
-    child.start()
+    # the first start launches the forkserver (imports of ~3 s): keep the event loop (heartbeats) free
+    await loop.run_in_executor(None, child.start)
     send.close()
     deadline = time.monotonic() + time_limit
     try:

@@ -1,0 +1,249 @@
+"""OGC API - Processes over HTTP: descriptions, sync and async execution, references, access, jobs,
+dismissal, time limits, restart, and results as collections read by GDAL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import numpy as np
+import pytest
+import shapely
+from tpa_testing import ThrowawayDatabase, client_for, run_async, serve, settings_for
+
+from app.models.codes import Role
+
+PROCESS_IDS = {"spatial-autocorrelation", "hotspots", "project-coverage-correlation", "accessibility",
+               "coverage-gaps", "location-allocation"}
+
+
+@pytest.fixture(scope="module")
+def proc_db() -> Iterator[ThrowawayDatabase]:
+    from conftest import _load_demo
+
+    with ThrowawayDatabase("proc") as db:
+        db.upgrade()
+        run_async(_load_demo(db.url))
+        yield db
+
+
+@pytest.fixture(scope="module")
+def proc_keys(proc_db: ThrowawayDatabase) -> dict[Role, str]:
+    from conftest import _make_keys
+
+    return _make_keys(proc_db.url)
+
+
+@pytest.fixture
+async def pc(proc_db: ThrowawayDatabase) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(settings_for(proc_db.url)) as c:
+        yield c
+
+
+def _lattice_fc(values: list[float]) -> dict:
+    n = int(len(values) ** 0.5)
+    feats = []
+    for k, v in enumerate(values):
+        i, j = k % n, k // n
+        g = shapely.box(120 + 0.01 * i, 40 + 0.01 * j, 120 + 0.01 * (i + 1), 40 + 0.01 * (j + 1))
+        feats.append({"type": "Feature", "id": f"u{k}", "geometry": shapely.geometry.mapping(g),
+                      "properties": {"poor": v}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+async def test_process_list_and_descriptions(pc: httpx.AsyncClient):
+    body = (await pc.get("/processes")).json()
+    assert {p["id"] for p in body["processes"]} == PROCESS_IDS
+    d = (await pc.get("/processes/location-allocation")).json()
+    assert set(d["inputs"]) >= {"model", "demand", "candidates", "existing", "p", "service_radius", "cost_matrix",
+                                "time_limit_s"}
+    assert d["inputs"]["model"]["schema"]["enum"] == ["lscp", "mclp", "pmedian", "pcenter"]
+    assert set(d["outputs"]) >= {"selected", "assignment", "objective", "coverage_weighted_pct", "status", "mip_gap"}
+    conf = (await pc.get("/conformance")).json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core" in conf
+    assert "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/dismiss" in conf
+    r = await pc.get("/processes/nope")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    api = (await pc.get("/api")).json()
+    schema = api["paths"]["/processes/accessibility/execution"]["post"]["requestBody"]["content"]["application/json"]
+    assert schema["schema"]["$ref"].endswith("/ExecuteAccessibility")
+
+
+async def test_sync_autocorrelation_inline_equals_esda_and_is_published(pc: httpx.AsyncClient):
+    import esda
+    import libpysal
+
+    values = [float((k % 5) * (k // 5) + (k % 3)) for k in range(25)]
+    r = await pc.post("/processes/spatial-autocorrelation/execution", json={"inputs": {
+        "features": _lattice_fc(values), "variable": "poor", "weights": {"type": "rook"}, "permutations": 99}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"global", "features", "weights", "provenance"}
+    geoms = [shapely.geometry.shape(f["geometry"]) for f in _lattice_fc(values)["features"]]
+    w = libpysal.weights.Rook.from_iterable(geoms)
+    ref = esda.Moran(np.array(values), w, permutations=0)
+    assert body["global"]["moran_i"] == pytest.approx(ref.I, rel=1e-12)
+    assert body["global"]["z_norm"] == pytest.approx(ref.z_norm, rel=1e-12)
+    assert body["provenance"]["libraries"]["esda"] == esda.__version__ and body["provenance"]["seed"] == 12345
+    href = body["features"]["href"]
+    items = (await pc.get(href.replace("http://testserver", ""), params={"limit": 100})).json()
+    assert items["numberMatched"] == 25
+    assert {f["properties"]["quadrant"] for f in items["features"]} <= {"HH", "LH", "LL", "HL"}
+    lid = href.split("/collections/")[1].split("/")[0]
+    ids = [c["id"] for c in (await pc.get("/collections")).json()["collections"]]
+    assert lid in ids
+
+
+async def test_references_filters_and_access(pc: httpx.AsyncClient, proc_keys: dict[Role, str]):
+    r = await pc.post("/processes/hotspots/execution", json={"inputs": {
+        "features": {"href": "/collections/villages/items?filter=population > 600"}, "variable": "population",
+        "permutations": 9}})
+    assert r.status_code == 200, r.text
+    n = sum(r.json()["summary"].values())
+    all_v = (await pc.get("/collections/villages/items", params={"filter": "population > 600", "limit": 1})).json()
+    assert n == all_v["numberMatched"]
+    for bad in ("http://169.254.169.254/latest/meta-data", "https://example.org/collections/villages/items",
+                "/collections/nope/items", "/processes", "file:///etc/passwd"):
+        r = await pc.post("/processes/hotspots/execution", json={"inputs": {
+            "features": {"href": bad}, "variable": "population"}})
+        assert r.status_code == 400, (bad, r.text)
+    r = await pc.post("/processes/hotspots/execution", json={"inputs": {
+        "features": {"href": "/collections/households/items"}, "variable": "size"}})
+    assert r.status_code == 401
+    r = await pc.post("/processes/hotspots/execution", json={"inputs": {
+        "features": {"href": "/collections/villages/items?filter=nosuch > 1"}, "variable": "population"}})
+    assert r.status_code == 400
+    r = await pc.post("/processes/hotspots/execution", json={"inputs": {
+        "features": {"href": "/collections/villages/items"}, "variable": "nosuch"}})
+    assert r.status_code == 400 and "nosuch" in r.json()["detail"]
+    r = await pc.post("/processes/hotspots/execution", json={"inputs": {"variable": "x"}})
+    assert r.status_code == 400
+
+
+async def test_async_job_life_cycle_and_dismissal(pc: httpx.AsyncClient, proc_keys: dict[Role, str]):
+    key = {"Authorization": f"Bearer {proc_keys[Role.analyst]}"}
+    other = {"Authorization": f"Bearer {proc_keys[Role.admin]}"}
+    r = await pc.post("/processes/coverage-gaps/execution", headers={**key, "Prefer": "respond-async"}, json={
+        "inputs": {"demand": {"href": "/collections/villages/items"}, "demand_weight": "population",
+                   "supply": {"href": "/collections/facilities/items"}, "threshold": 8.0}})
+    assert r.status_code == 201, r.text
+    loc = r.headers["location"].replace("http://testserver", "")
+    assert r.json()["status"] in ("accepted", "running", "successful")
+    for _ in range(150):
+        st = (await pc.get(loc, headers=key)).json()
+        if st["status"] in ("successful", "failed"):
+            break
+        await asyncio.sleep(0.2)
+    assert st["status"] == "successful", st
+    res = (await pc.get(loc + "/results", headers=key)).json()
+    assert set(res) == {"summary", "gaps", "provenance"}
+    for t, s in res["summary"].items():
+        assert s["share"] == pytest.approx(s["population_affected"] / s["population_total"]), t
+    jobs = (await pc.get("/jobs", headers=key)).json()
+    assert st["jobID"] in [j["jobID"] for j in jobs["jobs"]]
+    assert (await pc.get("/jobs")).status_code == 401
+    gaps = res["gaps"]["href"].replace("http://testserver", "")
+    assert (await pc.get(gaps)).status_code in (200, 401)
+    assert (await pc.get(gaps, headers=key)).status_code == 200
+    d = await pc.delete(loc, headers=key)
+    assert d.status_code == 200 and d.json()["status"] == "dismissed"
+    assert (await pc.get(gaps, headers=key)).status_code == 404
+    assert (await pc.get(loc + "/results", headers=key)).status_code == 404
+    assert (await pc.get(loc, headers=other)).json()["status"] == "dismissed"  # admins see every job
+
+
+async def test_location_allocation_and_accessibility_over_http(pc: httpx.AsyncClient):
+    demand = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": f"d{i}", "geometry": {"type": "Point", "coordinates": [120 + x, 40.0]},
+         "properties": {"poor_persons": w}} for i, (x, w) in enumerate([(0, 1), (0.01, 1), (0.02, 1), (0.1, 5)])]}
+    cands = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    cost = [[0, 2, 10], [1, 1, 9], [2, 0, 8], [10, 8, 0]]
+    r = await pc.post("/processes/location-allocation/execution", json={"inputs": {
+        "model": "mclp", "demand": demand, "candidates": cands[:2], "existing": cands[2:], "p": 2,
+        "service_radius": 1.5, "cost_matrix": cost}})
+    assert r.status_code == 200, r.text
+    b = r.json()
+    assert b["status"] == "optimal" and b["mip_gap"] == 0.0 and b["objective"] == 7.0
+    assert b["coverage_weighted_pct"] == pytest.approx(87.5)
+    r = await pc.post("/processes/accessibility/execution", json={"inputs": {
+        "demand": [{"id": "1", "poor_persons": 100}, {"id": "2", "poor_persons": 200}, {"id": "3", "poor_persons": 50}],
+        "supply": [{"id": "s1", "capacity": 10}, {"id": "s2", "capacity": 5}],
+        "cost_matrix": [[5, 25], [15, 8], [40, 12]], "max_cost": 30}})
+    assert r.status_code == 200, r.text
+    assert r.json()["summary"]["max_access"] == pytest.approx(10 / 300 + 5 / 350)
+    r = await pc.post("/processes/location-allocation/execution", json={"inputs": {
+        "model": "pmedian", "demand": demand, "candidates": {"h3_resolution": 7}, "p": 2}})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "optimal"
+    r = await pc.post("/processes/location-allocation/execution", json={"inputs": {
+        "model": "mclp", "demand": demand, "candidates": cands, "p": 2}})
+    assert r.status_code == 400  # mclp needs a service radius
+
+
+async def test_project_coverage_correlation_demo(pc: httpx.AsyncClient):
+    r = await pc.post("/processes/project-coverage-correlation/execution", json={"inputs": {
+        "units": {"href": "/collections/villages/items"}, "poor_variable": "population",
+        "projects": {"href": "/collections/projects/items"}, "permutations": 99}})
+    assert r.status_code == 200, r.text
+    b = r.json()
+    assert -1 <= b["global"]["i_b"] <= 1 and b["global"]["projects_used"] > 0
+    items = (await pc.get(b["features"]["href"].replace("http://testserver", ""), params={
+        "filter": "candidate_zone = true", "limit": 1000})).json()
+    assert items["numberMatched"] == b["candidate_zones"]["count"]
+    assert all(f["properties"]["quadrant"] == "HL" and f["properties"]["significant"] for f in items["features"])
+
+
+async def test_sync_time_limit(proc_db: ThrowawayDatabase):
+    s = settings_for(proc_db.url)
+    s.processes.sync_time_limit_s = 1
+    async with client_for(s) as c:
+        t0 = time.monotonic()
+        r = await c.post("/processes/spatial-autocorrelation/execution", json={"inputs": {
+            "features": {"href": "/collections/villages/items"}, "variable": "population", "permutations": 99999}})
+        assert time.monotonic() - t0 < 15
+        assert r.status_code == 503 and "time limit" in r.json()["detail"]
+        job = r.json()["jobID"]
+        st = (await c.get(f"/jobs/{job}")).json()
+        assert st["status"] == "failed" and "time limit" in st["message"]
+
+
+def test_restart_fails_the_running_job_and_runs_the_queued_one(proc_db: ThrowawayDatabase):
+    env = {"TPA_PROCESSES_HEARTBEAT_S": "0.5", "TPA_PROCESSES_STALLED_AFTER_S": "2"}
+    slow = {"inputs": {"features": {"href": "/collections/villages/items"}, "variable": "population",
+                       "permutations": 99999}}
+    quick = {"inputs": {"features": {"href": "/collections/villages/items"}, "variable": "population",
+                        "permutations": 9}}
+    hdr = {"Prefer": "respond-async"}
+    with serve(proc_db.url, extra_env=env) as url:
+        pid = int(httpx.get(url + "/healthz").headers.get("x-pid", "0") or 0)
+        a = httpx.post(url + "/processes/spatial-autocorrelation/execution", json=slow, headers=hdr).json()["jobID"]
+        b = httpx.post(url + "/processes/hotspots/execution", json=quick, headers=hdr).json()["jobID"]
+        for _ in range(100):
+            if httpx.get(f"{url}/jobs/{a}").json()["status"] == "running":
+                break
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/jobs/{b}").json()["status"] == "accepted"
+        out = subprocess.run(["pgrep", "-f", f"--port {url.rsplit(':', 1)[1]}"], capture_output=True, text=True)
+        for p in out.stdout.split():
+            os.kill(int(p), signal.SIGKILL)
+        del pid
+    with serve(proc_db.url, extra_env=env) as url:
+        for _ in range(150):
+            sa = httpx.get(f"{url}/jobs/{a}").json()
+            sb = httpx.get(f"{url}/jobs/{b}").json()
+            if sa["status"] == "failed" and sb["status"] == "successful":
+                break
+            time.sleep(0.2)
+        assert sa["status"] == "failed" and "interrupted" in sa["message"]
+        assert sb["status"] == "successful", sb["message"]
+        lid = httpx.get(f"{url}/jobs/{b}/results").json()["features"]["href"].split("/collections/")[1].split("/")[0]
+        if shutil.which("ogrinfo"):
+            info = subprocess.run(["ogrinfo", "-ro", "-so", f"OAPIF:{url}/collections/{lid}", lid],
+                                  capture_output=True, text=True, timeout=60)
+            assert "Feature Count: 1200" in info.stdout, info.stdout + info.stderr
