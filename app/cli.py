@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -503,6 +504,30 @@ def serve(
 
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
                 proxy_headers=True)
+
+
+@app.command("worker")
+def worker(
+    concurrency: int = typer.Option(1, help="Jobs run at the same time."),
+) -> None:
+    """Run process jobs without serving HTTP (for deployments with TPA_PROCESSES_WORKER=false on the API)."""
+    import asyncio
+
+    from app.main import create_app
+
+    async def run() -> None:
+        settings = Settings()
+        settings.processes.worker = True
+        settings.processes.concurrency = concurrency
+        web = create_app(settings)
+        async with web.router.lifespan_context(web):
+            if web.state.catalog is None:
+                raise SystemExit("the database is not reachable or not migrated")
+            console.print(f"worker running (concurrency {concurrency}); Ctrl+C stops it")
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 def openapi_document() -> dict:

@@ -78,7 +78,8 @@ async def test_collections_by_role(api, api_keys):
     anon = (await api.get("/collections")).json()
     validate(anon, P1 + "collections.yaml")
     ids = [c["id"] for c in anon["collections"]]
-    assert ids == ["admin-units", "villages", "projects", "facilities", "telecom-presence", "telecom-residents",
+    assert ids == ["admin-units", "villages", "village-poverty", "projects", "facilities", "telecom-presence",
+                   "telecom-residents",
                    "telecom-cell-indicators", "telecom-admin-indicators", "telecom-od"]
     analyst = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.analyst]}"})).json()
     assert [c["id"] for c in analyst["collections"]] == ids + ["households"]

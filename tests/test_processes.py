@@ -247,3 +247,47 @@ def test_restart_fails_the_running_job_and_runs_the_queued_one(proc_db: Throwawa
             info = subprocess.run(["ogrinfo", "-ro", "-so", f"OAPIF:{url}/collections/{lid}", lid],
                                   capture_output=True, text=True, timeout=60)
             assert "Feature Count: 1200" in info.stdout, info.stdout + info.stderr
+
+
+async def test_village_poverty_layer_aggregates_and_suppresses(pc: httpx.AsyncClient, proc_keys: dict[Role, str]):
+    admin = {"Authorization": f"Bearer {proc_keys[Role.admin]}"}
+    vp = (await pc.get("/collections/village-poverty/items", params={"limit": 2000})).json()
+    assert vp["numberMatched"] == 1200
+    params = {"limit": 10000, "skipGeometry": "true", "properties": "village_code,status,size"}
+    hh = (await pc.get("/collections/households/items", headers=admin, params=params)).json()
+    feats = hh["features"]
+    while any(lk["rel"] == "next" for lk in hh["links"]):
+        nxt = next(lk["href"] for lk in hh["links"] if lk["rel"] == "next").replace("http://testserver", "")
+        hh = (await pc.get(nxt, headers=admin)).json()
+        feats += hh["features"]
+    assert len(feats) == 25_000  # the demo registry is one snapshot
+    poor_hh: dict[str, int] = {}
+    poor_pp: dict[str, int] = {}
+    registered: dict[str, int] = {}
+    for f in feats:
+        p = f["properties"]
+        registered[p["village_code"]] = registered.get(p["village_code"], 0) + 1
+        if p["status"] in ("poor", "returned"):
+            poor_hh[p["village_code"]] = poor_hh.get(p["village_code"], 0) + 1
+            poor_pp[p["village_code"]] = poor_pp.get(p["village_code"], 0) + p["size"]
+    checked = suppressed = 0
+    for f in vp["features"]:
+        p = f["properties"]
+        n = poor_hh.get(f["id"], 0)
+        if 0 < n < 5:
+            assert p["suppressed"] and p["poor_households"] is None and p["poor_persons"] is None
+            suppressed += 1
+        else:
+            assert p["poor_households"] == n and p["poor_persons"] == poor_pp.get(f["id"], 0)
+            assert p["poverty_rate"] == pytest.approx(poor_pp.get(f["id"], 0) / p["population"])
+            checked += 1
+        reg = registered.get(f["id"], 0)
+        assert p["registered_households"] == (None if 0 < reg < 5 else reg)
+        assert p["suppressed"] == (0 < n < 5 or 0 < reg < 5)
+    assert checked > 100 and suppressed > 0
+    # the Stage 1 demand layer works as a process input, suppressed villages filtered out
+    r = await pc.post("/processes/hotspots/execution", json={"inputs": {
+        "features": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+        "variable": "poor_persons", "permutations": 99}})
+    assert r.status_code == 200, r.text
+    assert sum(r.json()["summary"].values()) == sum(not f["properties"]["suppressed"] for f in vp["features"])

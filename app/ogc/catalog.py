@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Column, MetaData, Table, func, literal, select, text
+from sqlalchemy import Column, MetaData, Table, case, func, literal, null, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
@@ -249,6 +249,8 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         ),
     ))
 
+    layers.append(village_poverty_layer(v, a, h))
+
     layers.append(Layer(
         id="projects",
         title="Poverty-alleviation projects",
@@ -395,6 +397,60 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
     ))
 
     return layers
+
+
+# DOMAIN §5.5: public layers show village aggregates of the registry; an aggregate of fewer than 5
+# households is suppressed (a count of 0 reveals nobody and is shown).
+MIN_HOUSEHOLDS = 5
+POOR_STATUSES = ("poor", "returned")
+
+
+def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
+    """Public poverty aggregates of the current registry per village (the Stage 1 demand layer)."""
+    poor = h.c.status.in_(POOR_STATUSES)
+    # the registry as of each region's latest snapshot (the newest valid_from); rows still open or closed later
+    latest = select(h.c.region_id, func.max(h.c.valid_from).label("at")).group_by(h.c.region_id).subquery("latest")
+    agg = (select(h.c.village_code.label("code"), func.count().label("registered"),
+                  func.count().filter(poor).label("poor_hh"),
+                  func.coalesce(func.sum(h.c.size).filter(poor), 0).label("poor_pp"))
+           .select_from(h.join(latest, latest.c.region_id == h.c.region_id))
+           .where(h.c.valid_from <= latest.c.at, (h.c.valid_to.is_(None)) | (h.c.valid_to > latest.c.at))
+           .group_by(h.c.village_code).subquery("village_registry"))
+    poor_hh = func.coalesce(agg.c.poor_hh, 0)
+    registered = func.coalesce(agg.c.registered, 0)
+    small = (poor_hh > 0) & (poor_hh < MIN_HOUSEHOLDS)
+    small_reg = (registered > 0) & (registered < MIN_HOUSEHOLDS)
+
+    def unless(cond: Any, value: Any) -> Any:
+        return case((cond, null()), else_=value)
+
+    poor_pp = unless(small, func.coalesce(agg.c.poor_pp, 0))
+    return Layer(
+        id="village-poverty",
+        title="Village poverty (registry aggregates)",
+        description="Per village, from the poor-household registry as of its latest snapshot: registered "
+        "households, poor households (status poor or returned), poor persons and the poverty rate (poor persons / population). "
+        f"Counts of 1–{MIN_HOUSEHOLDS - 1} households are suppressed (null, suppressed = true). The demand "
+        "layer of the Stage 1 processes.",
+        source=v.join(a, a.c.code == v.c.code).outerjoin(agg, agg.c.code == v.c.code),
+        id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
+        props=(
+            _p("region", v.c.region_id, STRING, "Region id"),
+            _p("name", a.c.name, STRING, "Village name"),
+            _p("township_code", a.c.parent_code, STRING, "Code of the township"),
+            _p("is_poverty_village", v.c.is_poverty_village, BOOLEAN, "Registered poverty village"),
+            _p("population", v.c.population, INTEGER, "Registered population (village form)"),
+            _p("registered_households", unless(small_reg, registered), INTEGER,
+               "Households in the current registry"),
+            _p("poor_households", unless(small, poor_hh), INTEGER, "Households with status poor or returned"),
+            _p("poor_persons", poor_pp, INTEGER, "Members of those households"),
+            _p("poverty_rate", unless(small, func.cast(func.coalesce(agg.c.poor_pp, 0), Double) / func.nullif(
+                func.cast(v.c.population, Double), 0)), NUMBER, "Poor persons / population"),
+            _p("suppressed", small | small_reg, BOOLEAN, f"A count covers fewer than {MIN_HOUSEHOLDS} households"),
+        ),
+        keywords=("villages", "poverty", "registry aggregates", "Stage 1"),
+        versioned=("public.village", "public.admin_unit", "public.household"),
+    )
 
 
 def telecom_layers() -> list[Layer]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.analysis.spatial import AnalysisError
 from app.auth import current_role
-from app.errors import DomainError, NotFound, Unauthorized
+from app.errors import DomainError, InvalidParameter, NotFound, Unauthorized
 from app.ogc.render import json_response, link, url_for
 from app.processes import jobs
 from app.processes.definitions import PROCESSES, Process
@@ -168,14 +168,17 @@ def _execution_route(p: Process) -> None:
         "Execute" + "".join(w.capitalize() for w in p.id.split("-")),
         __config__=ConfigDict(extra="forbid"),
         inputs=(p.Inputs, Field(description=f"Inputs of {p.id}")),
-        outputs=(dict[Literal[tuple(p.outputs)], OutputRequest] | None,  # type: ignore[valid-type]
-                 Field(None, description="Outputs to return (default: all)")),
+        outputs=(dict[str, OutputRequest] | None,
+                 Field(None, description="Outputs to return (default: all): " + ", ".join(p.outputs))),
         response=(Literal["document"], Field("document", description="Results document (one member per output)")),
     )
 
     async def execute(request: Request, body: Annotated[model, Body()]) -> Response:  # type: ignore[valid-type]
         role = await current_role(request)
         outputs = {k: v.model_dump(exclude_none=True) for k, v in (body.outputs or {}).items()}
+        unknown = sorted(set(outputs) - set(p.outputs))
+        if unknown:
+            raise InvalidParameter(f"{p.id} has no output {', '.join(unknown)}; outputs: {', '.join(p.outputs)}.")
         run_async = _prefers_async(request)
         try:
             run = await jobs.submit(request, p, body.inputs, outputs, role, _actor(request), run_async)
