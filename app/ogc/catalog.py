@@ -429,7 +429,8 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
         id="village-poverty",
         title="Village poverty (registry aggregates)",
         description="Per village, from the poor-household registry as of its latest snapshot: registered "
-        "households, poor households (status poor or returned), poor persons and the poverty rate (poor persons / population). "
+        "households, poor households (status poor or returned), poor persons and the poverty rate "
+        "(poor persons / population). "
         f"Counts of 1–{MIN_HOUSEHOLDS - 1} households are suppressed (null, suppressed = true). The demand "
         "layer of the Stage 1 processes.",
         source=v.join(a, a.c.code == v.c.code).outerjoin(agg, agg.c.code == v.c.code),
