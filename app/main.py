@@ -29,6 +29,7 @@ from app.repositories.features import CountCache
 from app.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+SHUTDOWN_TIMEOUT_S = 10.0
 
 # OGC modules enabled in this build: (router, conformance classes)
 OGC_MODULES = (
@@ -75,14 +76,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # shutdown is bounded: a running job is aborted (and recorded as interrupted), never waited for
             for task in background:
                 task.cancel()
-            for task in background:
-                with contextlib.suppress(BaseException):
-                    await task
+            if background:
+                _, pending = await asyncio.wait(background, timeout=SHUTDOWN_TIMEOUT_S)
+                for task in pending:
+                    logging.getLogger("tpa").warning("%s did not stop within %s s", task.get_name(),
+                                                     SHUTDOWN_TIMEOUT_S)
             set_runtime(None)
             if queue_open:
-                await app.state.queue.close_async()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(app.state.queue.close_async(), SHUTDOWN_TIMEOUT_S)
             await app.state.read_pool.close()
             await engine.dispose()
 

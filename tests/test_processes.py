@@ -291,3 +291,101 @@ async def test_village_poverty_layer_aggregates_and_suppresses(pc: httpx.AsyncCl
         "variable": "poor_persons", "permutations": 99}})
     assert r.status_code == 200, r.text
     assert sum(r.json()["summary"].values()) == sum(not f["properties"]["suppressed"] for f in vp["features"])
+
+
+def _points_fc(xy: np.ndarray, props: list[dict]) -> dict:
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": f"p{i}", "geometry": {"type": "Point", "coordinates": [float(x), float(y)]},
+         "properties": p} for i, ((x, y), p) in enumerate(zip(xy, props, strict=True))]}
+
+
+async def _items(pc: httpx.AsyncClient, link: dict, **params: object) -> list[dict]:
+    body = (await pc.get(link["href"].replace("http://testserver", ""), params={"limit": 10000, **params})).json()
+    return body["features"]
+
+
+async def test_hotspots_gaps_and_bivariate_numbers_over_http(pc: httpx.AsyncClient):
+    import esda
+    import libpysal
+
+    rng = np.random.default_rng(11)
+    lonlat = np.column_stack([123.5 + rng.uniform(0, 0.3, 40), 42.3 + rng.uniform(0, 0.2, 40)])
+    y = rng.gamma(2.0, 10.0, 40).round(3)
+    fc = _points_fc(lonlat, [{"poor": float(v)} for v in y])
+    r = await pc.post("/processes/hotspots/execution", json={"inputs": {
+        "features": fc, "variable": "poor", "weights": {"type": "knn", "k": 5}, "permutations": 99,
+        "analysis_crs": 32651}})
+    assert r.status_code == 200, r.text
+    got = {f["id"]: f["properties"]["gi_z"] for f in await _items(pc, r.json()["features"])}
+    # closed form of Gi* (DOMAIN §3.2) with binary KNN-5 weights in EPSG:32651 plus the unit itself
+    from pyproj import Transformer
+
+    x, yy = Transformer.from_crs(4326, 32651, always_xy=True).transform(lonlat[:, 0], lonlat[:, 1])
+    w = libpysal.weights.KNN.from_array(np.column_stack([x, yy]), k=5)
+    wb = (w.sparse > 0).astype(float).toarray()
+    np.fill_diagonal(wb, 1.0)
+    n = len(y)
+    wi = wb.sum(axis=1)
+    z = (wb @ y - y.mean() * wi) / (y.std() * np.sqrt((n * (wb ** 2).sum(axis=1) - wi ** 2) / (n - 1)))
+    np.testing.assert_allclose([got[f"p{i}"] for i in range(n)], z, atol=1e-8)
+
+    # coverage gaps by hand: demand at 0, 0.5 and 1 degree east of a clinic at 40° N; threshold 50 km
+    demand = _points_fc(np.array([[120.0, 40.0], [120.5, 40.0], [121.0, 40.0]]),
+                        [{"poor_persons": 10}, {"poor_persons": 20}, {"poor_persons": 30}])
+    supply = _points_fc(np.array([[120.0, 40.0], [121.0, 40.0]]), [{"class": "clinic"}, {"class": "school_primary"}])
+    r = await pc.post("/processes/coverage-gaps/execution", json={"inputs": {
+        "demand": demand, "supply": supply, "thresholds": {"clinic": 50, "school_primary": 50}}})
+    assert r.status_code == 200, r.text
+    s = r.json()["summary"]
+    assert s["clinic"]["units_in_gap"] == 1 and s["clinic"]["population_affected"] == 30
+    assert s["clinic"]["share"] == pytest.approx(0.5)
+    assert s["school_primary"]["units_in_gap"] == 1 and s["school_primary"]["population_affected"] == 10
+    gaps = await _items(pc, r.json()["gaps"])
+    assert sorted(f["id"] for f in gaps) == ["p0:school_primary", "p2:clinic"]
+    p2 = next(f for f in gaps if f["id"] == "p2:clinic")["properties"]
+    arc = 2 * 6371.0088 * np.arcsin(np.cos(np.radians(40.0)) * np.sin(np.radians(0.5)))  # haversine, Δλ = 1°
+    assert p2["nearest"] == pytest.approx(arc, rel=1e-9) and p2["nearest_id"] == "p0"
+
+    # bivariate Moran on a lattice: x = poor / area, y = projects / area (areas on the ellipsoid), against
+    # esda.Moran_BV on densities computed here
+    from pyproj import Geod
+
+    vals = [float((k * 7) % 11 + k % 5) for k in range(25)]
+    units = _lattice_fc(vals)
+    geoms = [shapely.geometry.shape(f["geometry"]) for f in units["features"]]
+    centres = [shapely.centroid(g) for g in geoms]
+    counts = [k % 3 for k in range(25)]
+    projects = _points_fc(np.array([[c.x, c.y] for c, m in zip(centres, counts, strict=True) for _ in range(m)]),
+                          [{"type": "industry"} for c, m in zip(centres, counts, strict=True) for _ in range(m)])
+    r = await pc.post("/processes/project-coverage-correlation/execution", json={"inputs": {
+        "units": units, "poor_variable": "poor", "projects": projects, "weights": {"type": "queen"},
+        "permutations": 99}})
+    assert r.status_code == 200, r.text
+    area = np.array([abs(Geod(ellps="WGS84").geometry_area_perimeter(g)[0]) / 1e6 for g in geoms])
+    ref = esda.Moran_BV(np.array(vals) / area, np.array(counts, dtype=float) / area,
+                        libpysal.weights.Queen.from_iterable(geoms), permutations=0)
+    assert r.json()["global"]["i_b"] == pytest.approx(ref.I, rel=1e-9)
+    feats = {f["id"]: f["properties"] for f in await _items(pc, r.json()["features"])}
+    assert [feats[f"u{k}"]["projects"] for k in range(25)] == counts
+
+
+async def test_dismissing_a_running_job_stops_it(pc: httpx.AsyncClient, proc_keys: dict[Role, str]):
+    key = {"Authorization": f"Bearer {proc_keys[Role.analyst]}"}
+    r = await pc.post("/processes/spatial-autocorrelation/execution", headers={**key, "Prefer": "respond-async"},
+                      json={"inputs": {"features": {"href": "/collections/villages/items"}, "variable": "population",
+                                       "permutations": 99999}})
+    loc = r.headers["location"].replace("http://testserver", "")
+    for _ in range(100):
+        if (await pc.get(loc, headers=key)).json()["status"] == "running":
+            break
+        await asyncio.sleep(0.1)
+    d = await pc.delete(loc, headers=key)
+    assert d.status_code == 200 and d.json()["status"] == "dismissed"
+    await asyncio.sleep(2.5)  # the worker checks for dismissal every second
+    st = (await pc.get(loc, headers=key)).json()
+    assert st["status"] == "dismissed"
+    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "multiprocessing.forkserver"], capture_output=True,
+                         text=True)
+    children = subprocess.run(["pgrep", "-P", ",".join(out.stdout.split()) or "0"], capture_output=True, text=True)
+    assert children.stdout.strip() == "", "the analysis process should have been killed"
+    assert (await pc.delete(loc, headers=key)).status_code == 404

@@ -86,7 +86,7 @@ async def run_worker(rt: Runtime) -> None:
     await rt.queue.run_worker_async(
         queues=[QUEUE], concurrency=s.concurrency, wait=True, install_signal_handlers=False,
         update_heartbeat_interval=s.heartbeat_s, stalled_worker_timeout=s.stalled_after_s, listen_notify=True,
-        name="tpa-worker", delete_jobs="successful",
+        name="tpa-worker", delete_jobs="successful", shutdown_graceful_timeout=1.0,
     )
 
 
