@@ -389,3 +389,31 @@ async def test_dismissing_a_running_job_stops_it(pc: httpx.AsyncClient, proc_key
     children = subprocess.run(["pgrep", "-P", ",".join(out.stdout.split()) or "0"], capture_output=True, text=True)
     assert children.stdout.strip() == "", "the analysis process should have been killed"
     assert (await pc.delete(loc, headers=key)).status_code == 404
+
+
+def test_separate_worker_process_runs_the_queue(proc_db: ThrowawayDatabase):
+    """An API without a worker (TPA_PROCESSES_WORKER=false) queues; `tpa worker` runs the jobs."""
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": proc_db.url, "TPA_LOG_LEVEL": "WARNING"}
+    with serve(proc_db.url, extra_env={"TPA_PROCESSES_WORKER": "false"}) as url:
+        job = httpx.post(url + "/processes/hotspots/execution", headers={"Prefer": "respond-async"}, json={
+            "inputs": {"features": {"href": "/collections/villages/items"}, "variable": "population",
+                       "permutations": 9}}).json()["jobID"]
+        time.sleep(1.5)
+        assert httpx.get(f"{url}/jobs/{job}").json()["status"] == "accepted"
+        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        try:
+            for _ in range(150):
+                st = httpx.get(f"{url}/jobs/{job}").json()
+                if st["status"] in ("successful", "failed"):
+                    break
+                time.sleep(0.2)
+            assert st["status"] == "successful", st
+        finally:
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()

@@ -271,6 +271,12 @@ class AnalysisRun(Base):
     finished: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     result_table: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    owner: Mapped[str | None] = mapped_column(Text)
+    owner_role: Mapped[str | None] = mapped_column(pg_enum("api_role"))
+    mode: Mapped[str] = mapped_column(Text)
+    time_limit_s: Mapped[int | None] = mapped_column(Integer)
+    queue_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):
@@ -304,6 +310,8 @@ class PublishedLayer(Base):
     datetime_column: Mapped[str | None] = mapped_column(Text)
     required_role: Mapped[str | None] = mapped_column(pg_enum("api_role"))
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("analysis_run.run_id", ondelete="CASCADE"))
+    keywords: Mapped[list[str]] = mapped_column(ARRAY(Text))
 
 
 class AuditLog(Base):
