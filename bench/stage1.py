@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import platform
 import resource
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -58,7 +59,8 @@ def main() -> None:
 
     r, t = timed(lambda: loc.mclp(cost, w, 20, 10.0, [], 120))
     rows.append(("MCLP 5,000 × 500, p = 20, r = 10 km (ours)", f"{t:.1f} s",
-                 f"{r.status}, objective {r.objective:.0f}, gap {r.mip_gap}, weighted cover {r.coverage_weighted_pct:.2f} %"))
+                 f"{r.status}, objective {r.objective:.0f}, gap {r.mip_gap}, "
+                 f"weighted cover {r.coverage_weighted_pct:.2f} %"))
     print(rows[-1], flush=True)
     if not args.skip_peers:
         def spopt_mclp():
@@ -72,7 +74,8 @@ def main() -> None:
 
     r, t = timed(lambda: loc.pmedian(cost, w, 20, [], 120))
     rows.append(("p-median 5,000 × 500, p = 20 (ours)", f"{t:.1f} s",
-                 f"{r.status}, cost {r.objective:.1f}, lower bound {r.lower_bound:.1f}, proven gap {100 * r.mip_gap:.4f} %"))
+                 f"{r.status}, cost {r.objective:.1f}, lower bound {r.lower_bound:.1f}, "
+                 f"proven gap {100 * r.mip_gap:.4f} %"))
     print(rows[-1], flush=True)
     small, ws, _, _ = instance(500, 50, 1)
     r, t = timed(lambda: loc.pmedian(small, ws, 5, [], 120))
@@ -92,7 +95,8 @@ def main() -> None:
     y = rng.gamma(2, 50, 5000)
     wk = KNN.from_array(d * 1000, k=8)
     r, t = timed(lambda: ac.local_moran(y, wk, 999, 1))
-    rows.append(("LISA 5,000 units, KNN-8, 999 permutations (ours)", f"{t:.2f} s", f"{int(r.significant.sum())} significant"))
+    rows.append(("LISA 5,000 units, KNN-8, 999 permutations (ours)", f"{t:.2f} s",
+                 f"{int(r.significant.sum())} significant"))
     _, t2 = timed(lambda: esda.Moran_Local(y, wk, permutations=999, seed=1, n_jobs=1))
     rows.append(("LISA same (esda directly)", f"{t2:.2f} s", f"ratio ours/esda {t / t2:.2f}"))
     wb = DistanceBand.from_array(d * 1000, threshold=5000, binary=True, silence_warnings=True)
@@ -117,9 +121,9 @@ def main() -> None:
 
 async def http_process(d: np.ndarray, y: np.ndarray) -> tuple[str, str, str]:
     """The process end to end through the API, in a throwaway database (results are published)."""
-    import httpx
 
-    from tests.tpa_testing import ThrowawayDatabase, client_for, settings_for
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tpa_testing import ThrowawayDatabase, client_for, settings_for
 
     lon = 123.0 + d[:, 0] / 85.0
     lat = 42.0 + d[:, 1] / 111.0
@@ -136,7 +140,6 @@ async def http_process(d: np.ndarray, y: np.ndarray) -> tuple[str, str, str]:
             assert r.status_code == 200, r.text
             items = (await c.get(r.json()["features"]["href"].replace("http://testserver", ""),
                                  params={"limit": 1})).json()
-            assert isinstance(httpx, object)
     return ("spatial-autocorrelation process over HTTP, 5,000 inline points, 999 permutations (sync)",
             f"{el:.2f} s", f"Moran I {r.json()['global']['moran_i']:.4f}; published {items['numberMatched']} features")
 
