@@ -58,8 +58,16 @@ def _lattice_fc(values: list[float]) -> dict:
 
 
 async def test_process_list_and_descriptions(pc: httpx.AsyncClient):
+    landing = (await pc.get("/")).json()
+    rels = {lk["rel"] for lk in landing["links"]}
+    ogc = "http://www.opengis.net/def/rel/ogc/1.0/"
+    assert {ogc + "processes", ogc + "job-list"} <= rels
     body = (await pc.get("/processes")).json()
     assert {p["id"] for p in body["processes"]} == PROCESS_IDS
+    for summary in body["processes"]:  # processSummary: id and version required, job control options listed
+        assert summary["version"] and set(summary["jobControlOptions"]) == {"sync-execute", "async-execute",
+                                                                              "dismiss"}
+        assert any(lk["rel"] == "self" for lk in summary["links"])
     d = (await pc.get("/processes/location-allocation")).json()
     assert set(d["inputs"]) >= {"model", "demand", "candidates", "existing", "p", "service_radius", "cost_matrix",
                                 "time_limit_s"}
@@ -135,6 +143,7 @@ async def test_async_job_life_cycle_and_dismissal(pc: httpx.AsyncClient, proc_ke
     assert r.status_code == 201, r.text
     loc = r.headers["location"].replace("http://testserver", "")
     assert r.json()["status"] in ("accepted", "running", "successful")
+    assert {"jobID", "status", "type", "processID", "links"} <= set(r.json()) and r.json()["type"] == "process"
     for _ in range(150):
         st = (await pc.get(loc, headers=key)).json()
         if st["status"] in ("successful", "failed"):

@@ -75,6 +75,9 @@ async def get_landing_page(request: Request) -> Response:
              "Conformance classes implemented"),
         link(url_for(request, "/collections"), "http://www.opengis.net/def/rel/ogc/1.0/data", JSON,
              "The feature collections"),
+        link(url_for(request, "/processes"), "http://www.opengis.net/def/rel/ogc/1.0/processes", JSON,
+             "The analyses offered (OGC API - Processes)"),
+        link(url_for(request, "/jobs"), "http://www.opengis.net/def/rel/ogc/1.0/job-list", JSON, "Your jobs"),
     ]
     body = {"title": settings.api.title, "description": settings.api.description, "links": links}
     return respond(request, body, "landing.html")
