@@ -88,7 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if queue_open:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(app.state.queue.close_async(), SHUTDOWN_TIMEOUT_S)
-            await app.state.read_pool.close()
+            try:
+                await asyncio.wait_for(app.state.read_pool.close(), SHUTDOWN_TIMEOUT_S)
+            except TimeoutError:  # a connection still held by a stuck task: close it the hard way
+                app.state.read_pool.terminate()
             await engine.dispose()
 
     app = FastAPI(

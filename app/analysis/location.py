@@ -28,6 +28,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,7 +78,9 @@ def solve_cbc(problem: object, time_limit: float, threads: int = 2, gap_rel: flo
         kwargs: dict = {"msg": False, "timeLimit": max(1, math.ceil(time_limit)), "threads": threads, "logPath": log}
         if gap_rel:
             kwargs["gapRel"] = gap_rel
-        problem.solve(pulp.PULP_CBC_CMD(**kwargs))  # type: ignore[attr-defined]
+        with warnings.catch_warnings():  # PuLP 3.3 flags its bundled CBC for 4.0; pinned < 4 (pyproject)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            problem.solve(pulp.PULP_CBC_CMD(**kwargs))  # type: ignore[attr-defined]
         with open(log, encoding="utf-8", errors="replace") as fh:
             text = fh.read()
     finally:
@@ -168,8 +171,8 @@ def mclp(cost: np.ndarray, weights: np.ndarray, p: int, radius: float, existing:
     free = [i for i in range(n) if len(sets[i]) and not fixed.intersection(sets[i].tolist())]
     keys, w = _merge_rows([sets[i] for i in free], weights[free])
     prob = pulp.LpProblem("mclp", pulp.LpMaximize)
-    y = [pulp.LpVariable(f"y{j}", cat="Binary") for j in range(m)]
-    z = [pulp.LpVariable(f"z{g}", 0, 1) for g in range(len(keys))]
+    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
+    z = [prob.add_variable(f"z{g}", 0, 1) for g in range(len(keys))]
     prob += pulp.LpAffineExpression([(z[g], w[g]) for g in range(len(keys))])
     for g, key in enumerate(keys):
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key] + [(z[g], -1)]) >= 0
@@ -209,7 +212,7 @@ def lscp(cost: np.ndarray, weights: np.ndarray, radius: float, existing: list[in
     keys, _ = _merge_rows([sets[i] for i in free], weights[free])
     keys = sorted(set(keys))
     prob = pulp.LpProblem("lscp", pulp.LpMinimize)
-    y = [pulp.LpVariable(f"y{j}", cat="Binary") for j in range(m)]
+    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
     prob += pulp.lpSum(y)
     for key in keys:
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key]) >= 1
@@ -357,8 +360,8 @@ def _pmedian_mip(c: np.ndarray, a: np.ndarray, p: int, fixed: set[int], time_lim
 
     n, m = c.shape
     prob = pulp.LpProblem("pmedian", pulp.LpMinimize)
-    y = [pulp.LpVariable(f"y{j}", cat="Binary") for j in range(m)]
-    x = [[pulp.LpVariable(f"x{i}_{j}", 0, 1) for j in range(m)] for i in range(n)]
+    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
+    x = [[prob.add_variable(f"x{i}_{j}", 0, 1) for j in range(m)] for i in range(n)]
     prob += pulp.LpAffineExpression([(x[i][j], float(a[i] * c[i, j])) for i in range(n) for j in range(m)])
     for i in range(n):
         prob += pulp.lpSum(x[i]) == 1
@@ -385,7 +388,7 @@ def _cover_feasible(c: np.ndarray, p: int, radius: float, fixed: set[int], time_
     keys = sorted({tuple(s.tolist()) for s in sets if not fixed.intersection(s.tolist())})
     m = c.shape[1]
     prob = pulp.LpProblem("pcenter_cover", pulp.LpMinimize)
-    y = [pulp.LpVariable(f"y{j}", cat="Binary") for j in range(m)]
+    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
     prob += pulp.lpSum(y)
     for key in keys:
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key]) >= 1
