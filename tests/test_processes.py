@@ -9,13 +9,13 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
 import pytest
 import shapely
-from tpa_testing import ThrowawayDatabase, client_for, run_async, serve, settings_for
+from tpa_testing import ThrowawayDatabase, client_for, serve, settings_for
 
 from app.models.codes import Role
 
@@ -23,27 +23,20 @@ PROCESS_IDS = {"spatial-autocorrelation", "hotspots", "project-coverage-correlat
                "coverage-gaps", "location-allocation"}
 
 
-@pytest.fixture(scope="module")
-def proc_db() -> Iterator[ThrowawayDatabase]:
-    from conftest import _load_demo
-
-    with ThrowawayDatabase("proc") as db:
-        db.upgrade()
-        run_async(_load_demo(db.url))
-        yield db
-
-
-@pytest.fixture(scope="module")
-def proc_keys(proc_db: ThrowawayDatabase) -> dict[Role, str]:
-    from conftest import _make_keys
-
-    return _make_keys(proc_db.url)
+# edit_database / edit_keys / editor (conftest): a private demo copy per module; jobs publish results into it
+@pytest.fixture
+def proc_db(edit_database: ThrowawayDatabase) -> ThrowawayDatabase:
+    return edit_database
 
 
 @pytest.fixture
-async def pc(proc_db: ThrowawayDatabase) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(settings_for(proc_db.url)) as c:
-        yield c
+def proc_keys(edit_keys: dict[Role, str]) -> dict[Role, str]:
+    return edit_keys
+
+
+@pytest.fixture
+async def pc(editor: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    yield editor
 
 
 def _lattice_fc(values: list[float]) -> dict:
@@ -390,13 +383,20 @@ async def test_dismissing_a_running_job_stops_it(pc: httpx.AsyncClient, proc_key
         await asyncio.sleep(0.1)
     d = await pc.delete(loc, headers=key)
     assert d.status_code == 200 and d.json()["status"] == "dismissed"
-    await asyncio.sleep(2.5)  # the worker checks for dismissal every second
-    st = (await pc.get(loc, headers=key)).json()
-    assert st["status"] == "dismissed"
-    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "multiprocessing.forkserver"], capture_output=True,
-                         text=True)
-    children = subprocess.run(["pgrep", "-P", ",".join(out.stdout.split()) or "0"], capture_output=True, text=True)
-    assert children.stdout.strip() == "", "the analysis process should have been killed"
+    forkservers = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "multiprocessing.forkserver"],
+                                 capture_output=True, text=True).stdout.split()
+
+    def running_children() -> list[str]:
+        out = subprocess.run(["pgrep", "-P", ",".join(forkservers) or "0"], capture_output=True, text=True).stdout
+        return [pid for pid in out.split() if subprocess.run(["ps", "-o", "stat=", "-p", pid], capture_output=True,
+                                                             text=True).stdout.strip()[:1] not in ("Z", "")]
+
+    for _ in range(100):  # the worker checks for dismissal every second
+        if not running_children():
+            break
+        await asyncio.sleep(0.1)
+    assert running_children() == [], "the analysis process should have been killed"
+    assert (await pc.get(loc, headers=key)).json()["status"] == "dismissed"
     assert (await pc.delete(loc, headers=key)).status_code == 404
 
 

@@ -79,10 +79,11 @@ async def run_isolated(
     recv, send = _CTX.Pipe(duplex=False)
     child = _CTX.Process(target=_child, args=(send, process_id, inputs, data, threads), daemon=True)
     # the first start launches the forkserver (imports of ~3 s): keep the event loop (heartbeats) free
-    await loop.run_in_executor(None, child.start)
-    send.close()
+    started = loop.run_in_executor(None, child.start)
     deadline = time.monotonic() + time_limit
     try:
+        await asyncio.shield(started)
+        send.close()
         while True:
             wait = min(check_every, max(deadline - time.monotonic(), 0.0))
             if await loop.run_in_executor(None, recv.poll, wait):
@@ -97,11 +98,15 @@ async def run_isolated(
             await loop.run_in_executor(None, child.join, 5)
             raise JobCrashed(f"the analysis process ended unexpectedly (exit code {child.exitcode})") from None
     finally:
-        if child.is_alive():
+        if not started.done():  # cancelled while starting: let the start finish, then stop the child
+            await asyncio.wait([started])
+        if child.pid is not None and child.is_alive():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.kill()
-        await loop.run_in_executor(None, child.join, 5)
+        if child.pid is not None:
+            await loop.run_in_executor(None, child.join, 5)
+        send.close()
         recv.close()
     if kind == "ok":
         return value
