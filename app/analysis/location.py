@@ -158,6 +158,24 @@ def _coverage_sets(cost: np.ndarray, radius: float) -> list[np.ndarray]:
     return [np.flatnonzero(r) for r in within]
 
 
+def _open_rows(cost: np.ndarray, weights: np.ndarray, radius: float,
+               fixed: set[int]) -> tuple[list[np.ndarray], list[int], list[tuple[int, ...]], np.ndarray]:
+    """Coverage sets; the demand still to cover (coverable and not covered by a fixed site), merged into one
+    row per distinct coverage set with the weights summed."""
+    sets = _coverage_sets(cost, radius)
+    free = [i for i in range(len(sets)) if len(sets[i]) and not fixed.intersection(sets[i].tolist())]
+    keys, w = _merge_rows([sets[i] for i in free], weights[free])
+    return sets, free, keys, w
+
+
+def _site_vars(prob: object, m: int, fixed: set[int]) -> list[object]:
+    """One binary variable per candidate site; fixed (existing) sites are open."""
+    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]  # type: ignore[attr-defined]
+    for j in fixed:
+        prob += y[j] == 1  # type: ignore[operator]
+    return y
+
+
 def mclp(cost: np.ndarray, weights: np.ndarray, p: int, radius: float, existing: list[int], time_limit: float,
          threads: int = 2) -> LocationResult:
     import pulp
@@ -166,19 +184,15 @@ def mclp(cost: np.ndarray, weights: np.ndarray, p: int, radius: float, existing:
     n, m = cost.shape
     if not len(set(existing)) <= p <= m:
         raise AnalysisError(f"p must be between the number of existing sites ({len(set(existing))}) and {m}.")
-    sets = _coverage_sets(cost, radius)
     fixed = set(existing)
-    free = [i for i in range(n) if len(sets[i]) and not fixed.intersection(sets[i].tolist())]
-    keys, w = _merge_rows([sets[i] for i in free], weights[free])
+    _, free, keys, w = _open_rows(cost, weights, radius, fixed)
     prob = pulp.LpProblem("mclp", pulp.LpMaximize)
-    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
+    y = _site_vars(prob, m, fixed)
     z = [prob.add_variable(f"z{g}", 0, 1) for g in range(len(keys))]
     prob += pulp.LpAffineExpression([(z[g], w[g]) for g in range(len(keys))])
     for g, key in enumerate(keys):
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key] + [(z[g], -1)]) >= 0
     prob += pulp.lpSum(y) == p
-    for j in fixed:
-        prob += y[j] == 1
     s = solve_cbc(prob, time_limit, threads)
     if s.status in ("infeasible", "not-solved"):
         raise AnalysisError(f"MCLP: no solution found within {time_limit:g} s.")
@@ -205,19 +219,14 @@ def lscp(cost: np.ndarray, weights: np.ndarray, radius: float, existing: list[in
 
     _check_inputs(cost, weights, existing)
     n, m = cost.shape
-    sets = _coverage_sets(cost, radius)
-    uncoverable = [i for i in range(n) if not len(sets[i])]
     fixed = set(existing)
-    free = [i for i in range(n) if len(sets[i]) and not fixed.intersection(sets[i].tolist())]
-    keys, _ = _merge_rows([sets[i] for i in free], weights[free])
-    keys = sorted(set(keys))
+    sets, _, keys, _ = _open_rows(cost, weights, radius, fixed)
+    uncoverable = [i for i in range(n) if not len(sets[i])]
     prob = pulp.LpProblem("lscp", pulp.LpMinimize)
-    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
+    y = _site_vars(prob, m, fixed)
     prob += pulp.lpSum(y)
     for key in keys:
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key]) >= 1
-    for j in fixed:
-        prob += y[j] == 1
     s = solve_cbc(prob, time_limit, threads)
     if s.status in ("infeasible", "not-solved"):
         raise AnalysisError(f"LSCP: no cover found within {time_limit:g} s.")
@@ -360,7 +369,7 @@ def _pmedian_mip(c: np.ndarray, a: np.ndarray, p: int, fixed: set[int], time_lim
 
     n, m = c.shape
     prob = pulp.LpProblem("pmedian", pulp.LpMinimize)
-    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
+    y = _site_vars(prob, m, fixed)
     x = [[prob.add_variable(f"x{i}_{j}", 0, 1) for j in range(m)] for i in range(n)]
     prob += pulp.LpAffineExpression([(x[i][j], float(a[i] * c[i, j])) for i in range(n) for j in range(m)])
     for i in range(n):
@@ -368,8 +377,6 @@ def _pmedian_mip(c: np.ndarray, a: np.ndarray, p: int, fixed: set[int], time_lim
         for j in range(m):
             prob += x[i][j] - y[j] <= 0
     prob += pulp.lpSum(y) == p
-    for j in fixed:
-        prob += y[j] == 1
     s = solve_cbc(prob, max(time_limit, 1.0), threads)
     if s.objective is None:
         return None
@@ -382,19 +389,16 @@ def _cover_feasible(c: np.ndarray, p: int, radius: float, fixed: set[int], time_
                     threads: int) -> tuple[str, list[int]]:
     import pulp
 
-    sets = _coverage_sets(c, radius)
+    sets, _, keys, _ = _open_rows(c, np.ones(len(c)), radius, fixed)
     if any(not len(s) for s in sets):
         return "infeasible", []
-    keys = sorted({tuple(s.tolist()) for s in sets if not fixed.intersection(s.tolist())})
     m = c.shape[1]
     prob = pulp.LpProblem("pcenter_cover", pulp.LpMinimize)
-    y = [prob.add_variable(f"y{j}", cat="Binary") for j in range(m)]
+    y = _site_vars(prob, m, fixed)
     prob += pulp.lpSum(y)
     for key in keys:
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key]) >= 1
     prob += pulp.lpSum(y) <= p
-    for j in fixed:
-        prob += y[j] == 1
     s = solve_cbc(prob, time_limit, threads)
     if s.status in ("optimal", "feasible"):
         return "feasible", sorted(j for j in range(m) if (y[j].value() or 0) > 0.5)

@@ -186,6 +186,16 @@ def displaced_point(geom: ColumnElement[Any], key_of: ColumnElement[Any], secret
     return func.geometry(func.ST_Project(func.geography(geom), dist, azimuth))
 
 
+def _village_head(v: Any, a: Any) -> tuple[Prop, ...]:
+    """The identifying properties every village layer starts with."""
+    return (
+        _p("region", v.c.region_id, STRING, "Region id"),
+        _p("name", a.c.name, STRING, "Village name"),
+        _p("township_code", a.c.parent_code, STRING, "Code of the township the village belongs to"),
+        _p("is_poverty_village", v.c.is_poverty_village, BOOLEAN, "Registered poverty village (贫困村)"),
+    )
+
+
 def builtin_layers(security: SecuritySettings) -> list[Layer]:
     a, v, p, f, h, pe = (m.__table__ for m in (AdminUnit, Village, Project, Facility, Household, Person))
     layers: list[Layer] = []
@@ -217,10 +227,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         source=v.join(a, a.c.code == v.c.code),
         id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
         props=(
-            _p("region", v.c.region_id, STRING, "Region id"),
-            _p("name", a.c.name, STRING, "Village name"),
-            _p("township_code", a.c.parent_code, STRING, "Code of the township the village belongs to"),
-            _p("is_poverty_village", v.c.is_poverty_village, BOOLEAN, "Registered poverty village (贫困村)"),
+            *_village_head(v, a),
             _p("households", v.c.households, INTEGER, "Households"),
             _p("population", v.c.population, INTEGER, "Registered population"),
             _p("labour_force", v.c.labour_force, INTEGER, "Labour force"),
@@ -436,10 +443,7 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
         source=v.join(a, a.c.code == v.c.code).outerjoin(agg, agg.c.code == v.c.code),
         id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
         props=(
-            _p("region", v.c.region_id, STRING, "Region id"),
-            _p("name", a.c.name, STRING, "Village name"),
-            _p("township_code", a.c.parent_code, STRING, "Code of the township"),
-            _p("is_poverty_village", v.c.is_poverty_village, BOOLEAN, "Registered poverty village"),
+            *_village_head(v, a),
             _p("population", v.c.population, INTEGER, "Registered population (village form)"),
             _p("registered_households", unless(small_reg, registered), INTEGER,
                "Households in the current registry"),

@@ -118,20 +118,33 @@ class Process:
 
 
 # --------------------------------------------------------------------------------- autocorrelation
-class AutocorrelationInputs(Inference):
+class UnitVariableInputs(Inference):
+    """One variable over a set of units, with spatial weights (autocorrelation, hot spots)."""
+
     features: DataInput
     variable: str = Field(description="Numeric property to test (e.g. poor_persons); the event count when rate_base "
                           "is given")
     rate_base: str | None = Field(None, description="Population at risk: test the empirical-Bayes rate "
                                   "variable/rate_base (Assunção–Reis) instead of the raw variable")
     weights: Weights = Field(default_factory=Weights)
+
+
+class AutocorrelationInputs(UnitVariableInputs):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the local statistics")
     fdr: bool = Field(False, description="Bound the false discovery rate (esda.fdr) instead of alpha per unit")
 
 
-def _variable(units: Units, variable: str, rate_base: str | None) -> np.ndarray:
-    y = units.column(variable)
-    return ac.eb_rate(y, units.column(rate_base)) if rate_base else y
+WEIGHTS_OUT = OutputSpec("Weights used", "Type, neighbours, islands attached", {"type": "object"})
+
+
+def _unit_variable(inputs: UnitVariableInputs, data: dict[str, Units]) -> tuple[Units, np.ndarray, Any, dict]:
+    """The units, the variable (or its empirical-Bayes rate) and the spatial weights with their description."""
+    units = data["features"]
+    y = units.column(inputs.variable)
+    if inputs.rate_base:
+        y = ac.eb_rate(y, units.column(inputs.rate_base))
+    w, wdesc = _weights(units, inputs.weights, inputs.analysis_crs)
+    return units, y, w, wdesc
 
 
 class SpatialAutocorrelation(Process):
@@ -147,15 +160,13 @@ class SpatialAutocorrelation(Process):
                                  "moran_i", "expected_i", "z_norm", "p_norm", "p_sim", "geary_c", "geary_p_sim")}}),
         "features": OutputSpec("Local Moran (LISA)", "Per feature: local_i, quadrant, p_sim, significant",
                                LAYER_SCHEMA, layer=True),
-        "weights": OutputSpec("Weights used", "Type, neighbours, islands attached", {"type": "object"}),
+        "weights": WEIGHTS_OUT,
         "provenance": PROVENANCE,
     }
     data_inputs = ("features",)
 
     def run(self, inputs: AutocorrelationInputs, data: dict[str, Units], threads: int) -> Outcome:
-        units = data["features"]
-        y = _variable(units, inputs.variable, inputs.rate_base)
-        w, wdesc = _weights(units, inputs.weights, inputs.analysis_crs)
+        units, y, w, wdesc = _unit_variable(inputs, data)
         g = ac.global_autocorrelation(y, w, inputs.permutations, inputs.seed)
         lo = ac.local_moran(y, w, inputs.permutations, inputs.seed, inputs.alpha, inputs.fdr)
         layer = LayerOut(
@@ -175,11 +186,8 @@ class SpatialAutocorrelation(Process):
 
 
 # --------------------------------------------------------------------------------- hotspots
-class HotspotInputs(Inference):
-    features: DataInput
-    variable: str = Field(description="Non-negative numeric property (e.g. poor_persons)")
-    rate_base: str | None = Field(None, description="Test the empirical-Bayes rate variable/rate_base")
-    weights: Weights = Field(default_factory=Weights)
+class HotspotInputs(UnitVariableInputs):
+    """Gi* needs a non-negative variable."""
 
 
 class Hotspots(Process):
@@ -192,15 +200,13 @@ class Hotspots(Process):
     outputs = {
         "summary": OutputSpec("Counts by class", "Features per class", {"type": "object"}),
         "features": OutputSpec("Gi* per feature", "gi_z, p_norm, p_sim, class", LAYER_SCHEMA, layer=True),
-        "weights": OutputSpec("Weights used", "Type, neighbours, islands attached", {"type": "object"}),
+        "weights": WEIGHTS_OUT,
         "provenance": PROVENANCE,
     }
     data_inputs = ("features",)
 
     def run(self, inputs: HotspotInputs, data: dict[str, Units], threads: int) -> Outcome:
-        units = data["features"]
-        y = _variable(units, inputs.variable, inputs.rate_base)
-        w, wdesc = _weights(units, inputs.weights, inputs.analysis_crs)
+        units, y, w, wdesc = _unit_variable(inputs, data)
         r = ac.getis_ord(y, w, inputs.permutations, inputs.seed)
         counts: dict[str, int] = {}
         for c in r.classes:
@@ -278,7 +284,7 @@ class ProjectCoverageCorrelation(Process):
                                "p_sim, significant, candidate_zone", LAYER_SCHEMA, layer=True),
         "candidate_zones": OutputSpec("Candidate siting zones", "Count, ids and poor population of the significant "
                                       "high-poverty / low-project units", {"type": "object"}),
-        "weights": OutputSpec("Weights used", "Type, neighbours, islands attached", {"type": "object"}),
+        "weights": WEIGHTS_OUT,
         "provenance": PROVENANCE,
     }
     data_inputs = ("units", "projects")
