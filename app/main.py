@@ -24,7 +24,7 @@ from app.ogc import common, edits, features, processes
 from app.ogc.catalog import load_catalog
 from app.ogc.render import templates
 from app.openapi30 import to_openapi30
-from app.processes.jobs import Runtime, make_queue, run_worker, set_runtime, watch_interrupted
+from app.processes.jobs import Runtime, make_queue, open_queue, run_worker, set_runtime, watch_interrupted
 from app.repositories.features import CountCache
 from app.settings import Settings
 
@@ -61,14 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.catalog = None
         background: list[asyncio.Task[None]] = []
         app.state.queue = make_queue(settings)
-        queue_open = False
-        try:
-            await app.state.queue.open_async()
-            queue_open = True
-        except Exception as exc:  # jobs unavailable until restart; features still served
-            logging.getLogger("tpa").warning("job queue not opened (%s); processes run synchronously only",
-                                             type(exc).__name__)
-        if queue_open and settings.processes.worker and app.state.catalog is not None:
+        queue_pool = await open_queue(app.state.queue, settings)  # connects in the background
+        if settings.processes.worker:
             runtime = Runtime(app, app.state.queue)
             set_runtime(runtime)
             background += [asyncio.create_task(run_worker(runtime), name="tpa-worker"),
@@ -84,10 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for task in pending:
                     logging.getLogger("tpa").warning("%s did not stop within %s s", task.get_name(),
                                                      SHUTDOWN_TIMEOUT_S)
-            set_runtime(None)
-            if queue_open:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(app.state.queue.close_async(), SHUTDOWN_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(queue_pool.close(), SHUTDOWN_TIMEOUT_S)
             try:
                 await asyncio.wait_for(app.state.read_pool.close(), SHUTDOWN_TIMEOUT_S)
             except TimeoutError:  # a connection still held by a stuck task: close it the hard way

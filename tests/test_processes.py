@@ -426,3 +426,16 @@ def test_separate_worker_process_runs_the_queue(proc_db: ThrowawayDatabase):
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+async def test_database_down_gives_503_not_500():
+    settings = settings_for("postgresql://postgres@127.0.0.1:1/nowhere", connect_timeout_s=1.0)
+    async with client_for(settings) as c:
+        table = [{"id": "1", "poor_persons": 1}, {"id": "2", "poor_persons": 2}]
+        for prefer in ({}, {"Prefer": "respond-async"}):
+            r = await c.post("/processes/accessibility/execution", headers=prefer, json={"inputs": {
+                "demand": table, "supply": [{"id": "s", "capacity": 1}], "cost_matrix": [[1], [2]]}})
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+        r = await c.get("/jobs/00000000-0000-4000-8000-000000000000")
+        assert r.status_code == 503

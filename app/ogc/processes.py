@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.analysis.spatial import AnalysisError
 from app.auth import current_role
+from app.db import translated_errors
 from app.errors import DomainError, InvalidParameter, NotFound, Unauthorized
 from app.ogc.render import json_response, link, url_for
 from app.processes import jobs
@@ -181,7 +182,8 @@ def _execution_route(p: Process) -> None:
             raise InvalidParameter(f"{p.id} has no output {', '.join(unknown)}; outputs: {', '.join(p.outputs)}.")
         run_async = _prefers_async(request)
         try:
-            run = await jobs.submit(request, p, body.inputs, outputs, role, _actor(request), run_async)
+            async with translated_errors():
+                run = await jobs.submit(request, p, body.inputs, outputs, role, _actor(request), run_async)
         except AnalysisError as exc:
             raise ProcessFailed(str(exc)) from None
         if run_async:
@@ -237,7 +239,8 @@ async def get_jobs(
         raise Unauthorized("Listing jobs needs an API key; a job's own URL (returned when it was created) "
                            "stays readable.")
     owner = None if role.value == "admin" else _actor(request)
-    rows, total = await jobs.list_runs(request.app.state.engine, owner, limit, offset, status, processID)
+    async with translated_errors():
+        rows, total = await jobs.list_runs(request.app.state.engine, owner, limit, offset, status, processID)
     links = [link(url_for(request, "/jobs", {"limit": limit, "offset": offset}), "self", JSON, "Jobs")]
     if offset + len(rows) < total:
         links.append(link(url_for(request, "/jobs", {"limit": limit, "offset": offset + limit}), "next", JSON,

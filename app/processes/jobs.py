@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 import orjson
 import procrastinate
+import psycopg_pool
 import shapely
 from procrastinate.jobs import Status
 from pydantic import BaseModel
@@ -33,7 +34,8 @@ from starlette.requests import Request
 
 from app.analysis.spatial import AnalysisError
 from app.auth import ROLE_RANK, allowed
-from app.errors import DomainError, Forbidden, InvalidParameter, NotFound, Unauthorized
+from app.db import translated_errors
+from app.errors import DatabaseUnavailable, DomainError, Forbidden, InvalidParameter, NotFound, Unauthorized
 from app.models.codes import Role
 from app.processes.data import CollectionRef, InlineFeatures, Units, units_from_geojson, units_from_table
 from app.processes.definitions import PROCESSES, LayerOut, Outcome, Process
@@ -51,11 +53,21 @@ class JobFailed(DomainError):
 
 # ----------------------------------------------------------------------------------------- queue
 def make_queue(settings: Settings) -> procrastinate.App:
-    queue = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=libpq_url(settings.db.url), min_size=1, max_size=4,
-        kwargs={"application_name": "tpa-gis-jobs"}))
-    queue.task(name="tpa:run", queue=QUEUE)(run_job)  # registered per App: tests open several
+    queue = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=libpq_url(settings.db.url)))
+    queue.task(name="tpa:run", queue=QUEUE, pass_context=True)(run_job)  # registered per App
     return queue
+
+
+async def open_queue(queue: procrastinate.App, settings: Settings) -> psycopg_pool.AsyncConnectionPool:
+    """Open the queue on a pool of our own that connects in the background: procrastinate's own pool waits
+    (30 s) for the database at start-up, and the service must start (and answer 503s) without it."""
+    pool = psycopg_pool.AsyncConnectionPool(
+        libpq_url(settings.db.url), min_size=1, max_size=4, open=False, timeout=settings.db.pool_timeout_s,
+        kwargs={"application_name": "tpa-gis-jobs", "connect_timeout": max(1, int(settings.db.connect_timeout_s))},
+        check=psycopg_pool.AsyncConnectionPool.check_connection)
+    await pool.open(wait=False)
+    await queue.open_async(pool=pool)
+    return pool
 
 
 @dataclass
@@ -66,28 +78,34 @@ class Runtime:
     queue: procrastinate.App
 
 
-_RUNTIME: Runtime | None = None
+def set_runtime(rt: Runtime) -> None:
+    """Attach the runtime to its queue: the task finds the service it runs for through the job's context
+    (several apps may live in one process, e.g. in tests)."""
+    rt.queue.tpa_runtime = rt  # type: ignore[attr-defined]
 
 
-def set_runtime(rt: Runtime | None) -> None:
-    global _RUNTIME
-    _RUNTIME = rt
+async def run_job(context: procrastinate.JobContext, run_id: str) -> None:
+    rt: Runtime | None = getattr(context.app, "tpa_runtime", None)
+    if rt is None:
+        raise RuntimeError("no job runtime attached to this queue")
+    await execute(rt.app, uuid.UUID(run_id))
 
 
-async def run_job(run_id: str) -> None:
-    if _RUNTIME is None:
-        raise RuntimeError("no job runtime configured")
-    await execute(_RUNTIME.app, uuid.UUID(run_id))
-
-
-async def run_worker(rt: Runtime) -> None:
+async def run_worker(rt: Runtime, retry_s: float = 5.0) -> None:
+    """Run the procrastinate worker; if the database goes away, start it again once it is back."""
     s = rt.app.state.settings.processes
     await asyncio.get_running_loop().run_in_executor(None, warm_up)
-    await rt.queue.run_worker_async(
-        queues=[QUEUE], concurrency=s.concurrency, wait=True, install_signal_handlers=False,
-        update_heartbeat_interval=s.heartbeat_s, stalled_worker_timeout=s.stalled_after_s, listen_notify=True,
-        name="tpa-worker", delete_jobs="successful", shutdown_graceful_timeout=1.0,
-    )
+    while True:
+        try:
+            await rt.queue.run_worker_async(
+                queues=[QUEUE], concurrency=s.concurrency, wait=True, install_signal_handlers=False,
+                update_heartbeat_interval=s.heartbeat_s, stalled_worker_timeout=s.stalled_after_s,
+                listen_notify=True, name="tpa-worker", delete_jobs="successful", shutdown_graceful_timeout=1.0,
+            )
+            return
+        except Exception as exc:  # connection lost or refused: the queue lives in PostgreSQL, try again
+            log.warning("job worker stopped (%s); starting again in %g s", type(exc).__name__, retry_s)
+            await asyncio.sleep(retry_s)
 
 
 async def fail_interrupted(rt: Runtime) -> int:
@@ -177,7 +195,8 @@ async def visible_run(request: Request, job_id: str, actor: str | None, role: Ro
         run_id = uuid.UUID(job_id)
     except ValueError:
         raise NotFound(f"There is no job '{job_id}'.") from None
-    run = await get_run(request.app.state.engine, run_id)
+    async with translated_errors():
+        run = await get_run(request.app.state.engine, run_id)
     if run is None or not can_see(run, actor, role):
         raise NotFound(f"There is no job '{job_id}'.")  # other users' jobs are not revealed
     return run
@@ -251,15 +270,11 @@ async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_featu
     return units_from_geojson(name, features, href)
 
 
-def data_value(inputs: BaseModel, name: str) -> Any:
-    return getattr(inputs, name, None)
-
-
 async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | None) -> dict[str, Units]:
     max_features = app.state.settings.processes.max_input_features
     data: dict[str, Units] = {}
     for name in process.data_inputs:
-        value = data_value(inputs, name)
+        value = getattr(inputs, name, None)
         if value is None or not isinstance(value, InlineFeatures | CollectionRef | list):
             continue
         if isinstance(value, CollectionRef):
@@ -284,7 +299,7 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
     payload = inputs.model_dump(mode="json", exclude_none=True)
     inline = False
     for name in process.data_inputs:
-        value = data_value(inputs, name)
+        value = getattr(inputs, name, None)
         if isinstance(value, CollectionRef):
             href, needed = await check_ref(request, name, value, role)
             payload[name] = {"href": href}
@@ -311,9 +326,10 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
         queue: procrastinate.App = request.app.state.queue
         try:
             job_id = await queue.configure_task("tpa:run", queue=QUEUE).defer_async(run_id=str(run_id))
-        except Exception:
+        except Exception:  # queue not opened at start-up, or the database went away
             await _finish_if_open(request.app.state.engine, run_id, "failed", "the job could not be queued")
-            raise
+            raise DatabaseUnavailable("The job queue is not available; try again later or execute synchronously.",
+                                      jobID=str(run_id)) from None
         async with request.app.state.engine.begin() as conn:
             await conn.execute(text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id"),
                                {"j": job_id, "id": run_id})
@@ -477,7 +493,7 @@ async def _write_table(conn: Any, table: str, layer: LayerOut) -> None:
 async def dismiss(app: Any, run: dict[str, Any]) -> None:
     """Dismiss a job: stop it (queued or running) and remove its published results."""
     engine = app.state.engine
-    async with engine.begin() as conn:
+    async with translated_errors(), engine.begin() as conn:
         await conn.execute(text(
             "UPDATE analysis_run SET status = 'dismissed', message = 'dismissed', updated = now(), "
             "finished = coalesce(finished, now()) WHERE run_id = :id"), {"id": run["run_id"]})
