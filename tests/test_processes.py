@@ -173,6 +173,21 @@ async def test_location_allocation_and_accessibility_over_http(pc: httpx.AsyncCl
     b = r.json()
     assert b["status"] == "optimal" and b["mip_gap"] == 0.0 and b["objective"] == 7.0
     assert b["coverage_weighted_pct"] == pytest.approx(87.5)
+    # LSCP: a covers d0, d1; b covers d1, d2; the existing c covers d3 → all three sites
+    r = await pc.post("/processes/location-allocation/execution", json={"inputs": {
+        "model": "lscp", "demand": demand, "candidates": cands[:2], "existing": cands[2:], "service_radius": 1.5,
+        "cost_matrix": cost}})
+    assert r.status_code == 200, r.text
+    assert r.json()["objective"] == 3 and r.json()["status"] == "optimal"
+    assert r.json()["coverage_weighted_pct"] == pytest.approx(100.0)
+    # p-center, p = 2 with c open: a or b, either leaves a largest cost of 2
+    r = await pc.post("/processes/location-allocation/execution", json={"inputs": {
+        "model": "pcenter", "demand": demand, "candidates": cands[:2], "existing": cands[2:], "p": 2,
+        "cost_matrix": cost}})
+    assert r.status_code == 200, r.text
+    assert r.json()["objective"] == 2 and r.json()["status"] == "optimal" and r.json()["mip_gap"] == 0
+    sel = await _items(pc, r.json()["selected"])
+    assert "existing:c" in {f["id"] for f in sel} and len(sel) == 2
     r = await pc.post("/processes/accessibility/execution", json={"inputs": {
         "demand": [{"id": "1", "poor_persons": 100}, {"id": "2", "poor_persons": 200}, {"id": "3", "poor_persons": 50}],
         "supply": [{"id": "s1", "capacity": 10}, {"id": "s2", "capacity": 5}],
