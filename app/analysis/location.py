@@ -176,6 +176,17 @@ def _site_vars(prob: object, m: int, fixed: set[int]) -> list[object]:
     return y
 
 
+def _cover_solution(s: Solve, y: list[object], cost: np.ndarray, weights: np.ndarray, radius: float, model: str,
+                    time_limit: float) -> tuple[list[int], np.ndarray, float, np.ndarray, np.ndarray]:
+    """Open sites of a solved coverage model, the demand they cover within the radius and its assignment."""
+    if s.status in ("infeasible", "not-solved"):
+        raise AnalysisError(f"{model}: no solution found within {time_limit:g} s.")
+    chosen = sorted(j for j, v in enumerate(y) if (v.value() or 0) > 0.5)  # type: ignore[attr-defined]
+    covered, pct = _weighted_cover(cost, weights, chosen, radius)
+    site, dist = _assign_nearest(cost, chosen, radius)
+    return chosen, covered, pct, site, dist
+
+
 def mclp(cost: np.ndarray, weights: np.ndarray, p: int, radius: float, existing: list[int], time_limit: float,
          threads: int = 2) -> LocationResult:
     import pulp
@@ -194,11 +205,7 @@ def mclp(cost: np.ndarray, weights: np.ndarray, p: int, radius: float, existing:
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key] + [(z[g], -1)]) >= 0
     prob += pulp.lpSum(y) == p
     s = solve_cbc(prob, time_limit, threads)
-    if s.status in ("infeasible", "not-solved"):
-        raise AnalysisError(f"MCLP: no solution found within {time_limit:g} s.")
-    chosen = sorted(j for j in range(m) if (y[j].value() or 0) > 0.5)
-    covered, pct = _weighted_cover(cost, weights, chosen, radius)
-    site, dist = _assign_nearest(cost, chosen, radius)
+    chosen, covered, pct, site, dist = _cover_solution(s, y, cost, weights, radius, "MCLP", time_limit)
     obj = float(weights[covered].sum())
     const = obj - (s.objective or 0.0)  # weight covered by existing sites (outside the model)
     upper = None if s.bound is None else s.bound + const
@@ -228,11 +235,7 @@ def lscp(cost: np.ndarray, weights: np.ndarray, radius: float, existing: list[in
     for key in keys:
         prob += pulp.LpAffineExpression([(y[j], 1) for j in key]) >= 1
     s = solve_cbc(prob, time_limit, threads)
-    if s.status in ("infeasible", "not-solved"):
-        raise AnalysisError(f"LSCP: no cover found within {time_limit:g} s.")
-    chosen = sorted(j for j in range(m) if (y[j].value() or 0) > 0.5)
-    covered, pct = _weighted_cover(cost, weights, chosen, radius)
-    site, dist = _assign_nearest(cost, chosen, radius)
+    chosen, covered, pct, site, dist = _cover_solution(s, y, cost, weights, radius, "LSCP", time_limit)
     obj = float(len(chosen))
     lower = None if s.bound is None else float(math.ceil(s.bound - 1e-9))  # site counts are integers
     gap = None if lower is None else _relative_gap(obj, lower)
