@@ -454,3 +454,27 @@ async def test_database_down_gives_503_not_500():
             assert r.headers["content-type"].startswith("application/problem+json")
         r = await c.get("/jobs/00000000-0000-4000-8000-000000000000")
         assert r.status_code == 503
+
+
+def test_owslib_lists_describes_and_executes(proc_db: ThrowawayDatabase):
+    """A real OGC API - Processes client (OWSLib) against the running service."""
+    from owslib.ogcapi.processes import Processes
+
+    with serve(proc_db.url) as url:
+        client = Processes(url)
+        assert {p["id"] for p in client.processes()} == PROCESS_IDS
+        desc = client.process("coverage-gaps")
+        assert desc["id"] == "coverage-gaps" and "thresholds" in desc["inputs"]
+        inputs = {"demand": [{"id": "1", "poor_persons": 10}, {"id": "2", "poor_persons": 30}],
+                  "supply": [{"id": "s", "class": "clinic"}], "thresholds": {"clinic": 5}, "cost_matrix": [[2], [9]]}
+        res = client.execute("coverage-gaps", inputs)
+        assert res["summary"]["clinic"]["population_affected"] == 30
+        assert res["summary"]["clinic"]["share"] == pytest.approx(0.75)
+        job = client.execute("coverage-gaps", inputs, async_=True)
+        assert job["status"] in ("accepted", "running", "successful") and job["type"] == "process"
+        for _ in range(100):
+            st = httpx.get(f"{url}/jobs/{job['jobID']}").json()
+            if st["status"] == "successful":
+                break
+            time.sleep(0.2)
+        assert httpx.get(f"{url}/jobs/{job['jobID']}/results").json()["summary"] == res["summary"]
