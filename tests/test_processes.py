@@ -19,6 +19,7 @@ from tpa_testing import ThrowawayDatabase, client_for, serve, settings_for
 
 from app.models.codes import Role
 
+_C = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 PROCESS_IDS = {"spatial-autocorrelation", "hotspots", "project-coverage-correlation", "accessibility",
                "coverage-gaps", "location-allocation"}
 
@@ -69,6 +70,11 @@ async def test_process_list_and_descriptions(pc: httpx.AsyncClient):
     conf = (await pc.get("/conformance")).json()["conformsTo"]
     assert "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core" in conf
     assert "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/dismiss" in conf
+    html = await pc.get("/processes", params={"f": "html"})
+    assert html.headers["content-type"].startswith("text/html") and "location-allocation" in html.text
+    html = await pc.get("/processes/accessibility", headers={"Accept": "text/html"})
+    assert "supply_capacity" in html.text and "<table>" in html.text
+    assert _C + "html" in conf
     r = await pc.get("/processes/nope")
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
     api = (await pc.get("/api")).json()
@@ -158,6 +164,10 @@ async def test_async_job_life_cycle_and_dismissal(pc: httpx.AsyncClient, proc_ke
     assert (await pc.get(gaps, headers=key)).status_code == 404
     assert (await pc.get(loc + "/results", headers=key)).status_code == 404
     assert (await pc.get(loc, headers=other)).json()["status"] == "dismissed"  # admins see every job
+    page = await pc.get(loc, headers=key, params={"f": "html"})
+    assert page.headers["content-type"].startswith("text/html") and "dismissed" in page.text
+    page = await pc.get("/jobs", headers=key, params={"f": "html"})
+    assert st["jobID"] in page.text
 
 
 async def test_location_allocation_and_accessibility_over_http(pc: httpx.AsyncClient):

@@ -19,16 +19,17 @@ from app.analysis.spatial import AnalysisError
 from app.auth import current_role
 from app.db import translated_errors
 from app.errors import DomainError, InvalidParameter, NotFound, Unauthorized
-from app.ogc.render import json_response, link, url_for
+from app.ogc.render import json_response, link, respond, url_for
 from app.processes import jobs
 from app.processes.definitions import PROCESSES, Process
 
 router = APIRouter(tags=["Processes"])
 JSON = "application/json"
+HTML = "text/html"
 GEOJSON = "application/geo+json"
 _C = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
-CONFORMANCE: tuple[str, ...] = tuple(_C + c for c in ("core", "ogc-process-description", "json", "oas30", "job-list",
-                                                       "dismiss"))
+CONFORMANCE: tuple[str, ...] = tuple(_C + c for c in ("core", "ogc-process-description", "json", "html", "oas30",
+                                                       "job-list", "dismiss"))
 ITEMS_REL = "http://www.opengis.net/def/rel/ogc/1.0/items"
 
 
@@ -102,14 +103,16 @@ def _inputs_description(p: Process) -> dict[str, Any]:
     return out
 
 
-@router.get("/processes", operation_id="get_processes", summary="The processes offered")
+@router.get("/processes", operation_id="get_processes", summary="The processes offered",
+            responses={200: {"content": {HTML: {}}}})
 async def get_processes(request: Request) -> Response:
-    return json_response({"processes": [_summary(request, p) for p in PROCESSES.values()],
-                          "links": [link(url_for(request, "/processes"), "self", JSON, "Processes")]})
+    return respond(request, {"processes": [_summary(request, p) for p in PROCESSES.values()],
+                             "links": [link(url_for(request, "/processes"), "self", JSON, "Processes")]},
+                   "processes.html")
 
 
 @router.get("/processes/{processId}", operation_id="get_process", summary="Description of a process",
-            responses={404: {"description": "No such process"}})
+            responses={200: {"content": {HTML: {}}}, 404: {"description": "No such process"}})
 async def get_process(request: Request, processId: str = Path(...)) -> Response:  # noqa: N803
     p = PROCESSES.get(processId)
     if p is None:
@@ -119,7 +122,7 @@ async def get_process(request: Request, processId: str = Path(...)) -> Response:
     body["inputs"] = _inputs_description(p)
     body["outputs"] = {k: {"title": o.title, "description": o.description, "schema": o.schema}
                        for k, o in p.outputs.items()}
-    return json_response(body)
+    return respond(request, body, "process.html")
 
 
 def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +229,8 @@ async def execute_unknown(processId: str = Path(...)) -> Response:  # noqa: N803
                    "ogcapi-processes-1/1.0/no-such-process")
 
 
-@router.get("/jobs", operation_id="get_jobs", summary="Jobs of the caller (all jobs for admins)")
+@router.get("/jobs", operation_id="get_jobs", summary="Jobs of the caller (all jobs for admins)",
+            responses={200: {"content": {HTML: {}}}})
 async def get_jobs(
     request: Request,
     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000),
@@ -245,15 +249,16 @@ async def get_jobs(
     if offset + len(rows) < total:
         links.append(link(url_for(request, "/jobs", {"limit": limit, "offset": offset + limit}), "next", JSON,
                           "Next page"))
-    return json_response({"jobs": [status_info(request, r) for r in rows], "numberMatched": total, "links": links})
+    return respond(request, {"jobs": [status_info(request, r) for r in rows], "numberMatched": total,
+                             "links": links}, "jobs.html")
 
 
 @router.get("/jobs/{jobId}", operation_id="get_job", summary="Status of a job", response_model=StatusInfo,
-            responses={404: {"description": "No such job"}})
+            responses={200: {"content": {HTML: {}}}, 404: {"description": "No such job"}})
 async def get_job(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
     role = await current_role(request)
     run = await jobs.visible_run(request, jobId, _actor(request), role)
-    return json_response(status_info(request, run))
+    return respond(request, status_info(request, run), "job.html")
 
 
 @router.get("/jobs/{jobId}/results", operation_id="get_job_results", summary="Results of a job",
