@@ -66,6 +66,9 @@ async def test_process_list_and_descriptions(pc: httpx.AsyncClient):
     assert set(d["inputs"]) >= {"model", "demand", "candidates", "existing", "p", "service_radius", "cost_matrix",
                                 "time_limit_s"}
     assert d["inputs"]["model"]["schema"]["enum"] == ["lscp", "mclp", "pmedian", "pcenter"]
+    assert "$defs" not in d["inputs"]["p"]["schema"]  # only the definitions an input uses travel with it
+    assert set(d["inputs"]["candidates"]["schema"]["$defs"]) == {"CollectionRef", "H3Grid", "InlineFeatures",
+                                                                 "InlineFeature"}
     assert set(d["outputs"]) >= {"selected", "assignment", "objective", "coverage_weighted_pct", "status", "mip_gap"}
     conf = (await pc.get("/conformance")).json()["conformsTo"]
     assert "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core" in conf

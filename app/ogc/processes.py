@@ -97,10 +97,29 @@ def _inputs_description(p: Process) -> dict[str, Any]:
         entry = {"title": prop.get("title", name), "description": prop.get("description", ""),
                  "minOccurs": 1 if name in required else 0, "maxOccurs": 1,
                  "schema": {k: v for k, v in prop.items() if k not in ("title", "description")}}
-        if defs:
-            entry["schema"]["$defs"] = defs
+        used = _referenced(entry["schema"], defs)
+        if used:
+            entry["schema"]["$defs"] = {k: defs[k] for k in sorted(used)}
         out[name] = entry
     return out
+
+
+def _referenced(node: Any, defs: dict[str, Any], seen: set[str] | None = None) -> set[str]:
+    """Names of the ``$defs`` a schema refers to, directly or through other definitions."""
+    seen = set() if seen is None else seen
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name not in seen and name in defs:
+                seen.add(name)
+                _referenced(defs[name], defs, seen)
+        for v in node.values():
+            _referenced(v, defs, seen)
+    elif isinstance(node, list):
+        for v in node:
+            _referenced(v, defs, seen)
+    return seen
 
 
 @router.get("/processes", operation_id="get_processes", summary="The processes offered",
