@@ -20,6 +20,11 @@ class AnalysisError(ValueError):
     """Input that an analysis cannot work with (reported to the client as a 400)."""
 
 
+def is_polygonal(geoms: np.ndarray) -> bool:
+    """Every geometry is a Polygon or MultiPolygon."""
+    return bool(np.isin(shapely.get_type_id(geoms), (3, 6)).all())
+
+
 def representative_lonlat(geoms: np.ndarray) -> np.ndarray:
     """(n, 2) lon/lat of each geometry: points as they are, other shapes by a point on the surface."""
     if len(geoms) == 0:
@@ -105,7 +110,7 @@ def build_weights(geoms: np.ndarray, xy: np.ndarray, spec: WeightsSpec) -> Built
     n = len(xy)
     if n < 3:
         raise AnalysisError("At least 3 features are needed for spatial weights.")
-    polygons = bool(np.isin(shapely.get_type_id(geoms), (3, 6)).all())
+    polygons = is_polygonal(geoms)
     kind = spec.type or ("queen" if polygons else "knn")
     ids = list(range(n))
     with warnings.catch_warnings():

@@ -59,21 +59,14 @@ class Units:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def column(self, prop: str, *, default: float | None = None) -> np.ndarray:
+    def column(self, prop: str) -> np.ndarray:
+        """The property as floats; numbers, or strings that read as numbers (booleans are not numbers)."""
         out = np.empty(len(self.ids))
         for i, p in enumerate(self.props):
-            v = p.get(prop, default)
+            v = _number(p.get(prop))
             if v is None:
-                v = default
-            if v is None or isinstance(v, bool) or not isinstance(v, int | float):
-                if isinstance(v, str):
-                    try:
-                        v = float(v)
-                    except ValueError:
-                        v = None
-                if v is None or isinstance(v, bool) or not isinstance(v, int | float):
-                    raise AnalysisError(f"{self.name}: feature {self.ids[i]!r} has no numeric '{prop}'.")
-            out[i] = float(v)
+                raise AnalysisError(f"{self.name}: feature {self.ids[i]!r} has no numeric '{prop}'.")
+            out[i] = v
         return out
 
     def text(self, prop: str) -> list[str | None]:
@@ -88,6 +81,19 @@ class Units:
         idx = np.flatnonzero(keep)
         return Units(self.name, [self.ids[i] for i in idx], None if self.geoms is None else self.geoms[idx],
                      [self.props[i] for i in idx], self.source)
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
 
 
 def units_from_geojson(name: str, features: list[dict[str, Any]], source: str) -> Units:

@@ -25,6 +25,7 @@ from app.analysis.spatial import (
     geodesic_area_km2,
     geoms_to_metric,
     great_circle_km,
+    is_polygonal,
     metric_crs,
     representative_lonlat,
     to_metric,
@@ -89,9 +90,11 @@ def _metric(units: Units, epsg: int | None) -> tuple[np.ndarray, np.ndarray, Any
     return lonlat, to_metric(lonlat, crs), crs
 
 
-def _weights(units: Units, spec: Weights, epsg: int | None) -> tuple[Any, dict[str, Any]]:
+def _weights(units: Units, spec: Weights, epsg: int | None,
+             metric: tuple[np.ndarray, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Weights for the units; ``metric`` = (xy, crs) when the caller has projected them already."""
     geoms = units.need_geometry()
-    _, xy, crs = _metric(units, epsg)
+    xy, crs = metric if metric is not None else _metric(units, epsg)[1:]
     metric_geoms = geoms_to_metric(geoms, crs) if spec.type in (None, "queen", "rook") else geoms
     built = build_weights(metric_geoms, xy, spec.spec())
     return built.w, {"type": built.type, "k": spec.k if built.type == "knn" else None,
@@ -238,7 +241,7 @@ def unit_areas_km2(units: Units, xy: np.ndarray, crs: Any) -> tuple[np.ndarray, 
     """Polygon areas on the ellipsoid; for points, the area of their Voronoi cells within the hull of the
     points grown by the median nearest-neighbour distance (each point's catchment)."""
     geoms = units.need_geometry()
-    if np.isin(shapely.get_type_id(geoms), (3, 6)).all():
+    if is_polygonal(geoms):
         return geodesic_area_km2(geoms), "polygon area"
     from scipy.spatial import cKDTree
 
@@ -261,7 +264,7 @@ def assign_to_units(units: Units, unit_xy: np.ndarray, crs: Any, projects: Units
     plonlat = representative_lonlat(projects.need_geometry())
     pxy = to_metric(plonlat, crs)
     geoms = units.need_geometry()
-    if np.isin(shapely.get_type_id(geoms), (3, 6)).all():
+    if is_polygonal(geoms):
         tree = shapely.STRtree(geoms_to_metric(geoms, crs))
         hits = tree.query(shapely.points(pxy), predicate="intersects")
         out = np.full(len(pxy), -1)
@@ -309,7 +312,7 @@ class ProjectCoverageCorrelation(Process):
             np.add.at(measure, which[ok], amount[ok])
         x = poor / area
         y = measure / area
-        w, wdesc = _weights(units, inputs.weights, inputs.analysis_crs)
+        w, wdesc = _weights(units, inputs.weights, inputs.analysis_crs, (xy, crs))
         r = ac.bivariate(x, y, w, inputs.permutations, inputs.seed, inputs.alpha, inputs.fdr)
         zone = np.array([q == "HL" for q in r.quadrant]) & r.significant
         layer = LayerOut("Poverty against projects (bivariate LISA)", "Local bivariate Moran of poor density and "
