@@ -41,6 +41,17 @@ class ExecutionTimeout(DomainError):
     status, code, title = 503, "ExecutionTimeout", "The synchronous execution took too long"
 
 
+class NoSuchProcess(DomainError):
+    status, code, title = 404, "no-such-process", "No such process"
+
+    def __init__(self, process_id: str) -> None:
+        super().__init__(f"There is no process '{process_id}'.")
+
+    @property
+    def type(self) -> str:
+        return "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/no-such-process"
+
+
 class NotReady(DomainError):
     status, code, title = 404, "result-not-ready", "The job has no results (yet)"
 
@@ -135,8 +146,7 @@ async def get_processes(request: Request) -> Response:
 async def get_process(request: Request, processId: str = Path(...)) -> Response:  # noqa: N803
     p = PROCESSES.get(processId)
     if p is None:
-        raise NotFound(f"There is no process '{processId}'.", type="http://www.opengis.net/def/exceptions/"
-                       "ogcapi-processes-1/1.0/no-such-process")
+        raise NoSuchProcess(processId)
     body = _summary(request, p)
     body["inputs"] = _inputs_description(p)
     body["outputs"] = {k: {"title": o.title, "description": o.description, "schema": o.schema}
@@ -155,7 +165,7 @@ def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
                               f"Output '{out_id}' as a collection"))
             links.append(link(url_for(request, f"/collections/{lid}"), "describedby", JSON,
                               f"Collection of output '{out_id}'"))
-    return StatusInfo(processID=run["kind"].removeprefix("process:"), jobID=jid, status=run["status"],
+    return StatusInfo(processID=jobs.process_of(run).id, jobID=jid, status=run["status"],
                       message=run["message"], created=_iso(run["created"]), started=_iso(run["started"]),
                       finished=_iso(run["finished"]), updated=_iso(run["updated"]), progress=run["progress"],
                       links=links).model_dump()
@@ -163,7 +173,7 @@ def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
 
 def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
     """One member per output id: values as they are, spatial outputs as links to their collections."""
-    p = PROCESSES[run["kind"].removeprefix("process:")]
+    p = jobs.process_of(run)
     result = run.get("result") or {}
     wanted = set((run["params"].get("outputs") or {}).keys()) or set(p.outputs)
     body: dict[str, Any] = {}
@@ -244,8 +254,7 @@ for _p in PROCESSES.values():
 
 @router.post("/processes/{processId}/execution", operation_id="execute_unknown", include_in_schema=False)
 async def execute_unknown(processId: str = Path(...)) -> Response:  # noqa: N803
-    raise NotFound(f"There is no process '{processId}'.", type="http://www.opengis.net/def/exceptions/"
-                   "ogcapi-processes-1/1.0/no-such-process")
+    raise NoSuchProcess(processId)
 
 
 @router.get("/jobs", operation_id="get_jobs", summary="Jobs of the caller (all jobs for admins)",

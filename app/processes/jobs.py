@@ -185,6 +185,11 @@ async def _finish_if_open(engine: Any, run_id: uuid.UUID, status: str, message: 
     return res.rowcount or 0
 
 
+def process_of(run: Any) -> Process:
+    """The process a job row (``kind`` = ``process:<id>``) runs."""
+    return PROCESSES[run["kind"].removeprefix("process:")]
+
+
 def can_see(run: dict[str, Any], actor: str | None, role: Role | None) -> bool:
     """Owners see their jobs; admins see every job; an anonymous job is reachable by its (secret) id."""
     return role == Role.admin or run["owner"] is None or run["owner"] == actor
@@ -358,7 +363,7 @@ async def execute(app: Any, run_id: uuid.UUID) -> None:
             "RETURNING kind, params, owner_role::text AS owner_role, time_limit_s"), {"id": run_id})).mappings().first()
     if row is None:
         return  # dismissed (or already taken) before it started
-    process = PROCESSES[row["kind"].removeprefix("process:")]
+    process = process_of(row)
     params = row["params"]
     role = Role(row["owner_role"]) if row["owner_role"] else None
 
