@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import shapely
@@ -82,8 +82,11 @@ def chord_to_km(chord: np.ndarray) -> np.ndarray:
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(np.asarray(chord) / 2, 0.0, 1.0))
 
 
-def km_to_chord(km: float) -> float:
-    return 2 * math.sin(min(km / EARTH_RADIUS_KM, math.pi) / 2)
+def km_to_chord(km: Any) -> Any:
+    """Chord length on the unit sphere of a great-circle distance (scalar or array)."""
+    if np.ndim(km) == 0:
+        return 2 * math.sin(min(float(km) / EARTH_RADIUS_KM, math.pi) / 2)
+    return 2 * np.sin(np.minimum(np.asarray(km, dtype=float) / EARTH_RADIUS_KM, math.pi) / 2)
 
 
 @dataclass(frozen=True)

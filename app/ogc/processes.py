@@ -21,7 +21,8 @@ from app.db import translated_errors
 from app.errors import DomainError, InvalidParameter, NotFound, Unauthorized
 from app.ogc.render import json_response, link, respond, url_for
 from app.processes import jobs
-from app.processes.definitions import PROCESSES, Process
+from app.processes.catalogue import PROCESSES
+from app.processes.definitions import Process
 
 router = APIRouter(tags=["Processes"])
 JSON = "application/json"

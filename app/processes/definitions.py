@@ -103,7 +103,11 @@ def _weights(units: Units, spec: Weights, epsg: int | None,
 
 
 def _floats(a: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
+    a = np.asarray(a, dtype=float)
+    out: list[float | None] = a.tolist()
+    for i in np.flatnonzero(~np.isfinite(a)):
+        out[i] = None
+    return out
 
 
 class Process:
@@ -115,6 +119,7 @@ class Process:
     Inputs: ClassVar[type[BaseModel]]
     outputs: ClassVar[dict[str, OutputSpec]]
     data_inputs: ClassVar[tuple[str, ...]]
+    context_data: ClassVar[tuple[str, ...]] = ()  # tables the service adds (e.g. the default cause table)
 
     def run(self, inputs: Any, data: dict[str, Units], threads: int) -> Outcome:
         raise AnalysisError(f"The process {self.id} cannot run.")
@@ -627,7 +632,5 @@ class LocationAllocation(Process):
         }, {"selected": selected, "assignment": assignment})
 
 
-PROCESSES: dict[str, Process] = {p.id: p for p in (
-    SpatialAutocorrelation(), Hotspots(), ProjectCoverageCorrelation(), Accessibility(), CoverageGaps(),
-    LocationAllocation(),
-)}
+STAGE1: tuple[Process, ...] = (SpatialAutocorrelation(), Hotspots(), ProjectCoverageCorrelation(), Accessibility(),
+                               CoverageGaps(), LocationAllocation())

@@ -18,7 +18,8 @@ from typing import Any
 from app.analysis.spatial import AnalysisError
 
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["app.processes.definitions", "esda", "libpysal", "access", "pulp", "pandas"])
+_CTX.set_forkserver_preload(["app.processes.catalogue", "ortools.graph.python.min_cost_flow", "esda", "libpysal",
+                             "access", "pulp", "pandas"])
 
 
 class JobTimeout(Exception):
@@ -34,7 +35,7 @@ class JobCrashed(Exception):
 
 
 def _child(conn: Any, process_id: str, inputs: dict[str, Any], data: dict[str, Any], threads: int) -> None:
-    from app.processes.definitions import PROCESSES
+    from app.processes.catalogue import PROCESSES
 
     os.setpgrp()  # its own process group: a kill stops the solver (CBC) it starts too
     _die_with_parent()

@@ -1,0 +1,188 @@
+"""The household registry as a process input (Stage 2 needs, the MPI): households with their members'
+counts, distances to services, villages with released telecom indicators, and the region's cause table.
+
+Restricted like the ``households`` collection: analysts and administrators only; analysts get each household's
+point displaced exactly as the collection shows it (distances are measured from the true point).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import shapely
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+
+from app.analysis.gaps import nearest_km
+from app.analysis.spatial import AnalysisError
+from app.models.codes import HouseholdStatus, Role
+from app.processes.data import Units
+
+REGISTRY_ROLE = Role.analyst
+SCHOOL_YEARS = {"illiterate": 0, "primary": 6, "junior": 9, "senior": 12, "tertiary": 16}
+TELECOM_SKIP = ("presence",)  # hourly presence is not a village indicator
+
+
+class RegistryRef(BaseModel):
+    """The poor-household registry of a region held by this service (restricted: analysts and administrators).
+
+    Households of the region's latest snapshot, optionally within one administrative unit."""
+
+    model_config = ConfigDict(extra="forbid", title="RegistryReference")
+    region: str = Field(min_length=1, max_length=100, examples=["tieling-demo"])
+    admin_code: str | None = Field(None, max_length=50, description="Only households of this village, township, "
+                                   "county or prefecture")
+    statuses: list[HouseholdStatus] | None = Field(None, description="Registry statuses to include; default all")
+
+
+_HOUSEHOLDS = """
+WITH latest AS (SELECT max(valid_from) AS at FROM household WHERE region_id = :region),
+hh AS (
+  SELECT h.*, a4.code AS township_code, a3.code AS county_code, latest.at
+  FROM household h CROSS JOIN latest
+  JOIN admin_unit a5 ON a5.code = h.village_code
+  LEFT JOIN admin_unit a4 ON a4.code = a5.parent_code
+  LEFT JOIN admin_unit a3 ON a3.code = a4.parent_code
+  WHERE h.region_id = :region AND h.valid_from <= latest.at AND (h.valid_to IS NULL OR h.valid_to > latest.at)
+    AND (CAST(:statuses AS text[]) IS NULL OR h.status::text = ANY(CAST(:statuses AS text[])))
+    AND (CAST(:code AS text) IS NULL OR :code IN (a5.code, a4.code, a3.code, a3.parent_code))
+),
+pe AS (
+  SELECT p.hh_id,
+    count(*) FILTER (WHERE p.health IN ('chronic', 'major_illness')) AS ill_members,
+    count(*) FILTER (WHERE NOT p.med_insured) AS uninsured_members,
+    count(*) FILTER (WHERE extract(year FROM hh.at) - p.birth_year BETWEEN 6 AND 15 AND p.in_school = 'none'
+                     AND p.health = 'healthy') AS dropout_children,
+    count(*) FILTER (WHERE extract(year FROM hh.at) - p.birth_year BETWEEN 6 AND 15
+                     AND p.in_school = 'none') AS out_of_school_children,
+    count(*) FILTER (WHERE p.labour = 'ordinary') AS ordinary_labour,
+    count(*) FILTER (WHERE p.labour = 'skilled') AS skilled_labour,
+    max(CASE p.education WHEN 'illiterate' THEN 0 WHEN 'primary' THEN 6 WHEN 'junior' THEN 9 WHEN 'senior' THEN 12
+        WHEN 'tertiary' THEN 16 END) FILTER (WHERE extract(year FROM hh.at) - p.birth_year >= 10) AS max_school_years
+  FROM person p JOIN hh ON hh.hh_id = p.hh_id
+  WHERE p.valid_from <= hh.at AND (p.valid_to IS NULL OR p.valid_to > hh.at)
+  GROUP BY p.hh_id
+)
+SELECT hh.hh_id AS id, hh.village_code, hh.township_code, hh.county_code, hh.status::text AS status,
+  hh.main_cause::text AS main_cause, hh.size, hh.net_income_pc::float8 AS net_income_pc, hh.food_insecure,
+  hh.clothing_insecure, hh.house_safety_grade::text AS house_safety_grade, hh.water_safe, hh.water_difficulty,
+  hh.toilet::text AS toilet, hh.cooking_fuel::text AS cooking_fuel, hh.electricity,
+  hh.access_road::text AS access_road, hh.arable_mu::float8 AS arable_mu, hh.irrigated_mu::float8 AS irrigated_mu,
+  hh.coop_member, hh.microcredit,
+  coalesce(pe.ill_members, 0) AS ill_members, coalesce(pe.uninsured_members, 0) AS uninsured_members,
+  coalesce(pe.dropout_children, 0) AS dropout_children,
+  coalesce(pe.out_of_school_children, 0) AS out_of_school_children,
+  coalesce(pe.ordinary_labour, 0) AS ordinary_labour, coalesce(pe.skilled_labour, 0) AS skilled_labour,
+  pe.max_school_years, extract(year FROM hh.at)::int AS year,
+  ST_X(hh.geom) AS lon, ST_Y(hh.geom) AS lat, ST_AsBinary({shown}) AS shown
+FROM hh LEFT JOIN pe ON pe.hh_id = hh.hh_id
+ORDER BY hh.hh_id
+"""
+
+
+def _displaced_sql(secret_param: str) -> str:
+    """The SQL of ``catalog.displaced_point`` (same bytes of SHA-256, same distances and azimuths)."""
+    h = f"sha256(convert_to({secret_param} || hh.hh_id, 'UTF8'))"
+    b = [f"get_byte({h}, {i})" for i in range(4)]
+    dist = f"(100.0 + 400.0 * ({b[0]} * 256 + {b[1]}) / 65535.0)"
+    az = f"(2 * pi() * ({b[2]} * 256 + {b[3]}) / 65536.0)"
+    return f"geometry(ST_Project(geography(hh.geom), {dist}, {az}))"
+
+
+async def region_exists(conn: Any, region: str) -> bool:
+    return bool(await conn.scalar(text("SELECT 1 FROM region WHERE region_id = :r"), {"r": region}))
+
+
+async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[str, Units]:
+    """Units ``households``, ``groups`` (villages, townships, counties with geometry and telecom indicators),
+    ``cause_table`` and ``region`` of one region's registry."""
+    from app.auth import allowed
+
+    if not allowed(role, REGISTRY_ROLE):
+        raise AnalysisError("The registry is not available to this role.")
+    secret = app.state.settings.security.jitter_key.get_secret_value()
+    shown = "hh.geom" if role == Role.admin else _displaced_sql(":secret")
+    async with app.state.engine.connect() as conn:
+        await conn.execute(text("SET LOCAL work_mem = '64MB'"))  # the sorts of 25,000 households stay in memory
+        reg = (await conn.execute(text(
+            "SELECT region_id, poverty_line::float8 AS poverty_line, currency FROM region WHERE region_id = :r"),
+            {"r": ref.region})).mappings().first()
+        if reg is None:
+            raise AnalysisError(f"There is no region '{ref.region}'.")
+        rows = (await conn.execute(text(_HOUSEHOLDS.format(shown=shown)), {
+            "region": ref.region, "code": ref.admin_code, "secret": secret,
+            "statuses": [s.value for s in ref.statuses] if ref.statuses else None})).mappings().all()
+        facilities = (await conn.execute(text(
+            "SELECT class::text AS class, ST_X(geom) AS lon, ST_Y(geom) AS lat FROM facility "
+            "WHERE region_id = :r AND class IN ('clinic', 'hospital', 'market') AND valid_to IS NULL"),
+            {"r": ref.region})).all()
+        admin = (await conn.execute(text(
+            "SELECT a.code, a.level, a.name, ST_AsBinary(coalesce(v.geom_point, ST_PointOnSurface(a.geom))) AS pt, "
+            "ST_AsBinary(coalesce(a.geom, v.geom_point)) AS shape FROM admin_unit a "
+            "LEFT JOIN village v ON v.code = a.code WHERE a.region_id = :r AND a.level >= 3"),
+            {"r": ref.region})).mappings().all()
+        causes = (await conn.execute(text(
+            "SELECT cause::text AS cause, need::text AS need, project_type::text AS project_type, region_id "
+            "FROM cause_need_project WHERE region_id = :r OR region_id IS NULL ORDER BY id"),
+            {"r": ref.region})).mappings().all()
+        telecom = (await conn.execute(text(
+            "SELECT unit_type::text AS unit_type, unit_id, h3_res, indicator, value FROM telecom_agg "
+            "WHERE region_id = :r AND NOT suppressed AND value IS NOT NULL AND hour IS NULL "
+            "AND indicator <> ALL(:skip) AND lower(period) = (SELECT max(lower(period)) FROM telecom_agg "
+            "WHERE region_id = :r)"), {"r": ref.region, "skip": list(TELECOM_SKIP)})).all()
+    if not rows:
+        raise AnalysisError(f"The registry of '{ref.region}' has no households"
+                            + (f" in '{ref.admin_code}'." if ref.admin_code else "."))
+    props = [dict(r) for r in rows]
+    true_ll = np.array([[p.pop("lon"), p.pop("lat")] for p in props], dtype=float)
+    geoms = shapely.from_wkb([p.pop("shown") for p in props])
+    for cls, key in ((("clinic", "hospital"), "clinic_km"), (("market",), "market_km")):
+        pts = np.array([[lon, lat] for c, lon, lat in facilities if c in cls], dtype=float).reshape(-1, 2)
+        if len(pts):
+            d, _ = nearest_km(true_ll, pts)
+            for p, v in zip(props, d, strict=True):
+                p[key] = float(v)
+    households = Units("households", [p["id"] for p in props], np.asarray(geoms, dtype=object), props,
+                       f"registry:{ref.region}")
+    groups = _groups(admin, telecom)
+    # a region's own rows replace the default table for the causes they cover
+    own = {r["cause"] for r in causes if r["region_id"] is not None}
+    table_rows = [{"id": str(i), "cause": r["cause"], "need": r["need"], "project_type": r["project_type"]}
+                  for i, r in enumerate(causes) if r["region_id"] is not None or r["cause"] not in own]
+    region = Units("region", [reg["region_id"]], None, [{"poverty_line": reg["poverty_line"],
+                                                         "currency": reg["currency"]}], "region")
+    return {"households": households, "groups": groups,
+            "cause_table": Units("cause_table", [r["id"] for r in table_rows], None, table_rows, "cause_need_project"),
+            "region": region}
+
+
+def _groups(admin: list[Any], telecom: list[Any]) -> Units:
+    """Administrative units with a point, a shape and, for villages, the released telecom indicators of the
+    finest H3 cell holding the village point (or of the village itself when released per admin unit)."""
+    import h3
+
+    by_cell: dict[str, dict[str, float]] = {}
+    by_admin: dict[str, dict[str, float]] = {}
+    resolutions: set[int] = set()
+    for unit_type, unit_id, res, ind, value in telecom:
+        if unit_type == "h3":
+            by_cell.setdefault(unit_id, {})[ind] = float(value)
+            resolutions.add(int(res))
+        else:
+            by_admin.setdefault(unit_id, {})[ind] = float(value)
+    ids, shapes, props = [], [], []
+    for a in admin:
+        pt = shapely.from_wkb(a["pt"]) if a["pt"] is not None else None
+        p: dict[str, Any] = {"name": a["name"], "level": a["level"]}
+        values = dict(by_admin.get(a["code"], {}))
+        if a["level"] == 5 and pt is not None:
+            for res in sorted(resolutions, reverse=True):
+                cell = h3.latlng_to_cell(pt.y, pt.x, res)
+                for k, v in by_cell.get(cell, {}).items():
+                    values.setdefault(k, v)
+        p.update({f"tc_{k}": v for k, v in values.items()})
+        ids.append(a["code"])
+        shapes.append(shapely.from_wkb(a["shape"]) if a["shape"] is not None else pt)
+        props.append(p)
+    return Units("groups", ids, np.asarray(shapes, dtype=object), props, "admin_unit")

@@ -1,0 +1,666 @@
+"""The Stage 2 and 3 processes: needs assessment, needs–project matching, coupling coordination and the MPI.
+
+As in ``definitions``: typed inputs, outputs, and a ``run`` over resolved data that calls ``app.analysis``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import shapely
+from pydantic import Field, model_validator
+
+from app.analysis import coupling as cp
+from app.analysis import matching as mt
+from app.analysis import mpi as af
+from app.analysis import needs as nd
+from app.analysis.spatial import AnalysisError, representative_lonlat
+from app.models.codes import SOLID_FUELS, Cause, Need, ProjectType
+from app.processes.data import DataInput, Units
+from app.processes.definitions import (
+    LAYER_SCHEMA,
+    PROVENANCE,
+    LayerOut,
+    Outcome,
+    OutputSpec,
+    Process,
+    Strict,
+    _floats,
+)
+from app.processes.registry import RegistryRef
+
+HouseholdsInput = RegistryRef | DataInput
+OBJECT = {"type": "object"}
+
+
+def _group_layer(title: str, description: str, units: Units, labels: list[str | None], groups: Units | None,
+                 columns: dict[str, tuple[str, list[Any]]], keys: list[str]) -> LayerOut:
+    """A layer with one feature per group key: the group's own geometry when known (administrative units),
+    else the mean position of its members, else none."""
+    geoms: np.ndarray | None = None
+    if groups is not None and groups.geoms is not None:
+        where = {g: i for i, g in enumerate(groups.ids)}
+        found = [groups.geoms[where[k]] if k in where else None for k in keys]
+        if all(g is not None for g in found):
+            geoms = np.asarray(found, dtype=object)
+    if geoms is None and units.geoms is not None and len(keys):
+        ll = representative_lonlat(units.geoms)
+        lab = np.asarray(labels, dtype=object)
+        geoms = np.asarray([shapely.Point(*ll[lab == k].mean(axis=0)) for k in keys], dtype=object)
+    return LayerOut(title, description, keys, geoms, columns)
+
+
+def _labels(units: Units, prop: str | None) -> list[str]:
+    if prop is None:
+        return list(units.ids)
+    vals = units.text(prop)
+    if any(v is None for v in vals):
+        i = next(i for i, v in enumerate(vals) if v is None)
+        raise AnalysisError(f"{units.name}: feature {units.ids[i]!r} has no '{prop}'.")
+    return [str(v) for v in vals]
+
+
+def _split(value: Any) -> list[str]:
+    """Needs given as a list or a comma-separated text."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [s.strip() for s in str(value).strip("{}").split(",") if s.strip()]
+
+
+# --------------------------------------------------------------------------------- needs-assessment
+class CauseRow(Strict):
+    cause: Cause
+    need: Need | None = None
+    project_type: ProjectType | None = None
+
+
+class HealthWeights(Strict):
+    illness: float = Field(0.5, ge=0, description="Weight of [any chronic or major illness]")
+    uninsured: float = Field(0.3, ge=0, description="Weight of [any member uninsured]")
+    clinic: float = Field(0.2, ge=0, description="Weight of the clinic-distance term")
+
+
+class HouseGrades(Strict):
+    A: float = Field(0.0, ge=0, le=1)
+    B: float = Field(0.0, ge=0, le=1)
+    C: float = Field(0.7, ge=0, le=1)
+    D: float = Field(1.0, ge=0, le=1)
+
+
+class RoadQuality(Strict):
+    dirt: float = Field(0.0, ge=0, le=1)
+    gravel: float = Field(1 / 3, ge=0, le=1)
+    cement: float = Field(2 / 3, ge=0, le=1)
+    asphalt: float = Field(1.0, ge=0, le=1)
+
+
+class RulesInput(Strict):
+    """Parameters of the scoring rules (DOMAIN §6.1). Every one has the documented default."""
+
+    health_weights: HealthWeights = Field(default_factory=HealthWeights, description="L_HEALTH weights")
+    clinic_free_min: float = Field(30.0, ge=0, description="Minutes to a clinic that count as no need")
+    clinic_span_min: float = Field(30.0, gt=0, description="Minutes beyond that over which the need reaches 1")
+    travel_speed_kmh: float = Field(30.0, gt=0, description="Speed turning clinic km into minutes")
+    house_grades: HouseGrades = Field(default_factory=HouseGrades, description="L_HOUSE per safety grade")
+    road_quality: RoadQuality = Field(default_factory=RoadQuality, description="Road quality per access road "
+                                      "(P_ROAD = 1 − this)")
+    arable_target_mu: float = Field(1.4, gt=0, description="Arable mu per person at which P_LAND is 0")
+    market_far_km: float = Field(20.0, gt=0, description="Distance to a market at which P_MARKET is 1")
+    cause_prior: float = Field(0.5, ge=0, le=1, description="Minimum score of the needs listed for the main cause")
+    threshold: float = Field(0.5, gt=0, le=1, description="A need is active from this score")
+    living_index: Literal["max", "mean"] = Field("max", description="LN: max (binding constraint) or mean")
+
+    def rules(self, poverty_line: float) -> nd.NeedRules:
+        hw = self.health_weights
+        return nd.NeedRules(poverty_line=poverty_line, **{
+            **self.model_dump(), "health_weights": (hw.illness, hw.uninsured, hw.clinic)})
+
+
+class NeedsInputs(Strict):
+    households: HouseholdsInput = Field(description="The registry of a region ({'region': ...}), or households as "
+                                        "a table or features with the fields of the scoring rules")
+    poverty_line: float | None = Field(None, gt=0, description="Income line of L_FOOD; default the region's")
+    rules: RulesInput = Field(default_factory=RulesInput)
+    cause_table: list[CauseRow] | None = Field(None, description="Cause → need → project rows; default the "
+                                               "region's table (cause_need_project)")
+    aggregate_by: str = Field("village_code", description="Property grouping households (village_code, "
+                              "township_code, county_code for the registry)")
+    group_need_share: float = Field(0.2, gt=0, le=1, description="A group lists a need active in at least this "
+                                    "share of its households")
+    max_recommended: int = Field(3, ge=1, le=18)
+
+
+def cause_table(rows: Units) -> nd.CauseTable:
+    needs: dict[str, set[str]] = {}
+    types: dict[str, list[str]] = {}
+    for p in rows.props:
+        c = str(p["cause"])
+        if p.get("need"):
+            needs.setdefault(c, set()).add(str(p["need"]))
+        if p.get("project_type"):
+            types.setdefault(c, [])
+            if p["project_type"] not in types[c]:
+                types[c].append(str(p["project_type"]))
+    return nd.CauseTable(needs, types)
+
+
+class NeedsAssessment(Process):
+    id = "needs-assessment"
+    title = "Living and production-development needs of households and villages"
+    description = ("Scores in [0, 1] of the living needs (L_FOOD … L_WATER) and production-development needs (P_*) "
+                   "of every household by the transparent rules of DOMAIN §6.1 (each score with its inputs), the "
+                   "living-need index (max and mean), priors of the main cause, and project types recommended "
+                   "through the region's cause → need → project table; aggregated per village (or township, "
+                   "county) with released telecom indicators where present.")
+    keywords = ("needs", "两不愁三保障", "Stage 2")
+    Inputs = NeedsInputs
+    outputs = {
+        "households": OutputSpec("Needs per household", "Scores, active needs, recommended project types, "
+                                 "capacity components and the inputs behind each score", LAYER_SCHEMA, layer=True),
+        "villages": OutputSpec("Needs per village", "Mean scores, shares of households in need, capacity means, "
+                               "telecom indicators, recommended types", LAYER_SCHEMA, layer=True),
+        "rules": OutputSpec("Rules", "The formula of every score with the parameters in force", OBJECT),
+        "summary": OutputSpec("Summary", "Households, share in need per need, mean living-need index", OBJECT),
+        "provenance": PROVENANCE,
+    }
+    data_inputs = ("households",)
+    context_data = ("cause_table",)
+
+    def run(self, inputs: NeedsInputs, data: dict[str, Units], threads: int) -> Outcome:
+        hh = data["households"]
+        line = inputs.poverty_line
+        if line is None and "region" in data:
+            line = float(data["region"].props[0]["poverty_line"])
+        if line is None:
+            raise AnalysisError("poverty_line is needed for households given inline.")
+        table = cause_table(Units("cause_table", [], None, [r.model_dump(mode="json") for r in inputs.cause_table],
+                                  "input") if inputs.cause_table is not None else data["cause_table"])
+        rules = inputs.rules.rules(line)
+        a = nd.assess(hh.props, rules, table, inputs.max_recommended)
+        ln = a.index(rules.living_index)
+        cols: dict[str, tuple[str, list[Any]]] = {}
+        for key in ("village_code", "township_code", "county_code", "status", "main_cause"):
+            if any(key in p for p in hh.props[:1]):
+                cols[key] = ("text", hh.text(key))
+        if inputs.aggregate_by not in cols:
+            cols[inputs.aggregate_by] = ("text", hh.text(inputs.aggregate_by))
+        cols["size"] = ("integer", [int(p.get("size") or 0) for p in hh.props])
+        for n in nd.NEEDS:
+            cols[n.lower()] = ("double precision", _floats(a.scores[n]))
+        cols["ln"] = ("double precision", _floats(ln))
+        cols["ln_max"] = ("double precision", _floats(a.ln_max))
+        cols["ln_mean"] = ("double precision", _floats(a.ln_mean))
+        cols["needs"] = ("text", [",".join(x) for x in a.active])
+        cols["n_needs"] = ("integer", [len(x) for x in a.active])
+        cols["recommended"] = ("text", [",".join(x) for x in a.recommended])
+        for k, v in a.capacity.items():
+            cols[k] = ("double precision", _floats(v))
+        cols["explain"] = ("jsonb", a.explain)
+        households = LayerOut("Needs per household", "Need scores (DOMAIN §6.1) with their inputs", hh.ids, hh.geoms,
+                              cols)
+        villages, summary = self._aggregate(inputs, hh, a, ln, data.get("groups"))
+        return Outcome({"rules": rules.describe(), "summary": summary},
+                       {"households": households, "villages": villages})
+
+    def _aggregate(self, inputs: NeedsInputs, hh: Units, a: nd.Assessment, ln: np.ndarray,
+                   groups: Units | None) -> tuple[LayerOut, dict[str, Any]]:
+        labels = _labels(hh, inputs.aggregate_by)
+        keys = sorted(set(labels))
+        index = {k: i for i, k in enumerate(keys)}
+        g = np.array([index[x] for x in labels], dtype=int)
+        count = np.bincount(g, minlength=len(keys)).astype(float)
+        size = np.array([float(p.get("size") or 0) for p in hh.props])
+
+        def mean(v: np.ndarray) -> np.ndarray:
+            ok = np.isfinite(v)
+            s = np.bincount(g[ok], weights=v[ok], minlength=len(keys))
+            c = np.bincount(g[ok], minlength=len(keys))
+            return np.divide(s, c, out=np.full(len(keys), np.nan), where=c > 0)
+
+        active = {n: np.array([n in x for x in a.active]) for n in nd.NEEDS}
+        cols: dict[str, tuple[str, list[Any]]] = {
+            "households": ("integer", [int(c) for c in count]),
+            "persons": ("integer", [int(v) for v in np.bincount(g, weights=size, minlength=len(keys))]),
+        }
+        shares = {}
+        for n in nd.NEEDS:
+            cols[n.lower()] = ("double precision", _floats(mean(a.scores[n])))
+            shares[n] = np.bincount(g, weights=active[n].astype(float), minlength=len(keys)) / np.maximum(count, 1)
+            cols[f"{n.lower()}_share"] = ("double precision", _floats(shares[n]))
+        in_need = np.array([len(x) > 0 for x in a.active])
+        cols["households_in_need"] = ("integer", [int(v) for v in np.bincount(g, weights=in_need.astype(float),
+                                                                               minlength=len(keys))])
+        cols["ln"] = ("double precision", _floats(mean(ln)))
+        cols["living_security"] = ("double precision", _floats(1.0 - mean(ln)))
+        for k, v in a.capacity.items():
+            cols[k] = ("double precision", _floats(mean(v)))
+        group_needs = [",".join(n for n in nd.NEEDS if shares[n][i] >= inputs.group_need_share - 1e-12)
+                       for i in range(len(keys))]
+        cols["needs"] = ("text", group_needs)
+        tally: list[dict[str, int]] = [{} for _ in keys]
+        for gi, rec in zip(g, a.recommended, strict=True):
+            for t in rec:
+                tally[gi][t] = tally[gi].get(t, 0) + 1
+        cols["recommended"] = ("text", [",".join(t for t, _ in sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[
+            :inputs.max_recommended]) for d in tally])
+        if groups is not None:
+            where = {gid: i for i, gid in enumerate(groups.ids)}
+            names = sorted({k for p in groups.props for k in p if k.startswith("tc_")})
+            cols["name"] = ("text", [groups.props[where[k]].get("name") if k in where else None for k in keys])
+            for name in names:
+                vals = [groups.props[where[k]].get(name) if k in where else None for k in keys]
+                cols[name] = ("double precision", [None if v is None else float(v) for v in vals])
+        layer = _group_layer("Needs per group", f"Household needs aggregated by {inputs.aggregate_by}", hh, labels,
+                             groups, cols, keys)
+        total = len(hh)
+        summary = {
+            "households": total, "groups": len(keys), "households_in_need": int(in_need.sum()),
+            "share_in_need": {n: (float(active[n].mean()) if total else 0.0) for n in nd.NEEDS},
+            "mean_living_need_index": float(ln.mean()) if total else None,
+            "living_index": inputs.rules.living_index,
+        }
+        return layer, summary
+
+
+# --------------------------------------------------------------------------------- needs-matching
+class MatchingInputs(Strict):
+    units: DataInput = Field(description="Households or villages with their needs, e.g. the 'households' or "
+                             "'villages' output of needs-assessment")
+    projects: DataInput = Field(description="Projects with the needs they address, capacity and service radius, "
+                                "e.g. /collections/projects/items")
+    needs_property: str = Field("needs", description="Needs of a unit (list or comma-separated)")
+    demand_property: str | None = Field(None, description="Demand of a unit (e.g. households_in_need); default 1")
+    priority_property: str | None = Field("ln", description="Living-need index in [0, 1] of a unit (priority)")
+    priority: Literal["cost", "penalty", "none"] = Field(
+        "cost", description="cost: distances × (1.5 − LN) (DOMAIN §6.2); penalty: unmet cost × (0.5 + LN); none")
+    group_property: str | None = Field("village_code", description="Report unmet demand per this property; null: "
+                                       "per unit")
+    project_needs_property: str = "addresses_needs"
+    capacity_property: str = "capacity"
+    radius_property: str = "service_radius_km"
+    default_capacity: int | None = Field(None, ge=0, description="Slots of a project without capacity; null: "
+                                         "unlimited")
+    default_radius_km: float = Field(10.0, gt=0, description="Radius of a project without one")
+    penalty: float = Field(1000.0, gt=0, description="Cost M of one unit of unmet demand (km-equivalent)")
+    project_types: list[str] | None = Field(None, description="Only projects of these types")
+    type_property: str = "type"
+
+
+class NeedsMatching(Process):
+    id = "needs-matching"
+    title = "Match households or villages to projects (capacitated min-cost flow)"
+    description = ("Assign units to projects whose addressed needs meet theirs and whose service radius reaches "
+                   "them, within project capacities, minimising distance (weighted by priority) plus a penalty for "
+                   "unmet demand (DOMAIN §6.2; OR-Tools min-cost flow).")
+    keywords = ("matching", "min-cost flow", "Stage 2")
+    Inputs = MatchingInputs
+    outputs = {
+        "assignments": OutputSpec("Assignments", "Lines from each unit to its project, with flow and distance",
+                                  LAYER_SCHEMA, layer=True),
+        "unmet": OutputSpec("Unmet demand per group", "demand, served, unmet, units without a compatible project",
+                            LAYER_SCHEMA, layer=True),
+        "utilisation": OutputSpec("Utilisation per project", "capacity, used, utilisation", LAYER_SCHEMA,
+                                  layer=True),
+        "total_cost": OutputSpec("Total cost", "Σ flow × cost + penalty × unmet", {"type": "number"}),
+        "summary": OutputSpec("Summary", "demand, served, unmet, distances, solver status", OBJECT),
+        "provenance": PROVENANCE,
+    }
+    data_inputs = ("units", "projects")
+
+    def run(self, inputs: MatchingInputs, data: dict[str, Units], threads: int) -> Outcome:
+        units, projects = data["units"], data["projects"]
+        if inputs.project_types is not None:
+            keep = np.array([t in inputs.project_types for t in projects.text(inputs.type_property)], dtype=bool)
+            projects = projects.subset(keep)
+        codes = {n.value: i for i, n in enumerate(Need)}
+        umask = mt.need_masks([_split(p.get(inputs.needs_property)) for p in units.props], codes)
+        pmask = mt.need_masks([_split(p.get(inputs.project_needs_property)) for p in projects.props], codes)
+        demand = (np.rint(units.column(inputs.demand_property)).astype(np.int64) if inputs.demand_property
+                  else np.ones(len(units), dtype=np.int64))
+        demand = np.where(umask != 0, demand, 0)  # a unit without needs asks for nothing
+        cap_raw = [p.get(inputs.capacity_property) for p in projects.props]
+        unlimited = int(demand.sum())
+        capacity = np.array([unlimited if v is None and inputs.default_capacity is None else
+                             int(inputs.default_capacity if v is None else float(v)) for v in cap_raw], dtype=np.int64)
+        radius = np.array([inputs.default_radius_km if p.get(inputs.radius_property) is None else
+                           float(p[inputs.radius_property]) for p in projects.props])
+        if inputs.priority_property and inputs.priority != "none":
+            lnv = np.clip(units.column(inputs.priority_property), 0.0, 1.0)
+        else:
+            lnv = np.zeros(len(units))
+        factor = 1.5 - lnv if inputs.priority == "cost" else np.ones(len(units))
+        pen = inputs.penalty * ((0.5 + lnv) if inputs.priority == "penalty" else np.ones(len(units)))
+        ull = representative_lonlat(units.need_geometry())
+        pll = representative_lonlat(projects.need_geometry()) if len(projects) else np.zeros((0, 2))
+        u, p, d = mt.candidate_pairs(ull, pll, radius, umask, pmask)
+        r = mt.min_cost_match(demand, capacity, u, p, d, factor, pen)
+        lines = np.asarray([shapely.LineString([ull[i], pll[j]]) for i, j in zip(r.unit, r.project, strict=True)],
+                           dtype=object)
+        labels = _labels(units, inputs.group_property)
+        assign = LayerOut("Assignments", "Unit → project", [f"{units.ids[i]}>{projects.ids[j]}" for i, j in
+                                                             zip(r.unit, r.project, strict=True)], lines, {
+            "unit_id": ("text", [units.ids[i] for i in r.unit]),
+            "project_id": ("text", [projects.ids[j] for j in r.project]),
+            "group": ("text", [labels[i] for i in r.unit]),
+            "flow": ("integer", [int(v) for v in r.flow]),
+            "distance_km": ("double precision", _floats(r.distance_km)),
+            "cost": ("double precision", _floats(r.cost)),
+        })
+        keys = sorted(set(labels))
+        index = {k: i for i, k in enumerate(keys)}
+        gi = np.array([index[x] for x in labels], dtype=int)
+        gd = np.bincount(gi, weights=demand, minlength=len(keys))
+        gu = np.bincount(gi, weights=r.unmet, minlength=len(keys))
+        no_match = np.bincount(gi, weights=((demand > 0) & ~r.compatible).astype(float), minlength=len(keys))
+        unmet = _group_layer("Unmet demand", f"Demand per {inputs.group_property or 'unit'}", units, labels, None, {
+            "demand": ("integer", [int(v) for v in gd]),
+            "served": ("integer", [int(v) for v in gd - gu]),
+            "unmet": ("integer", [int(v) for v in gu]),
+            "unmet_share": ("double precision", [float(b / a) if a else None for a, b in zip(gd, gu, strict=True)]),
+            "units_without_compatible_project": ("integer", [int(v) for v in no_match]),
+        }, keys)
+        finite = capacity < unlimited if unlimited else np.ones(len(capacity), dtype=bool)
+        util = LayerOut("Project utilisation", "Slots used per project", projects.ids, projects.geoms, {
+            "type": ("text", projects.text(inputs.type_property)),
+            "capacity": ("integer", [int(c) if f else None for c, f in zip(capacity, finite, strict=True)]),
+            "used": ("integer", [int(v) for v in r.used]),
+            "utilisation": ("double precision", [float(v / c) if f and c > 0 else None
+                                                  for v, c, f in zip(r.used, capacity, finite, strict=True)]),
+            "radius_km": ("double precision", _floats(radius)),
+        })
+        served = int(demand.sum() - r.unmet.sum())
+        return Outcome({"total_cost": r.total_cost, "summary": {
+            "units": len(units), "projects": len(projects), "demand": int(demand.sum()), "served": served,
+            "unmet": int(r.unmet.sum()), "served_share": float(served / demand.sum()) if demand.sum() else None,
+            "assignment_cost": float((r.cost * r.flow).sum()), "penalty_cost": float(r.total_cost - (r.cost *
+                                                                                                      r.flow).sum()),
+            "distance_km_total": float((r.distance_km * r.flow).sum()),
+            "distance_km_mean": float((r.distance_km * r.flow).sum() / served) if served else None,
+            "compatible_pairs": r.pairs, "status": r.status, "priority": inputs.priority,
+            "penalty": inputs.penalty}}, {"assignments": assign, "unmet": unmet, "utilisation": util})
+
+
+# --------------------------------------------------------------------------------- coupling-coordination
+class IndicatorSpec(Strict):
+    property: str
+    direction: Literal["+", "-"] = Field("+", description="+ benefit, − cost indicator")
+    weight: float | None = Field(None, ge=0, description="Weight when weighting = given")
+
+
+class Subsystem(Strict):
+    name: str = Field(min_length=1, max_length=50)
+    indicators: list[IndicatorSpec] = Field(min_length=1)
+    alpha: float | None = Field(None, ge=0, le=1, description="Contribution to T; default 1/n")
+
+
+class CouplingInputs(Strict):
+    units: DataInput
+    subsystems: list[Subsystem] = Field(description="Two or more subsystems; the first two are living (U1) and "
+                                        "production (U2) for the lag type")
+    weighting: Literal["entropy", "given"] = "entropy"
+    period_property: str | None = Field(None, description="Property with the period (e.g. year) of a row")
+    unit_property: str | None = Field(None, description="Property identifying the unit across periods; default "
+                                      "the feature id")
+    normalise_over: Literal["pooled", "period"] = Field("pooled", description="Min–max and entropy over all "
+                                                        "periods (comparable) or per period")
+    lag_tolerance: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _subsystems(self) -> CouplingInputs:
+        if len(self.subsystems) < 2:
+            raise ValueError(f"coupling needs at least two subsystems, got {len(self.subsystems)}")
+        alphas = [s.alpha for s in self.subsystems]
+        if any(a is not None for a in alphas):
+            if any(a is None for a in alphas):
+                raise ValueError("give alpha for every subsystem or for none")
+            if abs(sum(alphas) - 1.0) > 1e-9:  # type: ignore[arg-type]
+                raise ValueError("the alphas must sum to 1")
+        if self.weighting == "given":
+            for s in self.subsystems:
+                ws = [i.weight for i in s.indicators]
+                if any(w is None for w in ws) or sum(ws) <= 0:  # type: ignore[misc]
+                    raise ValueError(f"weighting 'given': every indicator of '{s.name}' needs a weight, not all 0")
+        names = [s.name for s in self.subsystems]
+        if len(set(names)) != len(names):
+            raise ValueError("subsystem names must be unique")
+        return self
+
+
+class CouplingCoordination(Process):
+    id = "coupling-coordination"
+    title = "Coupling coordination of living needs and production capacity"
+    description = ("Entropy (or given) weights per subsystem, U_i = Σ w_j x'_ij, the coupling C, development T and "
+                   "coordination D = √(C·T) with their classes (ten D bands, four C bands, Chinese and English) and "
+                   "the lag type (DOMAIN §7); n subsystems and several periods.")
+    keywords = ("coupling coordination", "耦合协调度", "entropy weights", "Stage 3")
+    Inputs = CouplingInputs
+    outputs = {
+        "units": OutputSpec("Coupling per unit and period", "u1…un, c, t, d, classes and lag type", LAYER_SCHEMA,
+                            layer=True),
+        "weights": OutputSpec("Weights", "Per subsystem and indicator: weight, entropy, divergence", OBJECT),
+        "summary": OutputSpec("Summary", "Counts per D band and lag type, means per period", OBJECT),
+        "provenance": PROVENANCE,
+    }
+    data_inputs = ("units",)
+
+    def run(self, inputs: CouplingInputs, data: dict[str, Units], threads: int) -> Outcome:
+        units = data["units"]
+        if len(units) == 0:
+            raise AnalysisError("units: no rows.")
+        periods = _labels(units, inputs.period_property) if inputs.period_property else ["all"] * len(units)
+        unit_ids = _labels(units, inputs.unit_property) if inputs.unit_property else list(units.ids)
+        keys = [f"{u}:{p}" if inputs.period_property else u for u, p in zip(unit_ids, periods, strict=True)]
+        if len(set(keys)) != len(keys):
+            raise AnalysisError("units: a unit appears twice in one period.")
+        blocks = ([np.arange(len(units))] if inputs.normalise_over == "pooled" else
+                  [np.flatnonzero(np.array(periods) == p) for p in sorted(set(periods))])
+        n = len(inputs.subsystems)
+        u = np.zeros((len(units), n))
+        weights: dict[str, Any] = {}
+        for s_i, sub in enumerate(inputs.subsystems):
+            x = np.column_stack([units.column(ind.property) for ind in sub.indicators])
+            positive = np.array([ind.direction == "+" for ind in sub.indicators])
+            wdesc: dict[str, Any] = {}
+            for b_i, rows in enumerate(blocks):
+                xn = cp.normalise(x[rows], positive)
+                if inputs.weighting == "entropy":
+                    ew = cp.entropy_weights(xn)
+                    w, e, d, note = ew.weights, ew.entropy, ew.divergence, ew.note
+                else:
+                    given = np.array([ind.weight or 0.0 for ind in sub.indicators])
+                    w, e, d, note = given / given.sum(), None, None, None
+                u[rows, s_i] = xn @ w
+                label = "pooled" if inputs.normalise_over == "pooled" else sorted(set(periods))[b_i]
+                wdesc[label] = {"indicators": {ind.property: {
+                    "direction": ind.direction, "weight": float(w[j]),
+                    "entropy": None if e is None else float(e[j]),
+                    "divergence": None if d is None else float(d[j])} for j, ind in enumerate(sub.indicators)},
+                    **({"note": note} if note else {})}
+            weights[sub.name] = wdesc
+        alpha = np.array([s.alpha if s.alpha is not None else 1.0 / n for s in inputs.subsystems])
+        c, t, d = cp.coupling(u, alpha)
+        dcls = [cp.d_band(v) for v in d]
+        ccls = [cp.c_band(v) for v in c]
+        cols: dict[str, tuple[str, list[Any]]] = {
+            "unit": ("text", unit_ids), "period": ("text", periods if inputs.period_property else [None] * len(u))}
+        for s_i in range(n):
+            cols[f"u{s_i + 1}"] = ("double precision", _floats(u[:, s_i]))
+        cols.update({
+            "c": ("double precision", _floats(c)), "t": ("double precision", _floats(t)),
+            "d": ("double precision", _floats(d)), "d_class": ("integer", dcls),
+            "d_band_zh": ("text", [cp.D_BANDS[k - 1][0] for k in dcls]),
+            "d_band_en": ("text", [cp.D_BANDS[k - 1][1] for k in dcls]),
+            "c_class": ("integer", ccls),
+            "c_band_zh": ("text", [cp.C_BANDS[k - 1][0] for k in ccls]),
+            "c_band_en": ("text", [cp.C_BANDS[k - 1][1] for k in ccls]),
+        })
+        lag = [cp.lag_type(a, b, inputs.lag_tolerance) for a, b in zip(u[:, 0], u[:, 1], strict=True)]
+        cols["lag_type"] = ("text", lag)
+        layer = LayerOut("Coupling coordination", "U per subsystem, C, T, D, bands and lag type", keys, units.geoms,
+                         cols)
+        per_period = {}
+        for p in sorted(set(periods)):
+            m = np.array(periods) == p
+            per_period[p] = {"units": int(m.sum()), "mean_d": float(d[m].mean()), "mean_c": float(c[m].mean()),
+                             "mean_t": float(t[m].mean()),
+                             **{f"mean_u{k + 1}": float(u[m, k].mean()) for k in range(n)}}
+        summary = {
+            "subsystems": [s.name for s in inputs.subsystems], "alpha": [float(a) for a in alpha],
+            "d_bands": {f"{k} {cp.D_BANDS[k - 1][1]}": dcls.count(k) for k in range(1, 11) if dcls.count(k)},
+            "lag_types": {k: lag.count(k) for k in cp.LAG_TYPES if lag.count(k)},
+            "periods": per_period,
+        }
+        return Outcome({"weights": weights, "summary": summary}, {"units": layer})
+
+
+# --------------------------------------------------------------------------------- mpi
+class MPIIndicatorIn(Strict):
+    code: str = Field(min_length=1, max_length=50)
+    dimension: str = Field(min_length=1, max_length=50)
+    weight: float = Field(gt=0, le=1)
+    property: str | None = Field(None, description="Property with the 0/1 deprivation (tables); default = code")
+
+
+class MPIInputs(Strict):
+    households: HouseholdsInput = Field(description="The registry of a region, or households as a table or "
+                                        "features with one 0/1 column per indicator and a size")
+    indicators: list[MPIIndicatorIn] | None = Field(None, description="Default: the global MPI (10 indicators)")
+    k: float = Field(1 / 3, gt=0, le=1, description="Poverty cut-off of the deprivation score")
+    reweight_missing: bool = Field(True, description="An indicator without any data passes its weight to the "
+                                   "others of its dimension")
+    missing: Literal["exclude", "not_deprived"] = Field("exclude", description="A household lacking an indicator "
+                                                        "value: left out, or counted as not deprived")
+    group_by: str = Field("village_code", description="Property grouping households into admin units")
+    size_property: str = "size"
+    vulnerable_from: float = Field(0.2, ge=0, le=1)
+    severe_from: float = Field(0.5, ge=0, le=1)
+    sanitation_deprived: list[str] = Field(["dry", "none"], description="Registry toilets counted as unimproved")
+
+    @model_validator(mode="after")
+    def _weights(self) -> MPIInputs:
+        if self.indicators is not None:
+            if not self.indicators:
+                raise ValueError("give at least one indicator")
+            if abs(sum(i.weight for i in self.indicators) - 1.0) > 1e-6:
+                raise ValueError("indicator weights must sum to 1")
+            if len({i.code for i in self.indicators}) != len(self.indicators):
+                raise ValueError("indicator codes must be unique")
+        return self
+
+
+def registry_deprivations(props: list[dict[str, Any]], poverty_line: float, sanitation: set[str]
+                          ) -> dict[str, list[float | None]]:
+    """The global MPI indicators from registry fields (DOMAIN §2.5, 'China registry proxy'); None = no data."""
+
+    def b(v: Any) -> float | None:
+        return None if v is None else float(bool(v))
+
+    out: dict[str, list[float | None]] = {k: [] for k in (
+        "nutrition", "years_of_schooling", "school_attendance", "cooking_fuel", "sanitation", "drinking_water",
+        "electricity", "housing")}
+    for p in props:
+        inc = p.get("net_income_pc")
+        out["nutrition"].append(float(bool(p.get("food_insecure")) or (inc is not None and inc < poverty_line)))
+        y = p.get("max_school_years")
+        out["years_of_schooling"].append(None if y is None else float(y < 6))
+        out["school_attendance"].append(float((p.get("out_of_school_children") or 0) > 0))
+        fuel = p.get("cooking_fuel")
+        out["cooking_fuel"].append(None if fuel is None else float(fuel in SOLID_FUELS))
+        toilet = p.get("toilet")
+        out["sanitation"].append(None if toilet is None else float(toilet in sanitation))
+        ws = p.get("water_safe")
+        out["drinking_water"].append(None if ws is None else float((not ws) or bool(p.get("water_difficulty"))))
+        el = p.get("electricity")
+        out["electricity"].append(None if el is None else b(not el))
+        g = p.get("house_safety_grade")
+        out["housing"].append(None if g is None else float(g in ("C", "D")))
+    return out
+
+
+class MultidimensionalPoverty(Process):
+    id = "mpi"
+    title = "Multidimensional Poverty Index (Alkire–Foster)"
+    description = ("Alkire–Foster with the global MPI's dimensions, indicators and weights by default (configurable; "
+                   "k = 1/3 applied as c ≥ k − 1e-9): per admin unit and overall H, A, MPI, vulnerable and severe "
+                   "shares, censored headcounts and indicator contributions (DOMAIN §2.5).")
+    keywords = ("MPI", "Alkire-Foster", "multidimensional poverty")
+    Inputs = MPIInputs
+    outputs = {
+        "units": OutputSpec("MPI per admin unit", "H, A, MPI, vulnerable, severe, censored headcounts, "
+                            "contributions", LAYER_SCHEMA, layer=True),
+        "overall": OutputSpec("Overall", "H, A, MPI, vulnerable, severe, censored headcounts, contributions", OBJECT),
+        "weights": OutputSpec("Weights used", "Per indicator after reweighting, with notes", OBJECT),
+        "provenance": PROVENANCE,
+    }
+    data_inputs = ("households",)
+
+    def run(self, inputs: MPIInputs, data: dict[str, Units], threads: int) -> Outcome:
+        hh = data["households"]
+        spec = (tuple(af.Indicator(i.code, i.dimension, i.weight) for i in inputs.indicators)
+                if inputs.indicators is not None else af.GLOBAL_MPI)
+        props = {i.code: (i.property or i.code) for i in inputs.indicators or ()}
+        if "region" in data:  # the registry: derive the indicators from its fields
+            raw = registry_deprivations(hh.props, float(data["region"].props[0]["poverty_line"]),
+                                        set(inputs.sanitation_deprived))
+            columns = {ind.code: raw.get(props.get(ind.code, ind.code), [None] * len(hh)) for ind in spec}
+        else:
+            columns = {ind.code: [_dep(p.get(props.get(ind.code, ind.code)), ind.code, hh.ids[i])
+                                  for i, p in enumerate(hh.props)] for ind in spec}
+        available = {c for c, v in columns.items() if any(x is not None for x in v)}
+        if inputs.reweight_missing:
+            wmap, notes = af.reweight(spec, available)
+        else:
+            missing = [i.code for i in spec if i.code not in available]
+            if missing:
+                raise AnalysisError(f"No data for the indicators {', '.join(missing)}; allow reweight_missing.")
+            wmap, notes = {i.code: i.weight for i in spec}, []
+        codes = [i.code for i in spec if i.code in wmap]
+        g = np.array([[np.nan if v is None else v for v in columns[c]] for c in codes], dtype=float).T.reshape(
+            len(hh), len(codes))
+        gaps = np.isnan(g).any(axis=1)
+        if inputs.missing == "exclude":
+            keep = ~gaps
+        else:
+            keep = np.ones(len(hh), dtype=bool)
+            g = np.nan_to_num(g, nan=0.0)
+        size = hh.column(inputs.size_property)
+        labels = _labels(hh, inputs.group_by)
+        kept = np.flatnonzero(keep)
+        w = np.array([wmap[c] for c in codes])
+        r = af.alkire_foster(g[kept], w, size[kept], inputs.k, [labels[i] for i in kept], codes,
+                             inputs.vulnerable_from, inputs.severe_from)
+        keys = sorted(r.groups)
+        cols: dict[str, tuple[str, list[Any]]] = {}
+        for name in ("households", "persons", "poor_persons", "H", "A", "MPI", "vulnerable", "severe"):
+            pg = "integer" if name == "households" else "double precision"
+            cols[name.lower()] = (pg, [r.groups[k][name] for k in keys])
+        for c in codes:
+            cols[f"ch_{c}"] = ("double precision", [r.groups[k]["censored_headcount"][c] for k in keys])  # type: ignore[index]
+        for c in codes:
+            cols[f"contrib_{c}"] = ("double precision", [r.groups[k]["contribution"][c] for k in keys])  # type: ignore[index]
+        sub = hh.subset(keep)
+        layer = _group_layer("Multidimensional poverty", f"Alkire–Foster MPI per {inputs.group_by}", sub,
+                             [labels[i] for i in kept], data.get("groups"), cols, keys)
+        return Outcome({
+            "overall": {**r.overall, "k": inputs.k, "households_excluded_missing": int((~keep).sum())},
+            "weights": {"weights": wmap, "notes": notes, "k": inputs.k},
+        }, {"units": layer})
+
+
+def _dep(v: Any, code: str, fid: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float) and v in (0, 1):
+        return float(v)
+    if isinstance(v, str) and v.strip().lower() in ("0", "1", "true", "false"):
+        return float(v.strip().lower() in ("1", "true"))
+    raise AnalysisError(f"households: {fid!r} has {code} = {v!r}; a deprivation is 0 or 1 (or null).")
+
+
+STAGE23: tuple[Process, ...] = (NeedsAssessment(), NeedsMatching(), CouplingCoordination(),
+                                MultidimensionalPoverty())
