@@ -122,15 +122,25 @@ class Assessment:
     active: list[list[str]]
     recommended: list[list[str]]
     explain: list[str]  # per household, JSON: the inputs behind each score
+    active_matrix: np.ndarray  # households × NEEDS, score ≥ threshold
 
     def index(self, kind: str) -> np.ndarray:
         return self.ln_max if kind == "max" else self.ln_mean
 
 
 def _num(rows: list[dict[str, Any]], key: str, default: float = np.nan) -> np.ndarray:
+    vals = [r.get(key) for r in rows]
+    if not any(type(v) is bool for v in vals):  # the fast path: numbers, numeric text and None
+        try:
+            out = np.array(vals, dtype=float)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if default is not np.nan:
+                out[np.isnan(out)] = default
+            return out
     out = np.full(len(rows), default, dtype=float)
-    for i, r in enumerate(rows):
-        v = r.get(key)
+    for i, v in enumerate(vals):
         if v is None or isinstance(v, bool):
             continue
         try:
@@ -140,23 +150,19 @@ def _num(rows: list[dict[str, Any]], key: str, default: float = np.nan) -> np.nd
     return out
 
 
+_TRUE = frozenset(("true", "t", "1", "yes", "y"))
+
+
 def _flag(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     """Booleans; null and absent are False (the registry flags a need, it does not flag its absence)."""
-    out = np.zeros(len(rows), dtype=bool)
-    for i, r in enumerate(rows):
-        v = r.get(key)
-        if isinstance(v, str):
-            v = v.strip().lower() in ("true", "t", "1", "yes", "y")
-        out[i] = bool(v)
-    return out
+    return np.array([(v.strip().lower() in _TRUE) if isinstance(v, str) else bool(v)
+                     for v in (r.get(key) for r in rows)], dtype=bool)
 
 
 def _opt_flag(rows: list[dict[str, Any]], key: str, default: bool) -> np.ndarray:
     """Booleans where null means the default (e.g. water_safe null → assumed safe)."""
-    vals = [r.get(key) for r in rows]
-    out = np.array([default if v is None else (v.strip().lower() in ("true", "t", "1", "yes", "y")
-                                               if isinstance(v, str) else bool(v)) for v in vals], dtype=bool)
-    return out
+    return np.array([default if v is None else (v.strip().lower() in _TRUE if isinstance(v, str) else bool(v))
+                     for v in (r.get(key) for r in rows)], dtype=bool)
 
 
 def _text(rows: list[dict[str, Any]], key: str) -> list[str | None]:
@@ -272,11 +278,11 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
     inc_l, clinic_l, sk_l, lab_l, apc_l = (_rounded(v) for v in (income, clinic_min, skilled_share, labour_share,
                                                                  arable_pc))
     ar_l, ir_l, mk_l = (_rounded(v) for v in (arable, irrigated, market_km))
-    raised_l = np.column_stack([prior[n] for n in NEEDS]) if m else np.zeros((0, len(NEEDS)), dtype=bool)
+    raised_l = (np.column_stack([prior[n] for n in NEEDS]) if m else np.zeros((0, len(NEEDS)), dtype=bool)).tolist()
+    active_l = active_mat.tolist()
     dumps = orjson.dumps
     for i in range(m):
-        act = [NEEDS[k] for k in np.flatnonzero(active_mat[i])]
-        active.append(act)
+        active.append([n for n, on in zip(NEEDS, active_l[i], strict=True) if on])
         top = [j for j in order[i, :max_recommended] if key[i, j] > 0]
         recommended.append([types[j] for j in top])
         explain.append(dumps({
@@ -296,9 +302,9 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
             "P_ROAD": {"access_road": road[i]},
             "P_MARKET": {"market_km": mk_l[i]},
             "P_INDUSTRY": {"coop_member": bool(coop[i])},
-            "prior": {"main_cause": cause[i], "raised": [NEEDS[k] for k in np.flatnonzero(raised_l[i])]},
+            "prior": {"main_cause": cause[i], "raised": [n for n, on in zip(NEEDS, raised_l[i], strict=True) if on]},
             "recommended_for": {types[j]: NEEDS[via[i, j]] for j in top},
         }).decode())
     capacity = {"labour_share": labour_share, "skilled_share": skilled_share, "arable_pc": arable_pc,
                 "coop_credit": coop_credit, "road_quality": road_q}
-    return Assessment(s, capacity, ln_max, ln_mean, active, recommended, explain)
+    return Assessment(s, capacity, ln_max, ln_mean, active, recommended, explain, active_mat)

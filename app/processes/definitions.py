@@ -39,7 +39,17 @@ class LayerOut:
     description: str
     ids: list[str]
     geoms: np.ndarray | None
-    columns: dict[str, tuple[str, list[Any]]]  # name -> (PostgreSQL type, values)
+    columns: dict[str, tuple[str, Any]]  # name -> (PostgreSQL type, values: a list or a numpy array)
+
+    def __getstate__(self) -> dict[str, Any]:  # geometries as WKB: pickling shapely objects one by one is slow
+        state = dict(self.__dict__)
+        state["geoms"] = None if self.geoms is None else shapely.to_wkb(self.geoms)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if state["geoms"] is not None:
+            self.geoms = np.asarray(shapely.from_wkb(state["geoms"]), dtype=object)
 
 
 @dataclass
@@ -102,12 +112,10 @@ def _weights(units: Units, spec: Weights, epsg: int | None,
                      "mean_neighbours": round(built.mean_neighbours, 6), "analysis_crs": f"EPSG:{crs.to_epsg()}"}
 
 
-def _floats(a: np.ndarray) -> list[float | None]:
-    a = np.asarray(a, dtype=float)
-    out: list[float | None] = a.tolist()
-    for i in np.flatnonzero(~np.isfinite(a)):
-        out[i] = None
-    return out
+def _floats(a: Any) -> np.ndarray:
+    """A float column of a result layer (NaN and ±inf are stored as null). Kept as an array: it travels back
+    from the analysis process pickled, where a list of 25,000 Python floats costs a hundred times more."""
+    return np.asarray(a, dtype=float)
 
 
 class Process:

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from importlib import metadata
@@ -402,11 +403,16 @@ async def execute(app: Any, run_id: uuid.UUID) -> None:
     started = dt.datetime.now(dt.UTC)
     try:
         inputs = process.Inputs.model_validate(params["inputs"])
+        t0 = time.perf_counter()
         data = await resolve(app, process, inputs, role)
+        t1 = time.perf_counter()
         outcome: Outcome = await run_isolated(
             process.id, params["inputs"], data, app.state.settings.processes.solver_threads,
             float(row["time_limit_s"] or app.state.settings.processes.time_limit_s), dismissed)
+        t2 = time.perf_counter()
         await _publish(app, run_id, process, params, data, outcome, started)
+        log.info("job %s (%s): inputs %.2f s, analysis %.2f s, publishing %.2f s", run_id, process.id, t1 - t0,
+                 t2 - t1, time.perf_counter() - t2)
     except AnalysisError as exc:
         await _finish_if_open(engine, run_id, "failed", f"invalid input: {exc}")
     except JobTimeout as exc:
@@ -501,34 +507,45 @@ async def _write_table(conn: Any, table: str, layer: LayerOut) -> None:
         geom_sql = f", geom geometry({_geometry_type(layer.geoms)}, 4326)"
     await conn.execute(text(f'CREATE TABLE results."{table}" (fid text PRIMARY KEY{", " + ddl if ddl else ""}'
                             f"{geom_sql})"))
-    cols = [(c, pg, [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values]
-             if pg == "jsonb" else values) for c, pg, values in cols]
+    cols = [(c, pg, _values(pg, values)) for c, pg, values in cols]
     if layer.ids:
         await _copy_rows(conn, table, layer, cols)
     if layer.geoms is not None:
         await conn.execute(text(f'CREATE INDEX ON results."{table}" USING gist (geom)'))
 
 
+def _values(pg: str, values: Any) -> list[Any]:
+    """A column as Python values for COPY: arrays to lists (NaN and ±inf → null), JSON text for json(b)."""
+    if isinstance(values, np.ndarray):
+        out = values.tolist()
+        if values.dtype.kind == "f":
+            for i in np.flatnonzero(~np.isfinite(values)):
+                out[i] = None
+        return out
+    if pg in ("json", "jsonb"):
+        return [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values]
+    return list(values)
+
+
 async def _copy_rows(conn: Any, table: str, layer: LayerOut, cols: list[tuple[str, str, list[Any]]]) -> None:
-    """Rows by COPY (asyncpg, binary): ten times faster than INSERTs for the large Stage 2 layers. The
-    geometry goes through a staging table as WKB, since asyncpg has no codec for PostGIS types."""
+    """Rows by COPY (asyncpg, binary): ten times faster than INSERTs for the large Stage 2 layers. asyncpg has
+    no codec for PostGIS types, so one passing EWKB through as bytes is set for the COPY and removed after
+    (the connection goes back to the pool as it was)."""
     names = ["fid"] + [c for c, _, _ in cols]
     columns = [list(layer.ids)] + [list(values) for _, _, values in cols]
-    stage = "_stage_" + table[:40]
-    typed = ", ".join(f'"{c}" {pg}' for c, pg, _ in cols)
     geom = layer.geoms is not None
     if geom:
-        columns.append(list(shapely.to_wkb(layer.geoms)))
-    await conn.execute(text(f'CREATE TEMP TABLE "{stage}" (fid text{", " + typed if typed else ""}'
-                            f'{", g bytea" if geom else ""}) ON COMMIT DROP'))
+        names.append("geom")
+        columns.append(list(shapely.to_wkb(shapely.set_srid(layer.geoms, 4326), include_srid=True)))
     raw = (await conn.get_raw_connection()).driver_connection
-    await raw.copy_records_to_table(stage, records=zip(*columns, strict=True),
-                                    columns=names + (["g"] if geom else []))
-    quoted = ", ".join(f'"{n}"' for n in names)
-    await conn.execute(text(
-        f'INSERT INTO results."{table}" ({quoted}{", geom" if geom else ""}) SELECT {quoted}'
-        f'{", ST_GeomFromWKB(g, 4326)" if geom else ""} FROM "{stage}"'))
-    await conn.execute(text(f'DROP TABLE "{stage}"'))
+    if geom:
+        await raw.set_type_codec("geometry", schema="public", format="binary", encoder=bytes, decoder=bytes)
+    try:
+        await raw.copy_records_to_table(table, schema_name="results", records=zip(*columns, strict=True),
+                                        columns=names)
+    finally:
+        if geom:
+            await raw.reset_type_codec("geometry", schema="public")
 
 
 async def dismiss(app: Any, run: dict[str, Any]) -> None:

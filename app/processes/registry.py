@@ -36,58 +36,49 @@ class RegistryRef(BaseModel):
     statuses: list[HouseholdStatus] | None = Field(None, description="Registry statuses to include; default all")
 
 
+# The registry as of the region's latest snapshot (the newest valid_from), like the village-poverty layer.
 _HOUSEHOLDS = """
-WITH latest AS (SELECT max(valid_from) AS at FROM household WHERE region_id = :region),
-hh AS (
-  SELECT h.*, a4.code AS township_code, a3.code AS county_code, latest.at
-  FROM household h CROSS JOIN latest
-  JOIN admin_unit a5 ON a5.code = h.village_code
-  LEFT JOIN admin_unit a4 ON a4.code = a5.parent_code
-  LEFT JOIN admin_unit a3 ON a3.code = a4.parent_code
-  WHERE h.region_id = :region AND h.valid_from <= latest.at AND (h.valid_to IS NULL OR h.valid_to > latest.at)
-    AND (CAST(:statuses AS text[]) IS NULL OR h.status::text = ANY(CAST(:statuses AS text[])))
-    AND (CAST(:code AS text) IS NULL OR :code IN (a5.code, a4.code, a3.code, a3.parent_code))
-),
-pe AS (
-  SELECT p.hh_id,
-    count(*) FILTER (WHERE p.health IN ('chronic', 'major_illness')) AS ill_members,
-    count(*) FILTER (WHERE NOT p.med_insured) AS uninsured_members,
-    count(*) FILTER (WHERE extract(year FROM hh.at) - p.birth_year BETWEEN 6 AND 15 AND p.in_school = 'none'
-                     AND p.health = 'healthy') AS dropout_children,
-    count(*) FILTER (WHERE extract(year FROM hh.at) - p.birth_year BETWEEN 6 AND 15
-                     AND p.in_school = 'none') AS out_of_school_children,
-    count(*) FILTER (WHERE p.labour = 'ordinary') AS ordinary_labour,
-    count(*) FILTER (WHERE p.labour = 'skilled') AS skilled_labour,
-    max(CASE p.education WHEN 'illiterate' THEN 0 WHEN 'primary' THEN 6 WHEN 'junior' THEN 9 WHEN 'senior' THEN 12
-        WHEN 'tertiary' THEN 16 END) FILTER (WHERE extract(year FROM hh.at) - p.birth_year >= 10) AS max_school_years
-  FROM person p JOIN hh ON hh.hh_id = p.hh_id
-  WHERE p.valid_from <= hh.at AND (p.valid_to IS NULL OR p.valid_to > hh.at)
-  GROUP BY p.hh_id
-)
-SELECT hh.hh_id AS id, hh.village_code, hh.township_code, hh.county_code, hh.status::text AS status,
-  hh.main_cause::text AS main_cause, hh.size, hh.net_income_pc::float8 AS net_income_pc, hh.food_insecure,
-  hh.clothing_insecure, hh.house_safety_grade::text AS house_safety_grade, hh.water_safe, hh.water_difficulty,
-  hh.toilet::text AS toilet, hh.cooking_fuel::text AS cooking_fuel, hh.electricity,
-  hh.access_road::text AS access_road, hh.arable_mu::float8 AS arable_mu, hh.irrigated_mu::float8 AS irrigated_mu,
-  hh.coop_member, hh.microcredit,
-  coalesce(pe.ill_members, 0) AS ill_members, coalesce(pe.uninsured_members, 0) AS uninsured_members,
-  coalesce(pe.dropout_children, 0) AS dropout_children,
-  coalesce(pe.out_of_school_children, 0) AS out_of_school_children,
-  coalesce(pe.ordinary_labour, 0) AS ordinary_labour, coalesce(pe.skilled_labour, 0) AS skilled_labour,
-  pe.max_school_years, extract(year FROM hh.at)::int AS year,
-  ST_X(hh.geom) AS lon, ST_Y(hh.geom) AS lat, ST_AsBinary({shown}) AS shown
-FROM hh LEFT JOIN pe ON pe.hh_id = hh.hh_id
-ORDER BY hh.hh_id
+SELECT h.hh_id AS id, h.village_code, a4.code AS township_code, a3.code AS county_code, h.status::text AS status,
+  h.main_cause::text AS main_cause, h.size, h.net_income_pc::float8 AS net_income_pc, h.food_insecure,
+  h.clothing_insecure, h.house_safety_grade::text AS house_safety_grade, h.water_safe, h.water_difficulty,
+  h.toilet::text AS toilet, h.cooking_fuel::text AS cooking_fuel, h.electricity,
+  h.access_road::text AS access_road, h.arable_mu::float8 AS arable_mu, h.irrigated_mu::float8 AS irrigated_mu,
+  h.coop_member, h.microcredit, ST_X(h.geom) AS lon, ST_Y(h.geom) AS lat, ST_AsBinary({shown}) AS shown
+FROM household h
+JOIN admin_unit a5 ON a5.code = h.village_code
+LEFT JOIN admin_unit a4 ON a4.code = a5.parent_code
+LEFT JOIN admin_unit a3 ON a3.code = a4.parent_code
+WHERE h.region_id = :region AND h.valid_from <= :at AND (h.valid_to IS NULL OR h.valid_to > :at)
+  AND (CAST(:statuses AS text[]) IS NULL OR h.status::text = ANY(CAST(:statuses AS text[])))
+  AND (CAST(:code AS text) IS NULL OR :code IN (a5.code, a4.code, a3.code, a3.parent_code))
 """
+# Members of the same snapshot, counted per household (ages at the snapshot's year).
+_MEMBERS = """
+SELECT p.hh_id,
+  count(*) FILTER (WHERE p.health IN ('chronic', 'major_illness')) AS ill_members,
+  count(*) FILTER (WHERE NOT p.med_insured) AS uninsured_members,
+  count(*) FILTER (WHERE :year - p.birth_year BETWEEN 6 AND 15 AND p.in_school = 'none'
+                   AND p.health = 'healthy') AS dropout_children,
+  count(*) FILTER (WHERE :year - p.birth_year BETWEEN 6 AND 15 AND p.in_school = 'none') AS out_of_school_children,
+  count(*) FILTER (WHERE p.labour = 'ordinary') AS ordinary_labour,
+  count(*) FILTER (WHERE p.labour = 'skilled') AS skilled_labour,
+  max(CASE p.education WHEN 'illiterate' THEN 0 WHEN 'primary' THEN 6 WHEN 'junior' THEN 9 WHEN 'senior' THEN 12
+      WHEN 'tertiary' THEN 16 END) FILTER (WHERE :year - p.birth_year >= 10) AS max_school_years
+FROM person p
+WHERE p.region_id = :region AND p.valid_from <= :at AND (p.valid_to IS NULL OR p.valid_to > :at)
+GROUP BY p.hh_id
+"""
+MEMBER_COUNTS = ("ill_members", "uninsured_members", "dropout_children", "out_of_school_children",
+                 "ordinary_labour", "skilled_labour")
 
 
 def _displaced_sql(secret_param: str) -> str:
     """The SQL of ``catalog.displaced_point`` (same bytes of SHA-256, same distances and azimuths)."""
-    h = f"sha256(convert_to({secret_param} || hh.hh_id, 'UTF8'))"
+    h = f"sha256(convert_to({secret_param} || h.hh_id, 'UTF8'))"
     b = [f"get_byte({h}, {i})" for i in range(4)]
     dist = f"(100.0 + 400.0 * ({b[0]} * 256 + {b[1]}) / 65535.0)"
     az = f"(2 * pi() * ({b[2]} * 256 + {b[3]}) / 65536.0)"
-    return f"geometry(ST_Project(geography(hh.geom), {dist}, {az}))"
+    return f"geometry(ST_Project(geography(h.geom), {dist}, {az}))"
 
 
 async def region_exists(conn: Any, region: str) -> bool:
@@ -102,17 +93,23 @@ async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[s
     if not allowed(role, REGISTRY_ROLE):
         raise AnalysisError("The registry is not available to this role.")
     secret = app.state.settings.security.jitter_key.get_secret_value()
-    shown = "hh.geom" if role == Role.admin else _displaced_sql(":secret")
+    shown = "h.geom" if role == Role.admin else _displaced_sql(":secret")
     async with app.state.engine.connect() as conn:
-        await conn.execute(text("SET LOCAL work_mem = '64MB'"))  # the sorts of 25,000 households stay in memory
+        await conn.execute(text("SET LOCAL work_mem = '64MB'"))  # the grouping of the members stays in memory
         reg = (await conn.execute(text(
             "SELECT region_id, poverty_line::float8 AS poverty_line, currency FROM region WHERE region_id = :r"),
             {"r": ref.region})).mappings().first()
         if reg is None:
             raise AnalysisError(f"There is no region '{ref.region}'.")
-        rows = (await conn.execute(text(_HOUSEHOLDS.format(shown=shown)), {
-            "region": ref.region, "code": ref.admin_code, "secret": secret,
-            "statuses": [s.value for s in ref.statuses] if ref.statuses else None})).mappings().all()
+        at = await conn.scalar(text("SELECT max(valid_from) FROM household WHERE region_id = :r"),
+                               {"r": ref.region})
+        result = await conn.execute(text(_HOUSEHOLDS.format(shown=shown)), {
+            "region": ref.region, "code": ref.admin_code, "secret": secret, "at": at,
+            "statuses": [s.value for s in ref.statuses] if ref.statuses else None})
+        keys = list(result.keys())
+        rows = result.all()
+        members = {r[0]: r[1:] for r in (await conn.execute(text(_MEMBERS), {
+            "region": ref.region, "at": at, "year": at.year if at else 0})).all()}
         facilities = (await conn.execute(text(
             "SELECT class::text AS class, ST_X(geom) AS lon, ST_Y(geom) AS lat FROM facility "
             "WHERE region_id = :r AND class IN ('clinic', 'hospital', 'market') AND valid_to IS NULL"),
@@ -134,7 +131,13 @@ async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[s
     if not rows:
         raise AnalysisError(f"The registry of '{ref.region}' has no households"
                             + (f" in '{ref.admin_code}'." if ref.admin_code else "."))
-    props = [dict(r) for r in rows]
+    rows.sort(key=lambda r: r[0])
+    props = [dict(zip(keys, r, strict=True)) for r in rows]
+    none = (0,) * len(MEMBER_COUNTS) + (None,)
+    for p in props:
+        counts = members.get(p["id"], none)
+        p.update(zip((*MEMBER_COUNTS, "max_school_years"), counts, strict=True))
+        p["year"] = at.year
     true_ll = np.array([[p.pop("lon"), p.pop("lat")] for p in props], dtype=float)
     geoms = shapely.from_wkb([p.pop("shown") for p in props])
     for cls, key in ((("clinic", "hospital"), "clinic_km"), (("market",), "market_km")):

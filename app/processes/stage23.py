@@ -198,7 +198,7 @@ class NeedsAssessment(Process):
         cols["recommended"] = ("text", [",".join(x) for x in a.recommended])
         for k, v in a.capacity.items():
             cols[k] = ("double precision", _floats(v))
-        cols["explain"] = ("jsonb", a.explain)
+        cols["explain"] = ("json", a.explain)  # json, not jsonb: stored as written (half the time of jsonb)
         households = LayerOut("Needs per household", "Need scores (DOMAIN §6.1) with their inputs", hh.ids, hh.geoms,
                               cols)
         villages, summary = self._aggregate(inputs, hh, a, ln, data.get("groups"))
@@ -220,7 +220,7 @@ class NeedsAssessment(Process):
             c = np.bincount(g[ok], minlength=len(keys))
             return np.divide(s, c, out=np.full(len(keys), np.nan), where=c > 0)
 
-        active = {n: np.array([n in x for x in a.active]) for n in nd.NEEDS}
+        active = {n: a.active_matrix[:, k] for k, n in enumerate(nd.NEEDS)}
         cols: dict[str, tuple[str, list[Any]]] = {
             "households": ("integer", [int(c) for c in count]),
             "persons": ("integer", [int(v) for v in np.bincount(g, weights=size, minlength=len(keys))]),
@@ -230,7 +230,7 @@ class NeedsAssessment(Process):
             cols[n.lower()] = ("double precision", _floats(mean(a.scores[n])))
             shares[n] = np.bincount(g, weights=active[n].astype(float), minlength=len(keys)) / np.maximum(count, 1)
             cols[f"{n.lower()}_share"] = ("double precision", _floats(shares[n]))
-        in_need = np.array([len(x) > 0 for x in a.active])
+        in_need = a.active_matrix.any(axis=1)
         cols["households_in_need"] = ("integer", [int(v) for v in np.bincount(g, weights=in_need.astype(float),
                                                                                minlength=len(keys))])
         cols["ln"] = ("double precision", _floats(mean(ln)))
