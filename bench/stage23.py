@@ -112,12 +112,17 @@ async def run() -> list[tuple[str, str, str]]:
                      f"{out.values['summary']['households_in_need']:,} with an active need"))
         async with client_for(settings) as c:
             await c.get("/processes")  # warm the catalogue
-            r, t = await atimed(c.post("/processes/needs-assessment/execution", json={"inputs": {
-                "households": ref.model_dump()}}, headers=auth, timeout=300))
-            assert r.status_code == 200, r.text
+            times = []
+            for _ in range(3):  # the first job after start-up also starts the analysis processes' server (~1–3 s)
+                r, t = await atimed(c.post("/processes/needs-assessment/execution", json={"inputs": {
+                    "households": ref.model_dump()}}, headers=auth, timeout=300))
+                assert r.status_code == 200, r.text
+                times.append(t)
             hh_href = r.json()["households"]["href"].replace("http://testserver", "")
             rows.append((f"needs-assessment process over HTTP, {n_hh:,} households (sync, 2 layers published)",
-                         f"{t:.2f} s", f"{r.json()['summary']['groups']:,} villages; target ≤ 5 s"))
+                         f"{np.median(times[1:]):.2f} s", f"median of runs 2–3 ({times[1]:.2f}, {times[2]:.2f} s); "
+                         f"first run after start-up {times[0]:.2f} s; {r.json()['summary']['groups']:,} villages; "
+                         "target ≤ 5 s"))
             print(rows[-2:], flush=True)
 
             # ------------------------------------------------------------ needs-matching
@@ -197,7 +202,8 @@ async def run() -> list[tuple[str, str, str]]:
                 timeout=300))
             assert r.status_code == 200, r.text
         rows.append(("coupling-coordination process over HTTP, same 50,000 rows inline (sync, layer published)",
-                     f"{t:.2f} s", f"{sum(r.json()['summary']['lag_types'].values()):,} rows classified"))
+                     f"{t:.2f} s", f"{sum(r.json()['summary']['lag_types'].values()):,} rows classified; most of the "
+                     "time is reading and validating the 50,000 inline JSON rows"))
         print(rows[-2:], flush=True)
     return rows
 

@@ -69,11 +69,18 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 # --------------------------------------------------------------------------------------------- OGC API fixtures
 @pytest.fixture(scope="session")
-def demo_database() -> Iterator[ThrowawayDatabase]:
-    """A database with the full demo region (seed 42), shared read-only by the API tests."""
-    with ThrowawayDatabase("demo") as db:
+def demo_template() -> Iterator[str]:
+    """The demo region (seed 42) loaded once; never connected to afterwards, so databases can be copied from it."""
+    with ThrowawayDatabase("template") as db:
         db.upgrade()
         run_async(_load_demo(db.url))
+        yield db.name
+
+
+@pytest.fixture(scope="session")
+def demo_database(demo_template: str) -> Iterator[ThrowawayDatabase]:
+    """A database with the full demo region (seed 42), shared read-only by the API tests."""
+    with ThrowawayDatabase("demo", template=demo_template) as db:
         yield db
 
 
@@ -111,11 +118,9 @@ def api_keys(demo_database: ThrowawayDatabase) -> dict[Role, str]:
 
 
 @pytest.fixture(scope="module")
-def edit_database() -> Iterator[ThrowawayDatabase]:
+def edit_database(demo_template: str) -> Iterator[ThrowawayDatabase]:
     """A private copy of the demo for tests that write (the shared one stays read-only)."""
-    with ThrowawayDatabase("edit") as db:
-        db.upgrade()
-        run_async(_load_demo(db.url))
+    with ThrowawayDatabase("edit", template=demo_template) as db:
         yield db
 
 

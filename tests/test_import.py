@@ -46,13 +46,9 @@ def georgia_shp() -> Path:
 
 
 @pytest.fixture(scope="module")
-def db():
+def db(demo_template: str):
     """A private demo database: the demo region (villages for the registry) plus whatever the tests import."""
-    from conftest import _load_demo
-
-    with ThrowawayDatabase("import") as d:
-        d.upgrade()
-        run_async(_load_demo(d.url))
+    with ThrowawayDatabase("import", template=demo_template) as d:
         yield d
 
 

@@ -49,8 +49,8 @@ async def _fetch(database: str, sql: str, *args: object) -> list[asyncpg.Record]
         await conn.close()
 
 
-async def _create_db(name: str) -> None:
-    await _fetch("postgres", f'CREATE DATABASE "{name}"')
+async def _create_db(name: str, template: str | None = None) -> None:
+    await _fetch("postgres", f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     await _fetch(name, "CREATE EXTENSION IF NOT EXISTS postgis")
 
 
@@ -77,12 +77,13 @@ def fetch(database: str, sql: str, *args: object) -> list[asyncpg.Record]:
 class ThrowawayDatabase:
     """Create a uniquely named database with PostGIS; drop it on close (cf. tipg's DatabaseJanitor)."""
 
-    def __init__(self, label: str = "") -> None:
+    def __init__(self, label: str = "", template: str | None = None) -> None:
         self.name = f"tpa_test_{label}{secrets.token_hex(4)}"
         self.url = sa_url(self.name)
+        self.template = template  # a copy of this database (file copy: seconds, where a demo load takes ~30 s)
 
     def __enter__(self) -> ThrowawayDatabase:
-        run_async(_create_db(self.name))
+        run_async(_create_db(self.name, self.template))
         return self
 
     def __exit__(self, *exc: object) -> None:
