@@ -561,6 +561,11 @@ async def test_demo_end_to_end(editor: httpx.AsyncClient, edit_database: Throwaw
     assert first["numberMatched"] == n_hh
     ex = first["features"][0]["properties"]["explain"]
     assert set(ex) >= {"L_FOOD", "L_HEALTH", "P_JOB", "prior"}
+    # the point an analyst sees is the households collection's displaced point
+    hid = first["features"][0]["id"]
+    same = (await editor.get(f"/collections/households/items/{hid}", headers=_auth(key))).json()
+    assert first["features"][0]["geometry"]["coordinates"] == pytest.approx(same["geometry"]["coordinates"],
+                                                                          abs=1e-12)
     # one household re-scored from the database by the second implementation
     hid = first["features"][0]["id"]
     row = fetch(edit_database.name, """

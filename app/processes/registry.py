@@ -72,13 +72,17 @@ MEMBER_COUNTS = ("ill_members", "uninsured_members", "dropout_children", "out_of
                  "ordinary_labour", "skilled_labour")
 
 
-def _displaced_sql(secret_param: str) -> str:
-    """The SQL of ``catalog.displaced_point`` (same bytes of SHA-256, same distances and azimuths)."""
-    h = f"sha256(convert_to({secret_param} || h.hh_id, 'UTF8'))"
-    b = [f"get_byte({h}, {i})" for i in range(4)]
-    dist = f"(100.0 + 400.0 * ({b[0]} * 256 + {b[1]}) / 65535.0)"
-    az = f"(2 * pi() * ({b[2]} * 256 + {b[3]}) / 65536.0)"
-    return f"geometry(ST_Project(geography(h.geom), {dist}, {az}))"
+def _shown_point(role: Role | None, secret: str) -> tuple[str, dict[str, Any]]:
+    """SQL (and its parameters) of the household point a role sees: the ``households`` collection's own
+    expression (``catalog.displaced_point``), rendered with named parameters for ``text()``."""
+    from sqlalchemy import literal_column
+
+    from app.ogc.catalog import displaced_point
+
+    if role == Role.admin:
+        return "h.geom", {}
+    compiled = displaced_point(literal_column("h.geom"), literal_column("h.hh_id"), secret).compile()
+    return str(compiled), dict(compiled.params)
 
 
 async def region_exists(conn: Any, region: str) -> bool:
@@ -92,8 +96,7 @@ async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[s
 
     if not allowed(role, REGISTRY_ROLE):
         raise AnalysisError("The registry is not available to this role.")
-    secret = app.state.settings.security.jitter_key.get_secret_value()
-    shown = "h.geom" if role == Role.admin else _displaced_sql(":secret")
+    shown, shown_params = _shown_point(role, app.state.settings.security.jitter_key.get_secret_value())
     async with app.state.engine.connect() as conn:
         await conn.execute(text("SET LOCAL work_mem = '64MB'"))  # the grouping of the members stays in memory
         reg = (await conn.execute(text(
@@ -104,7 +107,7 @@ async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[s
         at = await conn.scalar(text("SELECT max(valid_from) FROM household WHERE region_id = :r"),
                                {"r": ref.region})
         result = await conn.execute(text(_HOUSEHOLDS.format(shown=shown)), {
-            "region": ref.region, "code": ref.admin_code, "secret": secret, "at": at,
+            **shown_params, "region": ref.region, "code": ref.admin_code, "at": at,
             "statuses": [s.value for s in ref.statuses] if ref.statuses else None})
         keys = list(result.keys())
         rows = result.all()
