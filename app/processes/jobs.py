@@ -42,7 +42,7 @@ from app.models.codes import Role
 from app.processes.catalogue import PROCESSES
 from app.processes.data import CollectionRef, InlineFeatures, Units, units_from_geojson, units_from_table
 from app.processes.definitions import LayerOut, Outcome, Process
-from app.processes.registry import REGISTRY_ROLE, RegistryRef, load_registry, region_exists
+from app.processes.registry import REGISTRY_ROLE, RegistryRef, cause_table, load_registry, region_exists
 from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated, warm_up
 from app.settings import Settings, libpq_url
 
@@ -312,10 +312,7 @@ async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | No
             data[name] = units_from_table(name, value)
     if "cause_table" in process.context_data and "cause_table" not in data:
         async with app.state.engine.connect() as conn:
-            rows = (await conn.execute(text(
-                "SELECT id::text AS id, cause::text AS cause, need::text AS need, project_type::text AS project_type "
-                "FROM cause_need_project WHERE region_id IS NULL ORDER BY id"))).mappings().all()
-        data["cause_table"] = units_from_table("cause_table", [dict(r) for r in rows])
+            data["cause_table"] = await cause_table(conn, None)
     return data
 
 
@@ -532,7 +529,7 @@ async def _copy_rows(conn: Any, table: str, layer: LayerOut, cols: list[tuple[st
     no codec for PostGIS types, so one passing EWKB through as bytes is set for the COPY and removed after
     (the connection goes back to the pool as it was)."""
     names = ["fid"] + [c for c, _, _ in cols]
-    columns = [list(layer.ids)] + [list(values) for _, _, values in cols]
+    columns = [list(layer.ids)] + [values for _, _, values in cols]
     geom = layer.geoms is not None
     if geom:
         names.append("geom")

@@ -85,6 +85,19 @@ def _shown_point(role: Role | None, secret: str) -> tuple[str, dict[str, Any]]:
     return str(compiled), dict(compiled.params)
 
 
+async def cause_table(conn: Any, region: str | None) -> Units:
+    """The cause → need → project table of a region: its own rows replace the default rows for the causes they
+    cover; without a region, the default table."""
+    causes = (await conn.execute(text(
+        "SELECT cause::text AS cause, need::text AS need, project_type::text AS project_type, region_id "
+        "FROM cause_need_project WHERE region_id = :r OR region_id IS NULL ORDER BY id"),
+        {"r": region})).mappings().all()
+    own = {r["cause"] for r in causes if r["region_id"] is not None}
+    rows = [{"id": str(i), "cause": r["cause"], "need": r["need"], "project_type": r["project_type"]}
+            for i, r in enumerate(causes) if r["region_id"] is not None or r["cause"] not in own]
+    return Units("cause_table", [r["id"] for r in rows], None, rows, "cause_need_project")
+
+
 async def region_exists(conn: Any, region: str) -> bool:
     return bool(await conn.scalar(text("SELECT 1 FROM region WHERE region_id = :r"), {"r": region}))
 
@@ -122,10 +135,7 @@ async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[s
             "ST_AsBinary(coalesce(a.geom, v.geom_point)) AS shape FROM admin_unit a "
             "LEFT JOIN village v ON v.code = a.code WHERE a.region_id = :r AND a.level >= 3"),
             {"r": ref.region})).mappings().all()
-        causes = (await conn.execute(text(
-            "SELECT cause::text AS cause, need::text AS need, project_type::text AS project_type, region_id "
-            "FROM cause_need_project WHERE region_id = :r OR region_id IS NULL ORDER BY id"),
-            {"r": ref.region})).mappings().all()
+        cause_units = await cause_table(conn, ref.region)
         telecom = (await conn.execute(text(
             "SELECT unit_type::text AS unit_type, unit_id, h3_res, indicator, value FROM telecom_agg "
             "WHERE region_id = :r AND NOT suppressed AND value IS NOT NULL AND hour IS NULL "
@@ -152,14 +162,10 @@ async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[s
     households = Units("households", [p["id"] for p in props], np.asarray(geoms, dtype=object), props,
                        f"registry:{ref.region}")
     groups = _groups(admin, telecom)
-    # a region's own rows replace the default table for the causes they cover
-    own = {r["cause"] for r in causes if r["region_id"] is not None}
-    table_rows = [{"id": str(i), "cause": r["cause"], "need": r["need"], "project_type": r["project_type"]}
-                  for i, r in enumerate(causes) if r["region_id"] is not None or r["cause"] not in own]
     region = Units("region", [reg["region_id"]], None, [{"poverty_line": reg["poverty_line"],
                                                          "currency": reg["currency"]}], "region")
     return {"households": households, "groups": groups,
-            "cause_table": Units("cause_table", [r["id"] for r in table_rows], None, table_rows, "cause_need_project"),
+            "cause_table": cause_units,
             "region": region}
 
 
