@@ -133,7 +133,7 @@ class NeedsInputs(Strict):
     max_recommended: int = Field(3, ge=1, le=18)
 
 
-def cause_table(rows: Units) -> nd.CauseTable:
+def cause_links(rows: Units) -> nd.CauseTable:
     needs: dict[str, set[str]] = {}
     types: dict[str, list[str]] = {}
     for p in rows.props:
@@ -176,7 +176,7 @@ class NeedsAssessment(Process):
             line = float(data["region"].props[0]["poverty_line"])
         if line is None:
             raise AnalysisError("poverty_line is needed for households given inline.")
-        table = cause_table(Units("cause_table", [], None, [r.model_dump(mode="json") for r in inputs.cause_table],
+        table = cause_links(Units("cause_table", [], None, [r.model_dump(mode="json") for r in inputs.cause_table],
                                   "input") if inputs.cause_table is not None else data["cause_table"])
         rules = inputs.rules.rules(line)
         a = nd.assess(hh.props, rules, table, inputs.max_recommended)
