@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from alembic.config import Config
@@ -15,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.errors import ConstraintViolation, DatabaseUnavailable, DomainError, InvalidData
+from app.errors import ConstraintViolation, DatabaseUnavailable, DomainError, InvalidData, ServiceBusy, is_unavailable
 from app.settings import DatabaseSettings
 
 log = logging.getLogger("tpa.db")
@@ -44,7 +45,56 @@ def libpq_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def create_read_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+class ReadPool:
+    """The asyncpg pool of the read path with a bounded queue: a request waits at most ``queue_timeout`` for a
+    connection, then gets 503 + Retry-After (:class:`ServiceBusy`) instead of waiting without bound behind the
+    others. Other attributes (``close``, ``terminate``, ``get_size`` …) are the pool's own."""
+
+    def __init__(self, pool: asyncpg.Pool, queue_timeout: float) -> None:
+        self._pool = pool
+        self.queue_timeout = queue_timeout
+        self.waiting = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool
+        busy = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
+        self.waiting += busy
+        try:
+            conn = await pool.acquire(timeout=self.queue_timeout)
+        except TimeoutError:
+            if busy:
+                raise ServiceBusy(f"No database connection became free within {self.queue_timeout:g} s; "
+                                  "try again shortly.") from None
+            raise DatabaseUnavailable("The database did not answer in time.") from None
+        finally:
+            self.waiting -= busy
+        try:
+            yield conn
+        except BaseException as exc:
+            if is_unavailable(exc):  # broken mid-operation (server restart): never hand it out again
+                conn.terminate()
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        async with self.acquire() as conn:
+            return await conn.fetch(query, *args)
+
+
+async def create_read_pool(settings: DatabaseSettings) -> ReadPool:
     """The asyncpg pool of the OGC read path (compiled SQL, prepared per connection; cf. tipg).
 
     ``min_size=0``: nothing connects until the first request, so an unreachable database does not stop
@@ -55,10 +105,11 @@ async def create_read_pool(settings: DatabaseSettings) -> asyncpg.Pool:
     server_settings = {"application_name": "tpa-gis-read", "timezone": "UTC", "DateStyle": "ISO, YMD"}
     if settings.statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
-    return await asyncpg.create_pool(
+    pool = await asyncpg.create_pool(
         libpq_dsn(settings.url), min_size=0, max_size=settings.pool_size, timeout=settings.connect_timeout_s,
         server_settings=server_settings, max_inactive_connection_lifetime=300,
     )
+    return ReadPool(pool, settings.pool_timeout_s)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -120,7 +171,7 @@ def translate_db_error(exc: BaseException) -> DomainError:
         return ConstraintViolation(detail, constraint=constraint, sqlstate=sqlstate)
     if sqlstate and sqlstate.startswith("22"):  # data exceptions: bad enum label, SRID mismatch, overflow …
         return InvalidData(f"Invalid value: {message}" if message else "Invalid value.", sqlstate=sqlstate)
-    if isinstance(exc, (OSError, ConnectionError)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if is_unavailable(exc):
         return DatabaseUnavailable("The database is not reachable.")
     log.error("database error %s: %s", sqlstate, message or type(exc).__name__)  # server log only
     return DatabaseUnavailable("The database failed to process the request.")

@@ -78,6 +78,33 @@ class DatabaseUnavailable(DomainError):
     status, code, title = 503, "ServiceUnavailable", "Database unavailable"
 
 
+class ServiceBusy(DomainError):
+    """Every pooled database connection stayed in use for the pool's queue timeout."""
+
+    status, code, title = 503, "ServiceBusy", "The service is busy"
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) means the database is away or the pool exhausted:
+    connection refused or lost, server shutting down or starting, pool timeout."""
+    import asyncpg
+    import sqlalchemy.exc
+
+    seen = 0
+    node: BaseException | None = exc
+    while node is not None and seen < 8:
+        if isinstance(node, (OSError, ConnectionError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+                             asyncpg.exceptions._base.InternalClientError,  # a connection broken mid-operation
+                             sqlalchemy.exc.TimeoutError, sqlalchemy.exc.DisconnectionError)):
+            return True
+        if isinstance(node, sqlalchemy.exc.DBAPIError) and node.connection_invalidated:
+            return True
+        node = node.__cause__ or node.__context__
+        seen += 1
+    return False
+
+
 def _wants_html(request: Request | None) -> bool:
     if request is None:
         return False
@@ -103,7 +130,12 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Basic realm="tpa-gis", Bearer'} if status == 401 else None
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="tpa-gis", Bearer'
+    if status in (429, 503):
+        settings = getattr(getattr(getattr(request, "app", None), "state", None), "settings", None)
+        headers["Retry-After"] = str(settings.api.retry_after_s if settings is not None else 5)
     env = getattr(getattr(getattr(request, "app", None), "state", None), "templates", None)
     if env is not None and _wants_html(request):
         page = env.get_template("error.html").render(problem=body, title=title, base=str(request.base_url).rstrip("/"))
@@ -138,13 +170,48 @@ _HTTP_CODES = {
 }
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "HTTPError")
     detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
-    return problem(exc.status_code, code, detail, detail, request.url.path, request)
+    response = problem(exc.status_code, code, detail, detail, request.url.path, request)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    if exc.status_code == 405:  # Allow lists the methods of every route on this path, not only the matched one
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+    return response
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> list[str]:
+    """Methods of the path in the API's own description (routes are nested in included routers)."""
+    from starlette.routing import compile_path
+
+    state = request.app.state
+    table = getattr(state, "allowed_methods", None)
+    if table is None:
+        table = [(compile_path(path)[0], {m.upper() for m in item if m != "parameters"})
+                 for path, item in request.app.openapi().get("paths", {}).items()]
+        state.allowed_methods = table
+    path = request.url.path
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return sorted({m for regex, methods in table if regex.fullmatch(path) for m in methods})
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+    import sqlalchemy.exc
+
+    return (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError, asyncpg.exceptions._base.InternalClientError, sqlalchemy.exc.DBAPIError,
+            sqlalchemy.exc.TimeoutError, sqlalchemy.exc.DisconnectionError)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    if is_unavailable(exc):  # a connection error that no repository translated: still a 503, not a 500
+        log.warning("database unavailable on %s %s (%s)", request.method, request.url.path, type(exc).__name__)
+        return problem(503, "ServiceUnavailable", "Database unavailable", "The database is not reachable; try "
+                       "again later.", request.url.path, request)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "ServerError", "Internal server error", "An unexpected error occurred.", request.url.path,
                    request)
@@ -154,4 +221,67 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    # connection errors no repository translated are handled inside the app (a 503, not re-raised to the server)
+    for cls in _connection_errors():
+        app.add_exception_handler(cls, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
+
+
+# ------------------------------------------------------------------------------------------ OpenAPI
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details (with `code` and `description` of the OGC exception schema).",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"}, "code": {"type": "string"},
+        "description": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_ANSWERS = {
+    "400": "Invalid parameter or input",
+    "401": "Missing or invalid API key",
+    "403": "The key's role may not do this",
+    "404": "Not found",
+    "406": "None of the requested formats is offered",
+    "413": "Request body too large",
+    "415": "Request body in a media type that is not accepted",
+    "429": "Rate limit reached (see Retry-After)",
+    "503": "Database unavailable or busy, or time limit reached (see Retry-After)",
+}
+_UNGUARDED = {"/healthz", "/readyz", "/metrics"}
+
+
+def document_problems(doc: dict[str, Any]) -> dict[str, Any]:
+    """Declare the error answers every operation can give, as problem documents: FastAPI documents 422 for
+    validation errors, but this service answers 400 (OGC), and the limits (413, 429, 503) apply everywhere."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    retry = {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}}
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            codes = {"429", "503"} if path not in _UNGUARDED else set()
+            if path not in _UNGUARDED:
+                codes |= {"400", "401", "406"}
+            if "{" in path:
+                codes.add("404")
+            if "requestBody" in op:
+                codes |= {"413", "415"}
+            for code in sorted(codes | {c for c in responses if c[0] in "45"}):
+                entry = responses.setdefault(code, {"description": _ANSWERS.get(code, "Error")})
+                content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                if method == "get":
+                    content["text/html"] = {"schema": {"type": "string"}}
+                if code == "503" and entry.get("content"):
+                    continue  # /readyz documents its own 503 body
+                entry["content"] = content
+                if code in ("429", "503"):
+                    entry["headers"] = retry
+    return doc

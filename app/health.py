@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -60,3 +61,26 @@ async def get_readiness(engine: EngineDep, settings: SettingsDep) -> JSONRespons
         )
         return JSONResponse(body.model_dump(), status_code=503)
     return JSONResponse(Readiness(status="ok", database="ok", migrations="head").model_dump())
+
+
+JOB_COUNTS_SQL = text("SELECT status::text, count(*) FROM analysis_run WHERE kind LIKE 'process:%' GROUP BY 1")
+
+
+@router.get(
+    "/metrics",
+    operation_id="get_metrics",
+    summary="Metrics in the Prometheus text format",
+    description="Request counts and latencies by route, requests refused (rate limit, size, time, busy pool), "
+    "database pool usage and job counts by status.",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def get_metrics(request: Request, engine: EngineDep) -> Response:
+    state = request.app.state
+    try:
+        async with asyncio.timeout(2.0), engine.connect() as conn:
+            state.job_counts = {status: n for status, n in (await conn.execute(JOB_COUNTS_SQL)).all()}
+    except Exception as exc:  # metrics must answer while the database is away; job counts are then left out
+        log.info("metrics: job counts unavailable (%s)", type(exc).__name__)
+        state.job_counts = None
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -18,8 +18,10 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.auth import KeyCache
 from app.db import create_engine, create_read_pool, create_sessionmaker
-from app.errors import add_exception_handlers
+from app.errors import add_exception_handlers, document_problems
 from app.health import router as health_router
+from app.middleware import ServiceMiddleware
+from app.observability import Metrics, configure_logging
 from app.ogc import common, edits, features, processes
 from app.ogc.catalog import load_catalog
 from app.ogc.render import templates
@@ -40,16 +42,19 @@ OGC_MODULES = (
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI 3.0 document served at /api and committed under openapi/."""
-    return to_openapi30(app.openapi())
+    return document_problems(to_openapi30(app.openapi()))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application. Nothing touches the database until the lifespan starts."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.security.jitter_key is None:
+            raise RuntimeError("TPA_JITTER_KEY is not set: the service needs it to displace household points "
+                               "(secrets come only from the environment; 'make run' generates one in .tpa/).")
         engine = create_engine(settings.db)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
@@ -102,11 +107,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = templates(settings.api.templates_dir)
     app.state.conformance = tuple(c for _, classes in OGC_MODULES for c in classes)
     app.state.openapi30 = cache(lambda: openapi_document(app))
+    app.state.metrics = Metrics(app.state)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["*"],
+            allow_headers=["*"], expose_headers=["Location", "ETag", "Retry-After", "X-Request-ID", "Link",
+                                                 "Preference-Applied", "Content-Crs"],
         )
+    # outermost: every answer (CORS preflights and refusals included) gets a request id, headers and metrics
+    app.add_middleware(ServiceMiddleware, settings=settings.api, metrics=app.state.metrics,
+                       sync_limit_s=float(settings.processes.sync_time_limit_s))
     add_exception_handlers(app)
     for router, _ in OGC_MODULES:
         app.include_router(router)

@@ -7,6 +7,8 @@ object (or builds one from the environment when called without).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,7 +42,9 @@ class DatabaseSettings(BaseSettings):
     )
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=10, ge=0, le=200)
-    pool_timeout_s: float = Field(default=10.0, gt=0)
+    pool_timeout_s: float = Field(
+        default=5.0, gt=0,
+        description="Longest wait for a free pooled connection; then 503 with Retry-After (no unbounded queue).")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Timeout when opening a connection.")
     statement_timeout_ms: int = Field(default=30_000, ge=0, description="Per-statement limit; 0 = none.")
     echo: bool = False
@@ -72,6 +76,18 @@ class ApiSettings(BaseSettings):
     )
     basemap_attribution: str = ""
     data_license_url: str | None = Field(default=None, description="Link to the licence of the published data")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    request_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time limit of one request (503 after it); synchronous process executions "
+        "have TPA_PROCESSES_SYNC_TIME_LIMIT_S instead.")
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After of 503 answers (database busy or away).")
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="Requests per minute per API key (429 + Retry-After above); 0 = no limit.")
+    rate_limit_anonymous_per_minute: int = Field(
+        default=0, ge=0, description="Requests per minute per client address without a key; 0 = no limit (set it "
+        "when the service is reached directly, not through a proxy that limits already).")
+    rate_limit_burst: int = Field(default=100, ge=1, description="Requests a client may send at once.")
+    access_log: bool = Field(default=True, description="One log line per request (with its request id).")
 
 
 class SecuritySettings(BaseSettings):
@@ -83,9 +99,10 @@ class SecuritySettings(BaseSettings):
         default=None,
         description="HMAC key for pseudonymising national ids on import; required by the registry import.",
     )
-    jitter_key: SecretStr = Field(
-        default=SecretStr("tpa-gis-jitter"),
-        description="Key that makes the displacement of household points deterministic but not guessable.",
+    jitter_key: SecretStr | None = Field(
+        default=None,
+        description="Key that makes the displacement of household points deterministic but not guessable; "
+        "required to serve (there is no built-in value: secrets come only from the environment).",
     )
 
 
@@ -116,3 +133,4 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     processes: ProcessSettings = Field(default_factory=ProcessSettings)
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object per line.")

@@ -37,6 +37,8 @@ def representative_lonlat(geoms: np.ndarray) -> np.ndarray:
 
 def utm_crs(lonlat: np.ndarray) -> CRS:
     """The UTM zone (WGS 84) around the centre of the points: the default metric CRS of an analysis."""
+    if len(lonlat) == 0:
+        raise AnalysisError("There are no features to analyse.")
     lon, lat = float(np.mean(lonlat[:, 0])), float(np.mean(lonlat[:, 1]))
     info = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
     if not info:

@@ -121,6 +121,8 @@ class Layer:
     displacement_m: float = 0.0
     extent: Extent = field(default_factory=Extent)
     editable: Editable | None = None
+    # Restricted results of a job: only the job's owner (the key that ran it) and admins read them.
+    owner: str | None = None
 
     def prop(self, name: str) -> Prop | None:
         return self._props_by_name.get(name)
@@ -134,8 +136,12 @@ class Layer:
             return self.geom_for_role(role)
         return self.geom
 
-    def readable_by(self, role: Role | None) -> bool:
-        return allowed(role, self.required_role)
+    def readable_by(self, role: Role | None, actor: str | None = None) -> bool:
+        return allowed(role, self.required_role) and not self.hidden_from(role, actor)
+
+    def hidden_from(self, role: Role | None, actor: str | None) -> bool:
+        """Another user's restricted job results: answered as if they did not exist."""
+        return self.owner is not None and role != Role.admin and actor != self.owner
 
 
 # --------------------------------------------------------------------------------------------- JSON schemas
@@ -308,6 +314,8 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
 
     layers += telecom_layers()
 
+    if security.jitter_key is None:  # not serving (e.g. exporting public layers): no household layer
+        return layers
     secret = security.jitter_key.get_secret_value()
     displaced = displaced_point(h.c.geom, h.c.hh_id, secret)
     layers.append(Layer(
@@ -585,8 +593,10 @@ _INTROSPECT = text(
 async def published_layers(conn: Any) -> list[Layer]:
     """Layers for the tables registered in ``published_layer`` (introspected)."""
     rows = (await conn.execute(text(
-        "SELECT layer_id, schema_name, table_name, title, description, id_column, geometry_column, "
-        "datetime_column, required_role::text AS required_role, keywords FROM published_layer ORDER BY layer_id"
+        "SELECT p.layer_id, p.schema_name, p.table_name, p.title, p.description, p.id_column, p.geometry_column, "
+        "p.datetime_column, p.required_role::text AS required_role, p.keywords, "
+        "CASE WHEN p.required_role IS NOT NULL THEN r.owner END AS owner "
+        "FROM published_layer p LEFT JOIN analysis_run r ON r.run_id = p.run_id ORDER BY p.layer_id"
     ))).mappings().all()
     layers = []
     for r in rows:
@@ -620,7 +630,7 @@ async def published_layers(conn: Any) -> list[Layer]:
             geometry_type=gtype, props=tuple(props),
             temporal=Temporal(table.c[dt_col], table.c[dt_col], False, dt_udt == "date") if dt_col else None,
             required_role=Role(r["required_role"]) if r["required_role"] else None,
-            keywords=tuple(r["keywords"] or ()),
+            keywords=tuple(r["keywords"] or ()), owner=r["owner"],
             versioned=(f"{r['schema_name']}.{r['table_name']}",),
         ))
     return layers
@@ -670,8 +680,8 @@ class Catalog:
     def get(self, layer_id: str) -> Layer | None:
         return self.layers.get(layer_id)
 
-    def visible(self, role: Role | None) -> list[Layer]:
-        return [lyr for lyr in self.layers.values() if lyr.readable_by(role)]
+    def visible(self, role: Role | None, actor: str | None = None) -> list[Layer]:
+        return [lyr for lyr in self.layers.values() if lyr.readable_by(role, actor)]
 
 
 async def load_catalog(

@@ -9,6 +9,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from app.observability import csp_nonce
 from app.ogc.render import (
     HTML,
     JSON,
@@ -111,10 +112,13 @@ async def get_api(request: Request) -> Response:
 @router.get("/api.html", operation_id="get_api_html", summary="Interactive API documentation",
             response_class=HTMLResponse)
 async def get_api_html(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=url_for(request, "/api", {"f": "json"}),
         title=f"{request.app.state.settings.api.title} — API",
         swagger_js_url=url_for(request, "/static/vendor/swagger-ui/swagger-ui-bundle.js"),
         swagger_css_url=url_for(request, "/static/vendor/swagger-ui/swagger-ui.css"),
         swagger_favicon_url=url_for(request, "/static/favicon.svg"),
     )
+    # Swagger UI's start-up script is inline: it gets the page's Content-Security-Policy nonce
+    body = bytes(page.body).replace(b"<script>", f'<script nonce="{csp_nonce.get()}">'.encode())
+    return HTMLResponse(body, status_code=page.status_code)

@@ -127,7 +127,7 @@ async def _catalog(request: Request) -> Catalog:
 
 async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:
     layer = (await _catalog(request)).get(collection_id)
-    if layer is None:
+    if layer is None or layer.hidden_from(role, getattr(request.state, "actor", None)):
         raise NotFound(f"There is no collection '{collection_id}'.")
     require(role, layer.required_role, f"the collection '{collection_id}'")
     return layer
@@ -187,7 +187,8 @@ async def get_collections(request: Request, role: RoleDep) -> Response:
     catalog = await _catalog(request)
     body = {
         "links": self_links(request, "/collections", JSON, "Collections"),
-        "collections": [collection_document(request, lyr, catalog.crs) for lyr in catalog.visible(role)],
+        "collections": [collection_document(request, lyr, catalog.crs)
+                        for lyr in catalog.visible(role, getattr(request.state, "actor", None))],
         "crs": list(catalog.crs),
     }
     return respond(request, body, "collections.html")
@@ -321,8 +322,9 @@ F_PARAMETER = _q("f", "Output format", {"type": "string", "enum": ["json", "html
 CRS_PARAMETER = _q("crs", "CRS of the returned geometries (one of the collection's `crs` URIs); default CRS84. "
                    "EPSG:4326 and EPSG:4490 are written latitude first.", {"type": "string", "format": "uri"})
 ITEMS_PARAMETERS = [
-    _q("limit", "Page size. Values above the server maximum are capped (not an error).",
-       {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10}),
+    _q("limit", "Page size. Values above the server maximum (10,000 unless TPA_API_MAX_LIMIT says otherwise) are "
+       "capped, not refused (OGC API - Features, /req/core/fc-limit-response-1).",
+       {"type": "integer", "minimum": 1, "default": 10}),
     _q("bbox", "minx,miny,maxx,maxy (or 6 numbers) in `bbox-crs` (CRS84 by default; minx > maxx crosses the "
        "antimeridian).", {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}),
     _q("bbox-crs", "CRS of `bbox` (one of the collection's `crs` URIs).", {"type": "string", "format": "uri"}),

@@ -23,7 +23,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,22 +81,74 @@ class Filter:
         return orjson.loads(self.json)
 
 
+# Bounds on a filter's size, so one request cannot make the parser or the planner do unbounded work
+# (a portal's filters have tens of nodes; geometry literals of a few thousand vertices fit the text bound).
+MAX_FILTER_CHARS = 100_000
+MAX_FILTER_NODES = 2_000
+MAX_FILTER_DEPTH = 50
+
+
+def _complexity(node: Any, depth: int = 0) -> int:
+    """Nodes of a CQL2-JSON tree (coordinate arrays count as one); FilterError when it is nested too deep."""
+    if depth > MAX_FILTER_DEPTH:
+        raise FilterError(f"nested more than {MAX_FILTER_DEPTH} levels deep.")
+    if isinstance(node, dict):
+        if "coordinates" in node or "bbox" in node:
+            return 1
+        return 1 + sum(_complexity(v, depth + 1) for v in node.values())
+    if isinstance(node, list):
+        return 1 + sum(_complexity(v, depth + 1) for v in node)
+    return 1
+
+
+# cql2's parser (Rust) recurses once per nesting level and aborts the whole process with a stack overflow on
+# deep input ("-" * 8000 + "1 = a" in an 8 MiB stack). It runs on a thread of its own with a 512 MiB stack
+# (reserved, not committed): enough for the deepest input that fits MAX_FILTER_CHARS.
+_PARSER_STACK = 512 * 1024 * 1024
+_parser_lock = threading.Lock()
+_parser_pool: ThreadPoolExecutor | None = None
+
+
+def _on_parser_thread(fn: Callable[[], Any]) -> Any:
+    global _parser_pool
+    with _parser_lock:
+        if _parser_pool is None:
+            previous = threading.stack_size(_PARSER_STACK)
+            try:
+                pool = ThreadPoolExecutor(1, thread_name_prefix="cql2-parser")
+                pool.submit(lambda: None).result()  # the thread starts now, with the large stack
+            finally:
+                threading.stack_size(previous)
+            _parser_pool = pool
+    return _parser_pool.submit(fn).result()
+
+
 def parse_filter(raw: str | dict[str, Any], lang: str | None, crs: Crs = CRS84_DEF) -> Filter:
-    """Parse a filter in either encoding (``filter-lang``; text by default for strings)."""
+    """Parse a filter in either encoding (``filter-lang``; text by default for strings), within the bounds above."""
     lang = (lang or ("cql2-json" if isinstance(raw, dict) else "cql2-text")).strip().lower()
     if lang not in LANGS:
         raise InvalidParameter(f"filter-lang must be one of {', '.join(LANGS)}, not {lang!r}.")
+    size = len(raw) if isinstance(raw, str) else len(orjson.dumps(raw))
+    if size > MAX_FILTER_CHARS:
+        raise FilterError(f"longer than {MAX_FILTER_CHARS:,} characters.")
+    if isinstance(raw, dict):
+        _complexity(raw)
     try:
         if lang == "cql2-text":
             if not isinstance(raw, str):
                 raise FilterError("a cql2-text filter is a string.")
-            expr = cql2.parse_text(raw)
+            text_ = raw
+            tree = _on_parser_thread(lambda: cql2.parse_text(text_).to_json())
         else:
-            expr = cql2.parse_json(raw if isinstance(raw, str) else orjson.dumps(raw).decode())
+            text_ = raw if isinstance(raw, str) else orjson.dumps(raw).decode()
+            tree = _on_parser_thread(lambda: cql2.parse_json(text_).to_json())
     except (cql2.ParseError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise FilterError(f"not valid {lang}: {message}") from None
-    return Filter(orjson.dumps(expr.to_json(), option=orjson.OPT_SORT_KEYS).decode(), crs)
+    nodes = _complexity(tree)
+    if nodes > MAX_FILTER_NODES:
+        raise FilterError(f"{nodes:,} expression nodes; at most {MAX_FILTER_NODES:,} are accepted.")
+    return Filter(orjson.dumps(tree, option=orjson.OPT_SORT_KEYS).decode(), crs)
 
 
 # --------------------------------------------------------------------------------------------- typed values

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
 from app.errors import InvalidParameter
+from app.observability import csp_nonce
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -123,6 +124,7 @@ def templates(extra_dir: str | None) -> Environment:
     loaders.append(PackageLoader("app", "templates"))
     env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html"]), enable_async=False)
     env.filters["tojson_attr"] = lambda v: orjson.dumps(v).decode()
+    env.globals["csp_nonce"] = csp_nonce.get  # the inline scripts' nonce of the Content-Security-Policy
     return env
 
 

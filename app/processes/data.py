@@ -13,7 +13,7 @@ from app.analysis.spatial import AnalysisError
 
 
 class InlineFeature(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: Literal["Feature"]
     id: str | int | None = None
     geometry: dict[str, Any] | None
@@ -23,7 +23,7 @@ class InlineFeature(BaseModel):
 class InlineFeatures(BaseModel):
     """A GeoJSON FeatureCollection given inline (coordinates in CRS84 longitude/latitude)."""
 
-    model_config = ConfigDict(extra="allow", title="FeatureCollection")
+    model_config = ConfigDict(extra="allow", title="FeatureCollection", strict=True)
     type: Literal["FeatureCollection"]
     features: list[InlineFeature]
 
@@ -34,7 +34,7 @@ class CollectionRef(BaseModel):
     Query parameters of the items request apply (filter, bbox, datetime, property equality); the same
     access rules as for reading the collection apply. Links to other hosts are refused."""
 
-    model_config = ConfigDict(extra="forbid", title="CollectionReference")
+    model_config = ConfigDict(extra="forbid", title="CollectionReference", strict=True)
     href: str = Field(min_length=1, max_length=4096, examples=["/collections/village-poverty/items"])
 
 

@@ -73,7 +73,10 @@ PROVENANCE = OutputSpec("Provenance", "Inputs, parameters, library versions and 
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Process inputs: unknown members are refused, and values are taken as their JSON type says (no "1" for 1,
+    no true for 1), as the OpenAPI document declares them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Weights(Strict):

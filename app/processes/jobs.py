@@ -37,7 +37,15 @@ from starlette.requests import Request
 from app.analysis.spatial import AnalysisError
 from app.auth import ROLE_RANK, allowed
 from app.db import translated_errors
-from app.errors import DatabaseUnavailable, DomainError, Forbidden, InvalidParameter, NotFound, Unauthorized
+from app.errors import (
+    DatabaseUnavailable,
+    DomainError,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    Unauthorized,
+    is_unavailable,
+)
 from app.models.codes import Role
 from app.processes.catalogue import PROCESSES
 from app.processes.data import CollectionRef, InlineFeatures, Units, units_from_geojson, units_from_table
@@ -246,7 +254,7 @@ async def check_ref(request: Request, name: str, ref: CollectionRef, role: Role 
     cid, query = parse_ref(str(request.base_url), request.app.state.settings.api.root_path, ref.href)
     catalog = await _catalog(request)
     layer = catalog.get(cid)
-    if layer is None:
+    if layer is None or layer.hidden_from(role, getattr(request.state, "actor", None)):
         raise InvalidParameter(f"{name}: there is no collection '{cid}'.")
     if not allowed(role, layer.required_role):
         if role is None:
@@ -267,7 +275,8 @@ async def check_registry(request: Request, name: str, ref: RegistryRef, role: Ro
             raise InvalidParameter(f"{name}: there is no region '{ref.region}'.")
 
 
-async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_features: int) -> Units:
+async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_features: int,
+                    actor: str | None = None) -> Units:
     from app.ogc.features import _catalog, items_query
     from app.repositories import features as repo
 
@@ -275,7 +284,7 @@ async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_featu
     fake = _items_request(app, cid, query, max_features + 1)
     catalog = await _catalog(fake)
     layer = catalog.get(cid)
-    if layer is None or not allowed(role, layer.required_role):
+    if layer is None or not layer.readable_by(role, actor):
         raise AnalysisError(f"{name}: the collection '{cid}' is not available.")
     # the page size of /items (api.max_limit) does not bound a process input: read up to max_features + 1
     q = dataclasses.replace(items_query(fake, catalog, layer, role), limit=max_features + 1)
@@ -291,7 +300,8 @@ async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_featu
     return units_from_geojson(name, features, href)
 
 
-async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | None) -> dict[str, Units]:
+async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | None,
+                  actor: str | None = None) -> dict[str, Units]:
     max_features = app.state.settings.processes.max_input_features
     data: dict[str, Units] = {}
     for name in process.data_inputs:
@@ -301,7 +311,7 @@ async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | No
         if isinstance(value, RegistryRef):
             data.update(await load_registry(app, value, role))
         elif isinstance(value, CollectionRef):
-            data[name] = await fetch_ref(app, name, value.href, role, max_features)
+            data[name] = await fetch_ref(app, name, value.href, role, max_features, actor)
         elif isinstance(value, InlineFeatures):
             if len(value.features) > max_features:
                 raise AnalysisError(f"{name}: more than {max_features} features.")
@@ -343,13 +353,17 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
     limit = settings.processes.time_limit_s if run_async else min(settings.processes.sync_time_limit_s,
                                                                     settings.processes.time_limit_s)
     params = {"inputs": payload, "outputs": outputs or {}, "result_role": result_role.value if result_role else None}
+    try:
+        params_json = orjson.dumps(params).decode()
+        input_hash = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    except TypeError:  # orjson (and jsonb) take integers up to 64 bits
+        raise InvalidParameter("inputs: integers beyond the 64-bit range are not accepted.") from None
     async with request.app.state.engine.begin() as conn:
         await conn.execute(text(
             "INSERT INTO analysis_run (run_id, kind, params, input_hash, status, owner, owner_role, mode, "
             "time_limit_s) VALUES (:id, :kind, CAST(:params AS jsonb), :hash, 'accepted', :owner, "
             "CAST(:role AS api_role), :mode, :limit)"),
-            {"id": run_id, "kind": f"process:{process.id}", "params": orjson.dumps(params).decode(),
-             "hash": hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest(),
+            {"id": run_id, "kind": f"process:{process.id}", "params": params_json, "hash": input_hash,
              "owner": actor, "role": role.value if role else None, "mode": "async" if run_async else "sync",
              "limit": limit})
     if run_async:
@@ -364,7 +378,7 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
             await conn.execute(text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id"),
                                {"j": job_id, "id": run_id})
     else:
-        await execute(request.app, run_id)
+        await execute(request.app, run_id, sync=True)
     run = await get_run(request.app.state.engine, run_id)
     assert run is not None
     return run
@@ -379,13 +393,14 @@ def _library_versions() -> dict[str, str]:
     return out
 
 
-async def execute(app: Any, run_id: uuid.UUID) -> None:
+async def execute(app: Any, run_id: uuid.UUID, sync: bool = False) -> None:
     engine = app.state.engine
     async with engine.begin() as conn:
         row = (await conn.execute(text(
             "UPDATE analysis_run SET status = 'running', started = now(), updated = now() "
             "WHERE run_id = :id AND status = 'accepted' "
-            "RETURNING kind, params, owner_role::text AS owner_role, time_limit_s"), {"id": run_id})).mappings().first()
+            "RETURNING kind, params, owner, owner_role::text AS owner_role, time_limit_s"),
+            {"id": run_id})).mappings().first()
     if row is None:
         return  # dismissed (or already taken) before it started
     process = process_of(row)
@@ -401,7 +416,7 @@ async def execute(app: Any, run_id: uuid.UUID) -> None:
     try:
         inputs = process.Inputs.model_validate(params["inputs"])
         t0 = time.perf_counter()
-        data = await resolve(app, process, inputs, role)
+        data = await resolve(app, process, inputs, role, row["owner"])
         t1 = time.perf_counter()
         outcome: Outcome = await run_isolated(
             process.id, params["inputs"], data, app.state.settings.processes.solver_threads,
@@ -424,8 +439,35 @@ async def execute(app: Any, run_id: uuid.UUID) -> None:
                                              "job was running; execute the process again"))
         raise
     except Exception as exc:  # recorded on the job; the traceback goes to the log
-        log.exception("job %s failed", run_id)
-        await _finish_if_open(engine, run_id, "failed", f"{type(exc).__name__}: {exc}")
+        if is_unavailable(exc):
+            log.warning("job %s: the database became unavailable (%s)", run_id, type(exc).__name__)
+            reason = "the database became unavailable while the job was running; execute the process again"
+            if sync:  # the caller is waiting: answer 503 now (the row is failed now or by the interrupted-check)
+                with contextlib.suppress(Exception):
+                    await _finish_if_open(engine, run_id, "failed", reason)
+                raise DatabaseUnavailable("The database became unavailable during the execution; try again.",
+                                          jobID=str(run_id)) from None
+            await _finish_when_possible(engine, run_id, reason)
+        else:
+            log.exception("job %s failed", run_id)
+            await _finish_if_open(engine, run_id, "failed", f"{type(exc).__name__}: {exc}")
+
+
+async def _finish_when_possible(engine: Any, run_id: uuid.UUID, message: str, patience_s: float = 600.0) -> None:
+    """Record the failure once the database is back (a job must not stay 'running' after an outage); if it
+    stays away longer than ``patience_s``, the stalled-job check of a later worker records it."""
+    delay, waited = 1.0, 0.0
+    while True:
+        try:
+            await _finish_if_open(engine, run_id, "failed", message)
+            return
+        except Exception as exc:
+            if not is_unavailable(exc) or waited >= patience_s:
+                log.warning("job %s: could not record its failure (%s)", run_id, type(exc).__name__)
+                return
+        await asyncio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 15.0)
 
 
 def _column_name(name: str, taken: set[str]) -> str:

@@ -29,7 +29,7 @@ class RegistryRef(BaseModel):
 
     Households of the region's latest snapshot, optionally within one administrative unit."""
 
-    model_config = ConfigDict(extra="forbid", title="RegistryReference")
+    model_config = ConfigDict(extra="forbid", title="RegistryReference", strict=True)
     region: str = Field(min_length=1, max_length=100, examples=["tieling-demo"])
     admin_code: str | None = Field(None, max_length=50, description="Only households of this village, township, "
                                    "county or prefecture")

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.analysis.spatial import AnalysisError
+
+log = logging.getLogger("tpa.jobs")
 
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(["app.processes.catalogue", "ortools.graph.python.min_cost_flow", "esda", "libpysal",
@@ -46,9 +50,10 @@ def _child(conn: Any, process_id: str, inputs: dict[str, Any], data: dict[str, A
     except AnalysisError as exc:
         conn.send(("invalid", str(exc)))
     except MemoryError:
-        conn.send(("error", "the analysis ran out of memory"))
+        conn.send(("error", ("the analysis ran out of memory", "")))
     except Exception as exc:  # reported as the job's failure reason, with the type for diagnosis
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        # the traceback goes to the service's log (the job's message stays short)
+        conn.send(("error", (f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=-8))))
     finally:
         conn.close()
 
@@ -113,4 +118,7 @@ async def run_isolated(
         return value
     if kind == "invalid":
         raise AnalysisError(value)
-    raise JobCrashed(value)
+    message, trace = value
+    if trace:
+        log.error("analysis of %s failed: %s\n%s", process_id, message, trace)
+    raise JobCrashed(message)

@@ -72,9 +72,9 @@ def _split(value: Any) -> list[str]:
 
 # --------------------------------------------------------------------------------- needs-assessment
 class CauseRow(Strict):
-    cause: Cause
-    need: Need | None = None
-    project_type: ProjectType | None = None
+    cause: Cause = Field(strict=False)  # code lists arrive as their JSON strings
+    need: Need | None = Field(None, strict=False)
+    project_type: ProjectType | None = Field(None, strict=False)
 
 
 class HealthWeights(Strict):
@@ -398,8 +398,8 @@ class Subsystem(Strict):
 
 class CouplingInputs(Strict):
     units: DataInput
-    subsystems: list[Subsystem] = Field(description="Two or more subsystems; the first two are living (U1) and "
-                                        "production (U2) for the lag type")
+    subsystems: list[Subsystem] = Field(min_length=2, description="Two or more subsystems; the first two are "
+                                        "living (U1) and production (U2) for the lag type")
     weighting: Literal["entropy", "given"] = "entropy"
     period_property: str | None = Field(None, description="Property with the period (e.g. year) of a row")
     unit_property: str | None = Field(None, description="Property identifying the unit across periods; default "
@@ -410,8 +410,6 @@ class CouplingInputs(Strict):
 
     @model_validator(mode="after")
     def _subsystems(self) -> CouplingInputs:
-        if len(self.subsystems) < 2:
-            raise ValueError(f"coupling needs at least two subsystems, got {len(self.subsystems)}")
         alphas = [s.alpha for s in self.subsystems]
         if any(a is not None for a in alphas):
             if any(a is None for a in alphas):

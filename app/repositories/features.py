@@ -22,7 +22,6 @@ from functools import lru_cache
 from threading import Lock
 from typing import Any
 
-import asyncpg
 import orjson
 from sqlalchemy import (
     Boolean,
@@ -49,7 +48,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.db import translated_errors
+from app.db import ReadPool, translated_errors
 from app.errors import InvalidParameter
 from app.models.codes import Role
 from app.models.orm import TableVersion
@@ -550,7 +549,7 @@ def _key(text_: str | None) -> list[Any] | None:
     return orjson.loads(text_) if text_ is not None else None
 
 
-async def fetch_page(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQuery) -> Page:
+async def fetch_page(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery) -> Page:
     shape, values = shape_and_values(layer, role, q)
     forward = q.cursor is None or q.cursor.forward
     c = page_agg_sql(shape, _role_key(layer, role), forward)
@@ -566,13 +565,13 @@ async def fetch_page(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: Ite
                 more_before, int(row["v"]))
 
 
-async def current_version(pool: asyncpg.Pool, layer: Layer) -> int:
+async def current_version(pool: ReadPool, layer: Layer) -> int:
     c = version_sql(layer)
     async with translated_errors():
         return int(await pool.fetchval(c.sql, *c.args({})))
 
 
-async def count(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQuery) -> int:
+async def count(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery) -> int:
     shape, values = shape_and_values(layer, role, ItemsQuery(q.bbox, q.interval, q.equals, bbox_crs=q.bbox_crs,
                                                               filter=q.filter))
     c = count_sql(shape, _role_key(layer, role))
@@ -581,7 +580,7 @@ async def count(pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQue
 
 
 async def fetch_feature(
-    pool: asyncpg.Pool, layer: Layer, role: Role | None, feature_id: Any, crs: Crs = CRS84_DEF
+    pool: ReadPool, layer: Layer, role: Role | None, feature_id: Any, crs: Crs = CRS84_DEF
 ) -> tuple[str, str] | None:
     """The feature's GeoJSON text and ETag, or None."""
     c = feature_sql(layer, _role_key(layer, role), crs)
@@ -615,7 +614,7 @@ class CountCache:
 
 
 async def number_matched(
-    pool: asyncpg.Pool, cache: CountCache, layer: Layer, role: Role | None, q: ItemsQuery, version: int
+    pool: ReadPool, cache: CountCache, layer: Layer, role: Role | None, q: ItemsQuery, version: int
 ) -> int:
     key = q.count_key(layer, role)
     hit = cache.get(key, version)
@@ -627,7 +626,7 @@ async def number_matched(
 
 
 async def stream_page(
-    pool: asyncpg.Pool, layer: Layer, role: Role | None, q: ItemsQuery
+    pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery
 ) -> AsyncIterator[tuple[list[tuple[Any, str]], bool]]:
     """Yield ``(rows, more)`` batches of (row, sort key as JSON text) from a server-side cursor, in order.
 

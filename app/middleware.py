@@ -1,0 +1,230 @@
+"""The service's outer layer (pure ASGI, one pass per request): request id, access log, metrics, security
+headers, and the limits that protect the service — request body size, request time and a rate limit per API key.
+
+Refusals are RFC 9457 problem documents like every other error: 413 (body too large), 429 (rate limit, with
+``Retry-After``), 503 (time limit, with ``Retry-After``). Written as plain ASGI rather than Starlette's
+``BaseHTTPMiddleware`` so streamed responses (GeoJSON and CSV pages) pass through untouched and context
+variables (the request id in log lines) reach the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import math
+import re
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth import split_key
+from app.errors import problem
+from app.observability import Metrics, csp_nonce, request_id
+from app.settings import ApiSettings
+
+log = logging.getLogger("tpa.access")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class TokenBuckets:
+    """Token buckets per client (API key id, else client address): ``rate`` requests per minute, ``burst``
+    at once. Least recently seen clients are forgotten beyond ``max_clients``."""
+
+    def __init__(self, per_minute: int, burst: int, max_clients: int = 100_000) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(max(burst, 1))
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, client: str, now: float | None = None) -> float:
+        """0 when the request may pass, else the seconds until a token is free."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[client] = (tokens, now)
+        if len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def _client(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, bool]:
+    """(identity, authenticated) of the caller for the rate limit: the key's public id when a key is sent."""
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, value = auth.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return f"key:{split_key(value) or value[:24]}", True
+    if scheme.lower() == "basic" and value:
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError, ValueError):
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+            key = password or user
+            return f"key:{split_key(key) or key[:24]}", True
+    client = scope.get("client")
+    return f"addr:{client[0] if client else 'unknown'}", False
+
+
+def content_security_policy(nonce: str, basemap_url: str) -> str:
+    img = "'self' data: blob:"
+    if basemap_url:
+        m = re.match(r"(https?://[^/{}]+)", basemap_url)
+        if m:
+            img += f" {m.group(1)}"
+    return (f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+            f"img-src {img}; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+            "frame-ancestors 'none'")
+
+
+class ServiceMiddleware:
+    def __init__(self, app: ASGIApp, settings: ApiSettings, metrics: Metrics, sync_limit_s: float) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.sync_limit_s = sync_limit_s
+        self.keys = TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst) \
+            if settings.rate_limit_per_minute else None
+        self.anonymous = TokenBuckets(settings.rate_limit_anonymous_per_minute, settings.rate_limit_burst) \
+            if settings.rate_limit_anonymous_per_minute else None
+
+    def _time_limit(self, scope: Scope) -> float:
+        if scope["method"] == "POST" and scope["path"].startswith("/processes/"):
+            # a synchronous execution has its own (longer) limit and answers 503 itself when it is reached
+            return max(self.settings.request_timeout_s, self.sync_limit_s + 15.0)
+        return self.settings.request_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid_token = request_id.set(rid)
+        nonce = secrets.token_urlsafe(16)
+        nonce_token = csp_nonce.set(nonce)
+        started = time.perf_counter()
+        state = {"status": 500, "started": False, "refused": False}
+        authenticated = b"authorization" in headers
+        s = self.settings
+
+        async def send_wrapper(message: Message) -> None:
+            if state["refused"]:
+                return  # the answer (413) is already sent; what the application still sends is dropped
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["started"] = True
+                h = MutableHeaders(scope=message)
+                h["X-Request-ID"] = rid
+                h.setdefault("X-Content-Type-Options", "nosniff")
+                h.setdefault("Referrer-Policy", "no-referrer")
+                h.setdefault("X-Frame-Options", "DENY")
+                if authenticated and "cache-control" not in h:
+                    h["Cache-Control"] = "private, no-store"  # personal data: never in a shared cache
+                if h.get("content-type", "").startswith("text/html"):
+                    h["Content-Security-Policy"] = content_security_policy(nonce, s.basemap_url)
+                    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+            await send(message)
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            # a body without Content-Length (chunked) is counted as it arrives: past the limit the client gets
+            # 413 at once and the application sees a disconnected client (nothing of the body is processed)
+            nonlocal received, reason
+            message = await receive()
+            if message["type"] == "http.request" and not state["refused"]:
+                received += len(message.get("body", b""))
+                if received > s.max_body_bytes:
+                    if state["started"]:
+                        raise _BodyTooLarge
+                    reason = "body_too_large"
+                    await self._refuse(scope, send_wrapper, 413, "PayloadTooLarge", "Request body too large",
+                                       f"The request body exceeds {s.max_body_bytes} bytes.")
+                    state["refused"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        self.metrics.in_flight.inc()
+        reason = None
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
+                reason = "body_too_large"
+                await self._refuse(scope, send_wrapper, 413, "PayloadTooLarge", "Request body too large",
+                                   f"The request body exceeds {s.max_body_bytes} bytes.")
+                return
+            if scope["path"] not in UNLIMITED_PATHS:
+                client, keyed = _client(scope, headers)
+                buckets = self.keys if keyed else self.anonymous
+                wait = buckets.take(client) if buckets is not None else 0.0
+                if wait > 0:
+                    reason = "rate_limited"
+                    await self._refuse(scope, send_wrapper, 429, "TooManyRequests", "Too many requests",
+                                       "The rate limit of this client is reached; try again later.",
+                                       retry_after=math.ceil(wait))
+                    return
+            limit = self._time_limit(scope)
+            try:
+                async with asyncio.timeout(limit) as cm:
+                    await self.app(scope, receive_limited, send_wrapper)
+            except TimeoutError:
+                if not cm.expired() or state["started"]:
+                    raise
+                reason = "timeout"
+                log.warning("request stopped after its time limit of %g s", limit)
+                await self._refuse(scope, send_wrapper, 503, "RequestTimeout", "The request took too long",
+                                   f"The request was stopped after {limit:g} s; narrow it (bbox, filter, limit) "
+                                   "or, for a process, execute it asynchronously.", retry_after=s.retry_after_s)
+            except asyncio.CancelledError:
+                if not state["started"]:
+                    state["status"] = 499  # the client went away before an answer (nginx's "client closed")
+                raise
+            except Exception:
+                if not state["refused"]:  # after a 413, the application's reaction to the disconnect is moot
+                    raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(method, template, str(state["status"])).inc()
+            self.metrics.latency.labels(method, template).observe(elapsed)
+            if reason:
+                self.metrics.rejected.labels(reason).inc()
+            if s.access_log:
+                client = scope.get("client")
+                log.info("%s %s %s", method, scope["path"], state["status"], extra={
+                    "method": method, "path": scope["path"], "route": template, "status": state["status"],
+                    "duration_ms": round(elapsed * 1000, 2), "client": client[0] if client else None})
+            request_id.reset(rid_token)
+            csp_nonce.reset(nonce_token)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, code: str, title: str, detail: str,
+                      retry_after: int | None = None) -> None:
+        response = problem(status, code, title, detail, scope["path"])
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+
+        async def empty() -> Message:  # the request body is never read
+            return {"type": "http.disconnect"}
+
+        await response(scope, empty, send)
