@@ -13,7 +13,7 @@ WORKERS ?= 1
 PYTEST_ARGS ?=
 export DATABASE_URL
 
-.PHONY: run test setup-run setup-test db demo openapi lint bench clean
+.PHONY: run test long setup-run setup-test db demo openapi lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +40,26 @@ db: setup-run
 demo: db
 	$(BIN)/tpa demo load --if-empty
 
-run: demo
+# Secrets come only from the environment. For a local run, random ones are made once in .tpa/secrets.env
+# (not in git); a deployment sets TPA_JITTER_KEY and TPA_PSEUDONYM_KEY itself.
+.tpa/secrets.env:
+	mkdir -p .tpa
+	umask 077; { echo "TPA_JITTER_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')"; \
+	  echo "TPA_PSEUDONYM_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')"; } > $@
+
+run: demo .tpa/secrets.env
+	set -a; . ./.tpa/secrets.env; set +a; \
 	$(BIN)/tpa serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The long runs (documented in README "Reliability and security"): 10,000+ fuzzed requests, 64 clients for 60 s,
+# a PostgreSQL restart under load. Figures are written to .tpa/reports/.
+long: setup-test
+	TPA_FUZZ_EXAMPLES=$${TPA_FUZZ_EXAMPLES:-40} TPA_FUZZ_MIN_REQUESTS=10000 TPA_LOAD_SECONDS=60 TPA_LOAD_CLIENTS=64 \
+	TPA_REPORT_DIR=.tpa/reports $(BIN)/python -m pytest -p no:cacheprovider -s tests/test_fuzz.py \
+	  tests/test_reliability.py $(PYTEST_ARGS)
 
 openapi: $(VENV)/.run-installed
 	$(BIN)/tpa openapi export -o openapi/openapi.json

@@ -41,3 +41,16 @@ def test_invalid_limits_rejected(monkeypatch):
 
 def test_settings_fixture_uses_throwaway_database(settings):
     assert "/tpa_test_" in settings.db.url
+
+
+async def test_service_refuses_to_start_without_the_jitter_key(monkeypatch, settings):
+    """Secrets come only from the environment: without TPA_JITTER_KEY there is no built-in key to fall back on."""
+    from app.main import create_app
+    from app.settings import SecuritySettings
+
+    monkeypatch.delenv("TPA_JITTER_KEY", raising=False)
+    assert SecuritySettings(_env_file=None).jitter_key is None
+    app = create_app(settings.model_copy(update={"security": SecuritySettings(_env_file=None)}))
+    with pytest.raises(RuntimeError, match="TPA_JITTER_KEY"):
+        async with app.router.lifespan_context(app):
+            pass

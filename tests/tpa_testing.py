@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -123,20 +124,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(database_url: str, workers: int = 1, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``tpa serve`` against ``database_url`` on a free loopback port; yield its base URL."""
+def serve(database_url: str, workers: int = 1, extra_env: dict[str, str] | None = None,
+          log_path: str | None = None) -> Iterator[str]:
+    """Run the service under uvicorn against ``database_url`` on a free loopback port; yield its base URL.
+    Its log goes to ``log_path`` (else a temporary file), never to a pipe that could fill and stall it."""
     import subprocess
     import sys
+    import tempfile
     import time
 
     import httpx as _httpx
 
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "TPA_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    log = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1", "--port",
          str(port), "--workers", str(workers), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, stdout=subprocess.DEVNULL, stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -148,8 +153,8 @@ def serve(database_url: str, workers: int = 1, extra_env: dict[str, str] | None 
             except _httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"server did not start: {err[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"server did not start: {log.read().decode(errors='replace')[-2000:]}")
             time.sleep(0.2)
         yield url
     finally:
@@ -158,3 +163,76 @@ def serve(database_url: str, workers: int = 1, extra_env: dict[str, str] | None 
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
+
+
+class PrivateCluster:
+    """A PostgreSQL cluster of this test run alone (``initdb`` on a free loopback port), so a test can stop and
+    restart the server under the service without touching the machine's own PostgreSQL. Runs as the
+    ``postgres`` system user when the tests run as root (as in CI)."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("initdb not found (Debian's postgresql server package)")
+        self.bin = Path(bins[-1]).parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="tpa-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        self._as_postgres = os.geteuid() == 0
+
+    def _run(self, *args: str, check: bool = True) -> None:
+        import subprocess
+
+        cmd = [str(a) for a in args]
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stdout}{done.stderr}")
+
+    def __enter__(self) -> PrivateCluster:
+        if self._as_postgres:
+            import shutil
+
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self) -> None:
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off")
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def copy_database(self, source_url: str, name: str, exclude_data: tuple[str, ...] = ()) -> str:
+        """Copy a database of the machine's cluster into this one (pg_dump | pg_restore); returns its URL."""
+        import subprocess
+
+        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                        name], check=True, timeout=60)
+        dump = subprocess.Popen([str(self.bin / "pg_dump"), "-Fc", "--no-owner",
+                                 *[f"--exclude-table-data={t}" for t in exclude_data], source_url],
+                                stdout=subprocess.PIPE)
+        restore = subprocess.run([str(self.bin / "pg_restore"), "--no-owner", "-d", self.url(name)],
+                                 stdin=dump.stdout, capture_output=True, text=True, timeout=600)
+        dump.wait(60)
+        if dump.returncode != 0 or restore.returncode != 0:
+            raise RuntimeError(f"copy failed: {restore.stderr[-2000:]}")
+        return self.url(name)
