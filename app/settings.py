@@ -82,11 +82,13 @@ class ApiSettings(BaseSettings):
         "have TPA_PROCESSES_SYNC_TIME_LIMIT_S instead.")
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of 503 answers (database busy or away).")
     rate_limit_per_minute: int = Field(
-        default=600, ge=0, description="Requests per minute per API key (429 + Retry-After above); 0 = no limit.")
+        default=30_000, ge=0, description="Requests per minute per API key (429 + Retry-After above); 0 = no limit. "
+        "Generous by default: GDAL and QGIS page through a layer with thousands of small requests.")
     rate_limit_anonymous_per_minute: int = Field(
         default=0, ge=0, description="Requests per minute per client address without a key; 0 = no limit (set it "
         "when the service is reached directly, not through a proxy that limits already).")
-    rate_limit_burst: int = Field(default=100, ge=1, description="Requests a client may send at once.")
+    rate_limit_burst: int = Field(
+        default=10_000, ge=1, description="Requests a client may send at once (a whole GDAL download of a layer).")
     access_log: bool = Field(default=True, description="One log line per request (with its request id).")
 
 

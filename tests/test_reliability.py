@@ -312,7 +312,7 @@ async def test_job_running_during_an_outage_fails_with_a_reason_and_runs_again(c
     pg, db_url = cluster
     key = _make_keys(db_url)[Role.analyst]
     headers = {"Authorization": f"Bearer {key}"}
-    env = {"TPA_PROCESSES_STALLED_AFTER_S": "4", "TPA_PROCESSES_HEARTBEAT_S": "1"}
+    env = {"TPA_PROCESSES_STALLED_AFTER_S": "10", "TPA_PROCESSES_HEARTBEAT_S": "1"}
     # about 10 s of analysis (99,999 permutations) after reading its input: the database goes away meanwhile
     href = "/collections/village-poverty/items?suppressed=false"
     body = {"inputs": {"features": {"href": href}, "variable": "poverty_rate", "permutations": 99_999}}
