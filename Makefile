@@ -57,7 +57,8 @@ test: setup-test
 # The long runs (documented in README "Reliability and security"): 10,000+ fuzzed requests, 64 clients for 60 s,
 # a PostgreSQL restart under load. Figures are written to .tpa/reports/.
 long: setup-test
-	TPA_FUZZ_EXAMPLES=$${TPA_FUZZ_EXAMPLES:-40} TPA_FUZZ_MIN_REQUESTS=10000 TPA_LOAD_SECONDS=60 TPA_LOAD_CLIENTS=64 \
+	TPA_FUZZ_EXAMPLES=$${TPA_FUZZ_EXAMPLES:-40} TPA_FUZZ_MAX_TIME=$${TPA_FUZZ_MAX_TIME:-300} \
+	TPA_FUZZ_MIN_REQUESTS=10000 TPA_LOAD_SECONDS=60 TPA_LOAD_CLIENTS=64 \
 	TPA_REPORT_DIR=.tpa/reports $(BIN)/python -m pytest -p no:cacheprovider -s tests/test_fuzz.py \
 	  tests/test_reliability.py $(PYTEST_ARGS)
 

@@ -31,6 +31,7 @@ TESTS = Path(__file__).resolve().parent
 EXAMPLES = int(os.environ.get("TPA_FUZZ_EXAMPLES", "6"))
 SEED = os.environ.get("TPA_FUZZ_SEED", "20261129")
 MIN_REQUESTS = int(os.environ.get("TPA_FUZZ_MIN_REQUESTS", "1000"))
+MAX_TIME = os.environ.get("TPA_FUZZ_MAX_TIME")  # seconds: fuzzing repeats until spent (make long)
 EXCLUDED = "positive_data_acceptance,ignored_auth"
 
 
@@ -49,6 +50,8 @@ def test_fuzz_whole_api(fuzz_database: ThrowawayDatabase, tmp_path: Path) -> Non
                "--exclude-checks", EXCLUDED, "-n", str(EXAMPLES), "--seed", SEED, "-w", "1", "--no-color",
                "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
                "--request-timeout", "60", "-H", f"Authorization: Bearer {admin}"]
+        if MAX_TIME:
+            cmd += ["--max-time", MAX_TIME]
         proc = subprocess.run(cmd, env={**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_hooks",
                                         "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
                               capture_output=True, text=True, timeout=3600, cwd=tmp_path)

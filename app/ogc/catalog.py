@@ -590,8 +590,10 @@ _INTROSPECT = text(
 )
 
 
-async def published_layers(conn: Any) -> list[Layer]:
-    """Layers for the tables registered in ``published_layer`` (introspected)."""
+async def published_layers(conn: Any, known: Mapping[str, Layer] | None = None) -> list[Layer]:
+    """Layers for the tables registered in ``published_layer`` (introspected; a layer already ``known`` with
+    the same table is kept as it is — results never change shape, and re-reading hundreds of them after
+    every job made the catalogue refresh grow with the number of results)."""
     rows = (await conn.execute(text(
         "SELECT p.layer_id, p.schema_name, p.table_name, p.title, p.description, p.id_column, p.geometry_column, "
         "p.datetime_column, p.required_role::text AS required_role, p.keywords, "
@@ -600,6 +602,12 @@ async def published_layers(conn: Any) -> list[Layer]:
     ))).mappings().all()
     layers = []
     for r in rows:
+        old = (known or {}).get(r["layer_id"])
+        if old is not None and old.versioned == (f"{r['schema_name']}.{r['table_name']}",):
+            role = Role(r["required_role"]) if r["required_role"] else None
+            layers.append(replace(old, required_role=role, owner=r["owner"], title=r["title"],
+                                  description=r["description"] or r["title"], keywords=tuple(r["keywords"] or ())))
+            continue
         cols = (await conn.execute(_INTROSPECT, {"schema": r["schema_name"], "table": r["table_name"]})).all()
         if not cols:
             continue
@@ -726,7 +734,8 @@ async def refresh_published(engine: AsyncEngine, catalog: Catalog, min_interval_
         version = await _published_version(conn)
         if version == catalog.published_version:
             return catalog
-        published = await published_layers(conn)
+        published = await published_layers(
+            conn, {k: v for k, v in catalog.layers.items() if k in catalog.published_ids})
         layers = {k: v for k, v in catalog.layers.items() if k not in catalog.published_ids}
         for lyr in published:
             old = catalog.layers.get(lyr.id)
