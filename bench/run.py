@@ -131,6 +131,7 @@ class Server:
         if self.name == "tpa-gis":
             cmd = [str(ROOT / ".venv/bin/uvicorn"), "--factory", "app.main:create_app"]
             env.update(TPA_LOG_LEVEL="WARNING")
+            env.setdefault("TPA_JITTER_KEY", "bench-only jitter key")  # secrets come from the environment
         elif self.name == "tipg":
             cmd = [str(PEERS / "bin/uvicorn"), "tipg.main:app"]
             env.update(TIPG_DB_SCHEMAS='["public"]', TIPG_MAX_FEATURES_PER_QUERY="10000")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,15 +11,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tpa_testing import ThrowawayDatabase, client_for, run_async, serve, settings_for
 
-# secrets come only from the environment (no built-in values): the suite has its own, servers inherit it
-os.environ.setdefault("TPA_JITTER_KEY", "jitter key of the test suite only")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # the load runner (bench/load.py)
+from app.auth import create_key
+from app.db import create_engine, create_sessionmaker
+from app.models.codes import Role
+from app.services.demo import load_demo
+from app.settings import DatabaseSettings, Settings
 
-from app.auth import create_key  # noqa: E402
-from app.db import create_engine, create_sessionmaker  # noqa: E402
-from app.models.codes import Role  # noqa: E402
-from app.services.demo import load_demo  # noqa: E402
-from app.settings import DatabaseSettings, Settings  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # the load runner (bench/load.py)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,10 @@ from typing import TypeVar
 
 import asyncpg
 import httpx
+
+# secrets come only from the environment (no built-in values): the suite and the benches have their own
+os.environ.setdefault("TPA_JITTER_KEY", "jitter key of the test suite only")
+
 from alembic import command
 from sqlalchemy.engine import make_url
 
