@@ -58,8 +58,9 @@ async def create_key(session: AsyncSession, role: Role, name: str, days: int | N
     return NewKey(key, prefix, role)
 
 
-def credentials(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+def key_from_authorization(header: str | None) -> str | None:
+    """The API key in an Authorization header (Bearer, or Basic with the key as password or user name);
+    None without one; ValueError when the header is malformed."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -71,9 +72,16 @@ def credentials(request: Request) -> str | None:
         try:
             user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise Unauthorized("Malformed Basic credentials.") from None
+            raise ValueError("Malformed Basic credentials.") from None
         return password or user
-    raise Unauthorized("Use 'Authorization: Bearer <key>' or HTTP Basic with the key as password.")
+    raise ValueError("Use 'Authorization: Bearer <key>' or HTTP Basic with the key as password.")
+
+
+def credentials(request: Request) -> str | None:
+    try:
+        return key_from_authorization(request.headers.get("authorization"))
+    except ValueError as exc:
+        raise Unauthorized(str(exc)) from None
 
 
 class KeyCache:

@@ -10,8 +10,6 @@ variables (the request id in log lines) reach the endpoint.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import math
@@ -24,7 +22,7 @@ from collections import OrderedDict
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import split_key
+from app.auth import key_from_authorization, split_key
 from app.errors import problem
 from app.observability import Metrics, csp_nonce, request_id
 from app.settings import ApiSettings
@@ -67,15 +65,9 @@ class TokenBuckets:
 
 def _client(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, bool]:
     """(identity, authenticated) of the caller for the rate limit: the key's public id when a key is sent."""
-    auth = headers.get(b"authorization", b"").decode("latin-1")
-    scheme, _, value = auth.partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bearer" and value:
-        return f"key:{split_key(value) or value[:24]}", True
-    if scheme.lower() == "basic" and value:
-        with contextlib.suppress(binascii.Error, UnicodeDecodeError, ValueError):
-            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-            key = password or user
+    with contextlib.suppress(ValueError):  # a malformed header is refused later (401); limited by address here
+        key = key_from_authorization(headers.get(b"authorization", b"").decode("latin-1"))
+        if key:
             return f"key:{split_key(key) or key[:24]}", True
     client = scope.get("client")
     return f"addr:{client[0] if client else 'unknown'}", False
