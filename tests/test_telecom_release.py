@@ -195,3 +195,49 @@ def test_spark_engine_releases_the_same_aggregates(released):
     finally:  # put the DuckDB release (with out-migration) back for the other tests
         tpa(db, "telecom", "aggregate", events, "--region", "tieling-demo", "--period", "2024-03", "--state-dir",
             str(tmp / "state"))
+
+
+def test_killed_release_leaves_the_previous_one_whole(released):
+    """A release killed half-way — old rows deleted, new ones copied, not yet committed — leaves the published
+    release exactly as it was: the write is one transaction. A trigger holds the release inside its write (on
+    its last statement) long enough to kill it there."""
+    import signal
+    import time
+
+    db, tmp, *_ = released
+    snapshot = ("SELECT count(*), coalesce(sum(coalesce(value, 0)), 0) FROM telecom_agg "
+                "WHERE period @> DATE '2024-03-01'")
+    before = tuple(fetch(db.name, snapshot)[0])
+    releases = fetch(db.name, "SELECT count(*) FROM telecom_release")[0][0]
+    assert before[0] > 0
+    fetch(db.name, "CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN PERFORM pg_sleep(8); RETURN NEW; END $$")
+    fetch(db.name, "CREATE TRIGGER test_hold BEFORE INSERT ON telecom_release FOR EACH ROW EXECUTE FUNCTION "
+                   "test_hold()")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "telecom", "aggregate",
+                                 str(tmp / "events-2024-03.parquet"), "--region", "tieling-demo", "--period",
+                                 "2024-03"], env={**os.environ, "DATABASE_URL": db.url}, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while not fetch(db.name, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND "
+                                     "wait_event = 'PgSleep' AND query LIKE 'INSERT INTO telecom_release%'",
+                            db.name)[0][0]:
+                assert proc.poll() is None and time.monotonic() < deadline, "the release did not get there"
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGKILL)  # half-way: its new rows are written in its open transaction
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        deadline = time.monotonic() + 60  # the server notices the dead client and rolls back
+        while fetch(db.name, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE "
+                             "'INSERT INTO telecom_release%' AND state <> 'idle'", db.name)[0][0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        fetch(db.name, "DROP TRIGGER test_hold ON telecom_release")
+        fetch(db.name, "DROP FUNCTION test_hold()")
+    assert tuple(fetch(db.name, snapshot)[0]) == before
+    assert fetch(db.name, "SELECT count(*) FROM telecom_release")[0][0] == releases

@@ -34,6 +34,8 @@ def eb_rate(events: np.ndarray, base: np.ndarray) -> np.ndarray:
         raise AnalysisError("The rate base must be positive for every feature.")
     if (e < 0).any() or not np.isfinite(e).all():
         raise AnalysisError("Event counts must be finite and non-negative.")
+    if e.sum() == 0:  # the overall rate is 0 and the standardisation divides by it
+        raise AnalysisError("There are no events: the rate is zero everywhere.")
     return np.asarray(assuncao_rate(e, b), dtype=float).ravel()
 
 

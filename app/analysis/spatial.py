@@ -12,6 +12,7 @@ import shapely
 from pyproj import CRS, Transformer
 from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
+from pyproj.exceptions import CRSError
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
 
@@ -49,7 +50,10 @@ def utm_crs(lonlat: np.ndarray) -> CRS:
 def metric_crs(lonlat: np.ndarray, epsg: int | None) -> CRS:
     if epsg is None:
         return utm_crs(lonlat)
-    crs = CRS.from_epsg(epsg)
+    try:
+        crs = CRS.from_epsg(epsg)
+    except CRSError:
+        raise AnalysisError(f"EPSG:{epsg} is not a coordinate reference system PROJ knows.") from None
     if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
         raise AnalysisError(f"EPSG:{epsg} is not a projected CRS in metres.")
     return crs

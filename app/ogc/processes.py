@@ -25,6 +25,7 @@ from app.processes.catalogue import PROCESSES
 from app.processes.definitions import Process
 
 router = APIRouter(tags=["Processes"])
+PROCESS_ID = Literal[tuple(PROCESSES)]  # the ids of the processes offered, as an enum in the API description
 JSON = "application/json"
 HTML = "text/html"
 GEOJSON = "application/geo+json"
@@ -265,7 +266,7 @@ async def get_jobs(
     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000),
     status: Annotated[list[Literal["accepted", "running", "successful", "failed", "dismissed"]] | None,
                       Query()] = None,
-    processID: Annotated[list[str] | None, Query()] = None,  # noqa: N803
+    processID: Annotated[list[PROCESS_ID] | None, Query()] = None,  # type: ignore[valid-type]  # noqa: N803
 ) -> Response:
     role = await current_role(request)
     if role is None:

@@ -67,7 +67,7 @@ class Units:
         try:
             props = orjson.dumps(self.props, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError:  # integers beyond 64 bits, e.g. 1e300 back from jsonb (numeric) as 10**300: as floats
-            props = orjson.dumps(_big_ints_as_floats(self.props), default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+            props = orjson.dumps(big_ints_as_floats(self.props), default=str, option=orjson.OPT_SERIALIZE_NUMPY)
         return {"name": self.name, "ids": self.ids, "source": self.source,
                 "geoms": None if self.geoms is None else shapely.to_wkb(self.geoms), "props": props}
 
@@ -155,7 +155,7 @@ def _unique(name: str, ids: list[str]) -> None:
         raise AnalysisError(f"{name}: feature ids are not unique.")
 
 
-def _big_ints_as_floats(value: Any) -> Any:
+def big_ints_as_floats(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and not -(2**63) <= value < 2**64:
@@ -164,9 +164,9 @@ def _big_ints_as_floats(value: Any) -> Any:
         except OverflowError:  # beyond the float range: a number the analyses refuse as not finite
             return float("inf") if value > 0 else float("-inf")
     if isinstance(value, dict):
-        return {k: _big_ints_as_floats(v) for k, v in value.items()}
+        return {k: big_ints_as_floats(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_big_ints_as_floats(v) for v in value]
+        return [big_ints_as_floats(v) for v in value]
     return value
 
 

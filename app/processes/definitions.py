@@ -377,6 +377,9 @@ class AccessibilityInputs(Strict):
 
 def _cost(demand: Units, supply: Units, matrix: CostMatrix | None) -> tuple[np.ndarray, str]:
     if matrix is not None:
+        if len(matrix) != len(demand) or any(len(row) != len(supply) for row in matrix):
+            raise AnalysisError(f"cost_matrix must have {len(demand)} rows of {len(supply)} values "
+                                "(demand × supply, in input order).")
         c = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float) \
             if matrix else np.zeros((0, 0))
         if c.shape != (len(demand), len(supply)):

@@ -48,7 +48,14 @@ from app.errors import (
 )
 from app.models.codes import Role
 from app.processes.catalogue import PROCESSES
-from app.processes.data import CollectionRef, InlineFeatures, Units, units_from_geojson, units_from_table
+from app.processes.data import (
+    CollectionRef,
+    InlineFeatures,
+    Units,
+    big_ints_as_floats,
+    units_from_geojson,
+    units_from_table,
+)
 from app.processes.definitions import LayerOut, Outcome, Process
 from app.processes.registry import REGISTRY_ROLE, RegistryRef, cause_table, load_registry, region_exists
 from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated, warm_up
@@ -163,7 +170,14 @@ async def get_run(engine: Any, run_id: uuid.UUID) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         row = (await conn.execute(text(f"SELECT {_RUN_COLS} FROM analysis_run WHERE run_id = :id AND kind LIKE "
                                        "'process:%'"), {"id": run_id})).mappings().first()
-    return dict(row) if row else None
+    return _run_row(row) if row else None
+
+
+def _run_row(row: Any) -> dict[str, Any]:
+    """A job row; its JSON read back from jsonb, where 1e300 became the integer 10**300 (not JSON-writable)."""
+    out = dict(row)
+    out["params"], out["result"] = big_ints_as_floats(out["params"]), big_ints_as_floats(out["result"])
+    return out
 
 
 async def list_runs(engine: Any, owner: str | None, limit: int, offset: int, status: list[str] | None,
@@ -183,7 +197,7 @@ async def list_runs(engine: Any, owner: str | None, limit: int, offset: int, sta
     async with engine.connect() as conn:
         rows = (await conn.execute(text(f"SELECT {_RUN_COLS} FROM analysis_run WHERE {sql} "
                                         "ORDER BY created DESC, run_id LIMIT :limit OFFSET :offset"), args)).mappings()
-        rows = [dict(r) for r in rows]
+        rows = [_run_row(r) for r in rows]
         total = int(await conn.scalar(text(f"SELECT count(*) FROM analysis_run WHERE {sql}"), args) or 0)
     return rows, total
 
@@ -404,7 +418,8 @@ async def execute(app: Any, run_id: uuid.UUID, sync: bool = False) -> None:
     if row is None:
         return  # dismissed (or already taken) before it started
     process = process_of(row)
-    params = row["params"]
+    # jsonb keeps numbers as numeric: 1e300 comes back as the integer 10**300, which no later JSON step takes
+    params = big_ints_as_floats(row["params"])
     role = Role(row["owner_role"]) if row["owner_role"] else None
 
     async def dismissed() -> bool:
