@@ -7,6 +7,7 @@ object (or builds one from the environment when called without).
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -117,6 +118,11 @@ class ProcessSettings(BaseSettings):
     concurrency: int = Field(default=1, ge=1, le=32, description="Jobs run at the same time by one worker.")
     time_limit_s: int = Field(default=900, ge=1, description="Wall-clock limit of one job (sync or async).")
     sync_time_limit_s: int = Field(default=120, ge=1, description="Limit of a synchronous execution.")
+    sync_concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 2, ge=1, le=64,
+        description="Synchronous executions one API process runs at once (default: the CPU count); more wait.")
+    sync_queue_timeout_s: float = Field(
+        default=20.0, gt=0, description="Longest wait for a synchronous execution slot; then 503 + Retry-After.")
     max_input_features: int = Field(default=100_000, ge=1, description="Features one data input may hold.")
     solver_threads: int = Field(default=2, ge=1, le=64, description="CBC threads of location-allocation.")
     heartbeat_s: float = Field(default=5.0, gt=0, description="Worker heartbeat interval.")

@@ -80,6 +80,22 @@ async def test_busy_pool_answers_503_with_retry_after_not_a_queue(demo_database)
         assert (await a.client.get(VILLAGE)).status_code == 200  # free again: served again
 
 
+async def test_busy_execution_slots_answer_503(edit_database):
+    settings = settings_for(edit_database.url)  # a private copy: executions publish results
+    settings.processes.sync_concurrency, settings.processes.sync_queue_timeout_s = 1, 0.3
+    body = {"inputs": {"features": {"href": "/collections/village-poverty/items?suppressed=false&limit=50"},
+                       "variable": "poverty_rate", "permutations": 9}}
+    async with _App(settings) as a:
+        assert (await a.client.post("/processes/spatial-autocorrelation/execution", json=body)).status_code == 200
+        await a.app.state.sync_slots.acquire()  # the only slot is taken
+        try:
+            r = await a.client.post("/processes/spatial-autocorrelation/execution", json=body)
+            assert _problem(r, 503, "ServiceBusy")["jobID"] and "retry-after" in r.headers
+        finally:
+            a.app.state.sync_slots.release()
+        assert (await a.client.post("/processes/spatial-autocorrelation/execution", json=body)).status_code == 200
+
+
 async def test_request_body_and_time_limits(demo_database):
     settings = settings_for(demo_database.url)
     settings.api = ApiSettings(max_body_bytes=4096, request_timeout_s=0.5)

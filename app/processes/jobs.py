@@ -43,6 +43,7 @@ from app.errors import (
     Forbidden,
     InvalidParameter,
     NotFound,
+    ServiceBusy,
     Unauthorized,
     is_unavailable,
 )
@@ -392,13 +393,34 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
             await conn.execute(text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id"),
                                {"j": job_id, "id": run_id})
     else:
-        await execute(request.app, run_id, sync=True)
+        await _execute_in_slot(request.app, run_id)
     run = await get_run(request.app.state.engine, run_id)
     assert run is not None
     return run
 
 
 # ----------------------------------------------------------------------------------------- execute
+async def _execute_in_slot(app: Any, run_id: uuid.UUID) -> None:
+    """A synchronous execution, at most ``sync_concurrency`` at once per process: analyses are CPU-bound, and
+    beyond the cores every one of them only gets slower (under load they ran past clients' time-outs). A request
+    that waits longer than ``sync_queue_timeout_s`` for a slot gets 503 + Retry-After."""
+    s = app.state.settings.processes
+    slots: asyncio.Semaphore | None = getattr(app.state, "sync_slots", None)
+    if slots is None:
+        slots = app.state.sync_slots = asyncio.Semaphore(s.sync_concurrency)
+    try:
+        async with asyncio.timeout(s.sync_queue_timeout_s):
+            await slots.acquire()
+    except TimeoutError:
+        await _finish_if_open(app.state.engine, run_id, "failed", "not started: every execution slot was busy")
+        raise ServiceBusy("Every synchronous execution slot is busy; try again shortly or execute asynchronously "
+                          "(Prefer: respond-async).", jobID=str(run_id)) from None
+    try:
+        await execute(app, run_id, sync=True)
+    finally:
+        slots.release()
+
+
 def _library_versions() -> dict[str, str]:
     out = {}
     for name in LIBRARIES:
