@@ -59,9 +59,22 @@ class _TextFormatter(logging.Formatter):
         return f"{text} [request {rid}]" if rid else text
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (not the stream of the moment it was made, which a
+    test runner may have closed by the time a library logs from a finaliser)."""
+
+    @property
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Route the root logger (and uvicorn's) to stderr in the chosen format. Idempotent."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.set_name("tpa")
