@@ -8,6 +8,7 @@ Every error the API returns is a problem document with ``type``, ``title``, ``st
 from __future__ import annotations
 
 import logging
+from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -84,19 +85,28 @@ class ServiceBusy(DomainError):
     status, code, title = 503, "ServiceBusy", "The service is busy"
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether an exception (or one it was raised from) means the database is away or the pool exhausted:
-    connection refused or lost, server shutting down or starting, pool timeout."""
+@cache
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the database is away or the pool exhausted: connection refused or lost, server
+    shutting down or starting, a connection broken mid-operation, pool timeout. (Imported late: this module
+    is the base of the error tree and loads before the drivers.)"""
     import asyncpg
+    import sqlalchemy.exc
+
+    return (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError, asyncpg.exceptions._base.InternalClientError, sqlalchemy.exc.TimeoutError,
+            sqlalchemy.exc.DisconnectionError)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an exception, or one it was raised from, is one of :func:`connection_errors` (or a driver error
+    that invalidated its connection)."""
     import sqlalchemy.exc
 
     seen = 0
     node: BaseException | None = exc
     while node is not None and seen < 8:
-        if isinstance(node, (OSError, ConnectionError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-                             asyncpg.exceptions._base.InternalClientError,  # a connection broken mid-operation
-                             sqlalchemy.exc.TimeoutError, sqlalchemy.exc.DisconnectionError)):
+        if isinstance(node, connection_errors()):
             return True
         if isinstance(node, sqlalchemy.exc.DBAPIError) and node.connection_invalidated:
             return True
@@ -198,15 +208,6 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted({m for regex, methods in table if regex.fullmatch(path) for m in methods})
 
 
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    import asyncpg
-    import sqlalchemy.exc
-
-    return (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-            asyncpg.AdminShutdownError, asyncpg.exceptions._base.InternalClientError, sqlalchemy.exc.DBAPIError,
-            sqlalchemy.exc.TimeoutError, sqlalchemy.exc.DisconnectionError)
-
-
 async def _unexpected(request: Request, exc: Exception) -> Response:
     if is_unavailable(exc):  # a connection error that no repository translated: still a 503, not a 500
         log.warning("database unavailable on %s %s (%s)", request.method, request.url.path, type(exc).__name__)
@@ -222,7 +223,9 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     # connection errors no repository translated are handled inside the app (a 503, not re-raised to the server)
-    for cls in _connection_errors():
+    import sqlalchemy.exc
+
+    for cls in (*connection_errors(), sqlalchemy.exc.DBAPIError):
         app.add_exception_handler(cls, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
 
