@@ -136,6 +136,10 @@ class ServiceMiddleware:
 
         received = 0
 
+        async def too_large() -> None:
+            await self._refuse(scope, send_wrapper, 413, "PayloadTooLarge", "Request body too large",
+                               f"The request body exceeds {s.max_body_bytes} bytes.")
+
         async def receive_limited() -> Message:
             # a body without Content-Length (chunked) is counted as it arrives: past the limit the client gets
             # 413 at once and the application sees a disconnected client (nothing of the body is processed)
@@ -147,8 +151,7 @@ class ServiceMiddleware:
                     if state["started"]:
                         raise _BodyTooLarge
                     reason = "body_too_large"
-                    await self._refuse(scope, send_wrapper, 413, "PayloadTooLarge", "Request body too large",
-                                       f"The request body exceeds {s.max_body_bytes} bytes.")
+                    await too_large()
                     state["refused"] = True
                     return {"type": "http.disconnect"}
             return message
@@ -159,8 +162,7 @@ class ServiceMiddleware:
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
                 reason = "body_too_large"
-                await self._refuse(scope, send_wrapper, 413, "PayloadTooLarge", "Request body too large",
-                                   f"The request body exceeds {s.max_body_bytes} bytes.")
+                await too_large()
                 return
             if scope["path"] not in UNLIMITED_PATHS:
                 client, keyed = _client(scope, headers)
