@@ -4,6 +4,7 @@
 
 Prints one JSON object: wrk's request count, latency percentiles (ms) and errors, plus the answers the server
 itself counted by status (from /metrics), so 503s from overload protection are told apart from failures.
+A request counts as timed out after 30 s (wrk --timeout; a synchronous execution may take up to 120 s).
 wrk comes from Debian's package (scripts/ensure-test-tools.sh installs it).
 """
 
@@ -36,7 +37,7 @@ def answers_by_status(url: str) -> dict[str, float]:
     return out
 
 
-def start(url: str, clients: int, seconds: int, threads: int = 2, timeout_s: int = 10,
+def start(url: str, clients: int, seconds: int, threads: int = 2, timeout_s: int = 30,
           headers: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path]:
     """Start wrk in the background; returns the process and its working directory."""
     wrk = shutil.which("wrk")
