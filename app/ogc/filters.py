@@ -123,25 +123,17 @@ def _on_parser_thread(fn: Callable[[], Any]) -> Any:
     return _parser_pool.submit(fn).result()
 
 
-def parse_filter(raw: str | dict[str, Any], lang: str | None, crs: Crs = CRS84_DEF) -> Filter:
-    """Parse a filter in either encoding (``filter-lang``; text by default for strings), within the bounds above."""
-    lang = (lang or ("cql2-json" if isinstance(raw, dict) else "cql2-text")).strip().lower()
+def parse_filter(raw: str, lang: str | None, crs: Crs = CRS84_DEF) -> Filter:
+    """Parse the text of a filter in either encoding (``filter-lang``, cql2-text by default), within the bounds
+    above: its length before parsing, its nesting and size (of the parsed tree) after."""
+    lang = (lang or "cql2-text").strip().lower()
     if lang not in LANGS:
         raise InvalidParameter(f"filter-lang must be one of {', '.join(LANGS)}, not {lang!r}.")
-    size = len(raw) if isinstance(raw, str) else len(orjson.dumps(raw))
-    if size > MAX_FILTER_CHARS:
+    if len(raw) > MAX_FILTER_CHARS:
         raise FilterError(f"longer than {MAX_FILTER_CHARS:,} characters.")
-    if isinstance(raw, dict):
-        _complexity(raw)
+    parse = cql2.parse_text if lang == "cql2-text" else cql2.parse_json
     try:
-        if lang == "cql2-text":
-            if not isinstance(raw, str):
-                raise FilterError("a cql2-text filter is a string.")
-            text_ = raw
-            tree = _on_parser_thread(lambda: cql2.parse_text(text_).to_json())
-        else:
-            text_ = raw if isinstance(raw, str) else orjson.dumps(raw).decode()
-            tree = _on_parser_thread(lambda: cql2.parse_json(text_).to_json())
+        tree = _on_parser_thread(lambda: parse(raw).to_json())
     except (cql2.ParseError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise FilterError(f"not valid {lang}: {message}") from None
