@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.conformance = tuple(c for _, classes in OGC_MODULES for c in classes)
     app.state.openapi30 = cache(lambda: openapi_document(app))
     app.state.metrics = Metrics(app.state)
+    app.state.sync_slots = asyncio.Semaphore(settings.processes.sync_concurrency)  # jobs._execute_in_slot
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],

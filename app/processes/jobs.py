@@ -404,12 +404,9 @@ async def _execute_in_slot(app: Any, run_id: uuid.UUID) -> None:
     """A synchronous execution, at most ``sync_concurrency`` at once per process: analyses are CPU-bound, and
     beyond the cores every one of them only gets slower (under load they ran past clients' time-outs). A request
     that waits longer than ``sync_queue_timeout_s`` for a slot gets 503 + Retry-After."""
-    s = app.state.settings.processes
-    slots: asyncio.Semaphore | None = getattr(app.state, "sync_slots", None)
-    if slots is None:
-        slots = app.state.sync_slots = asyncio.Semaphore(s.sync_concurrency)
+    slots: asyncio.Semaphore = app.state.sync_slots
     try:
-        async with asyncio.timeout(s.sync_queue_timeout_s):
+        async with asyncio.timeout(app.state.settings.processes.sync_queue_timeout_s):
             await slots.acquire()
     except TimeoutError:
         await _finish_if_open(app.state.engine, run_id, "failed", "not started: every execution slot was busy")
