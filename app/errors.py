@@ -140,13 +140,14 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra)
+    state = getattr(getattr(request, "app", None), "state", None)
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="tpa-gis", Bearer'
     if status in (429, 503):
-        settings = getattr(getattr(getattr(request, "app", None), "state", None), "settings", None)
+        settings = getattr(state, "settings", None)
         headers["Retry-After"] = str(settings.api.retry_after_s if settings is not None else 5)
-    env = getattr(getattr(getattr(request, "app", None), "state", None), "templates", None)
+    env = getattr(state, "templates", None)
     if env is not None and _wants_html(request):
         page = env.get_template("error.html").render(problem=body, title=title, base=str(request.base_url).rstrip("/"))
         return HTMLResponse(page, status_code=status, headers=headers)
