@@ -4,21 +4,16 @@ queryables, CSV and HTML, process references, the registry input, other users' j
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 from conftest import _make_keys
-from tpa_testing import fetch
+from tpa_testing import fetch, serve, tpa_cli
 
 from app.models.codes import Role
 
-ROOT = Path(__file__).resolve().parent.parent
 VILLAGE = "211202001001"
 
 SQLI = [
@@ -187,25 +182,16 @@ async def test_other_users_jobs_and_results_are_unreachable(editor, edit_databas
 
 
 def test_keys_are_hashed_and_revoked_from_the_cli(edit_database):
-    env = {**os.environ, "DATABASE_URL": edit_database.url, "COLUMNS": "200"}
-
-    def tpa(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout + done.stderr
-
-    out = tpa("keys", "create", "--role", "analyst", "--name", "to revoke")
+    done = tpa_cli(edit_database, "keys", "create", "--role", "analyst", "--name", "to revoke")
+    out = done.stdout + done.stderr
     key = next(w for w in out.split() if w.startswith("tpa_"))
     prefix = key[4:14]
     stored = fetch(edit_database.name, "SELECT key_hash FROM api_key WHERE prefix = $1", prefix)[0][0]
     assert key not in stored and len(stored) == 64  # SHA-256 only
-    from tpa_testing import serve
-
     with serve(edit_database.url) as url:
         headers = {"Authorization": f"Bearer {key}"}
         assert httpx.get(url + "/collections/households", headers=headers).status_code == 200
-        tpa("keys", "revoke", prefix)
+        tpa_cli(edit_database, "keys", "revoke", prefix)
         deadline = time.monotonic() + 15  # verified keys are cached for at most 10 s per process
         while httpx.get(url + "/collections/households", headers=headers).status_code != 401:
             assert time.monotonic() < deadline, "a revoked key still works"

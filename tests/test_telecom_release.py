@@ -11,7 +11,7 @@ from pathlib import Path
 import h3
 import pytest
 import shapely
-from tpa_testing import ThrowawayDatabase, client_for, fetch, run_async, settings_for
+from tpa_testing import ThrowawayDatabase, client_for, fetch, run_async, settings_for, tpa_cli
 
 from app.telecom.privacy import parent_int
 
@@ -19,13 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K = 15
 
 
-def tpa(db, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": db.url, "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
+tpa = tpa_cli
 
 
 @pytest.fixture(scope="module")

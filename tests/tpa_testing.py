@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -104,6 +105,18 @@ class ThrowawayDatabase:
         cfg = alembic_config(self.url)
         cfg.attributes["configure_logging"] = False
         isolated(fn, cfg, revision)
+
+
+def tpa_cli(db: ThrowawayDatabase, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the ``tpa`` command against ``db`` (as a user would: a new process); asserts success unless told."""
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": db.url, "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 def settings_for(url: str, **db: object) -> Settings:
