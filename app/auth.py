@@ -26,6 +26,8 @@ from app.models.codes import Role
 from app.repositories import keys as keys_repo
 
 KEY_PREFIX = "tpa_"
+SIGN_IN = ("send an API key: 'Authorization: Bearer <key>', or HTTP Basic with the key as the password (any user "
+           "name; browsers ask for it).")
 CACHE_SECONDS = 10.0
 
 
@@ -142,5 +144,40 @@ def require(role: Role | None, needed: Role | None, what: str = "this resource")
     if allowed(role, needed):
         return
     if role is None:
-        raise Unauthorized(f"Authentication is required for {what}.")
+        raise Unauthorized(f"Authentication is required for {what}: {SIGN_IN}")
     raise Forbidden(f"The role '{role.value}' may not read {what}.")
+
+
+# ------------------------------------------------------------------------------------------ OpenAPI
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearerAuth": {"type": "http", "scheme": "bearer",
+                   "description": "An API key (`tpa keys create`) as `Authorization: Bearer <key>`."},
+    "basicAuth": {"type": "http", "scheme": "basic",
+                  "description": "HTTP Basic with the API key as the password and any user name: what browsers, "
+                  "QGIS and GDAL send."},
+}
+_KEYED = [{"bearerAuth": []}, {"basicAuth": []}]
+_PUBLIC = {"/", "/conformance", "/api", "/api.html", "/healthz", "/readyz", "/metrics"}
+
+
+def key_required(path: str, method: str) -> bool:
+    """Operations that refuse anonymous callers whatever the data: editing features and listing jobs."""
+    return (method in ("post", "put", "patch", "delete") and path.startswith("/collections/")) or \
+        (path == "/jobs" and method == "get")
+
+
+def document_security(doc: dict) -> dict:
+    """Declare the two ways to send a key (an Authorize button in Swagger UI, auth in generated clients) and, per
+    operation, whether a key is required, optional (the answer depends on the caller's role) or not used."""
+    doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            if path in _PUBLIC:
+                op["security"] = []
+            elif key_required(path, method):
+                op["security"] = list(_KEYED)
+            else:
+                op["security"] = [{}, *_KEYED]  # optional: anonymous callers see the public part
+    return doc

@@ -20,6 +20,7 @@ log = logging.getLogger("tpa.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://tpa-gis.org/problems/"
+REALM = "tpa-gis"
 
 
 class DomainError(Exception):
@@ -115,12 +116,19 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+_DATA_FORMATS = frozenset({"json", "geojson", "csv"})
+
+
 def _wants_html(request: Request | None) -> bool:
+    """Whether an error goes to a browser: ``f=html``, or (no ``f``, or an ``f`` not offered) an Accept header
+    preferring HTML."""
     if request is None:
         return False
-    f = request.query_params.get("f")
-    if f is not None:
-        return f.lower() == "html"
+    f = (request.query_params.get("f") or "").lower()
+    if f == "html":
+        return True
+    if f in _DATA_FORMATS:
+        return False
     accept = request.headers.get("accept", "")
     return "text/html" in accept and "json" not in accept.split("text/html")[0]
 
@@ -142,16 +150,23 @@ def problem(
     body.update(extra)
     state = getattr(getattr(request, "app", None), "state", None)
     headers: dict[str, str] = {}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="tpa-gis", Bearer'
     if status in (429, 503):
         settings = getattr(state, "settings", None)
         headers["Retry-After"] = str(settings.api.retry_after_s if settings is not None else 5)
     env = getattr(state, "templates", None)
+    response: Response
     if env is not None and _wants_html(request):
-        page = env.get_template("error.html").render(problem=body, title=title, base=str(request.base_url).rstrip("/"))
-        return HTMLResponse(page, status_code=status, headers=headers)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+        page = env.get_template("error.html").render(problem=body, title=title, base=str(request.base_url).rstrip("/"),
+                                                     request_url=str(request.url))
+        response = HTMLResponse(page, status_code=status, headers=headers)
+    else:
+        response = JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    if status == 401:
+        # One challenge per header, Basic first: browsers prompt for a user name and password only when a
+        # WWW-Authenticate header is a Basic challenge on its own (a combined "Basic …, Bearer" is ignored).
+        response.headers.append("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
+        response.headers.append("WWW-Authenticate", f'Bearer realm="{REALM}"')
+    return response
 
 
 async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
@@ -206,7 +221,10 @@ def _allowed_methods(request: Request) -> list[str]:
     root = request.scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):]
-    return sorted({m for regex, methods in table if regex.fullmatch(path) for m in methods})
+    methods = {m for regex, methods in table if regex.fullmatch(path) for m in methods}
+    if "GET" in methods:
+        methods.add("HEAD")  # answered wherever GET is (the service middleware)
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.auth import KeyCache
+from app.auth import KeyCache, document_security
 from app.db import create_engine, create_read_pool, create_sessionmaker
 from app.errors import add_exception_handlers, document_problems
 from app.health import router as health_router
@@ -24,7 +24,7 @@ from app.middleware import ServiceMiddleware
 from app.observability import Metrics, configure_logging
 from app.ogc import common, edits, features, processes
 from app.ogc.catalog import load_catalog
-from app.ogc.render import templates
+from app.ogc.render import document_media_types, templates
 from app.openapi30 import to_openapi30
 from app.processes.jobs import Runtime, make_queue, open_queue, run_worker, set_runtime, watch_interrupted
 from app.repositories.features import CountCache
@@ -42,7 +42,11 @@ OGC_MODULES = (
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI 3.0 document served at /api and committed under openapi/."""
-    return document_problems(to_openapi30(app.openapi()))
+    doc = app.openapi()
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in edits.BODY_MODELS:  # referenced by the editing operations, which read their bodies themselves
+        schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return document_security(document_problems(document_media_types(to_openapi30(doc))))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -105,6 +105,10 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
+        head = method == "HEAD"
+        if head:  # HEAD wherever GET is served: the GET answer's status and headers, without its body
+            scope = {**scope, "method": "GET"}
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
@@ -132,6 +136,10 @@ class ServiceMiddleware:
                 if h.get("content-type", "").startswith("text/html"):
                     h["Content-Security-Policy"] = content_security_policy(nonce, s.basemap_url)
                     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+            elif head and message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # the rest of a streamed body is not sent (the application still writes it)
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
         received = 0
@@ -197,7 +205,6 @@ class ServiceMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(method, template, str(state["status"])).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)

@@ -13,6 +13,9 @@ import copy
 from typing import Any
 
 
+_NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+
+
 def _is_null(s: Any) -> bool:
     return isinstance(s, dict) and s.get("type") == "null" and len(s) == 1
 
@@ -22,7 +25,9 @@ def _schema(s: Any) -> Any:
         return [_schema(x) for x in s]
     if not isinstance(s, dict):
         return s
-    s = {k: _schema(v) for k, v in s.items()}
+    # keys of "properties" (and of definition maps) are names, not keywords: only their values are schemas
+    s = {k: ({name: _schema(sub) for name, sub in v.items()} if k in _NAMED and isinstance(v, dict) else _schema(v))
+         for k, v in s.items()}
     for key in ("anyOf", "oneOf"):
         options = s.get(key)
         if isinstance(options, list) and any(_is_null(o) for o in options):

@@ -128,6 +128,11 @@ class Layer:
         return self._props_by_name.get(name)
 
     @property
+    def geom_nullable(self) -> bool:
+        """Whether features may lack a geometry (a nullable geometry column)."""
+        return isinstance(self.geom, Column) and bool(self.geom.nullable)
+
+    @property
     def _props_by_name(self) -> Mapping[str, Prop]:
         return {p.name: p for p in self.props}
 
@@ -579,7 +584,7 @@ _GEOMETRY_NAMES = {
 
 _INTROSPECT = text(
     """
-    SELECT c.column_name, c.udt_name, c.ordinal_position,
+    SELECT c.column_name, c.udt_name, c.ordinal_position, c.is_nullable = 'YES' AS nullable,
            gc.type AS geometry_type, gc.srid
     FROM information_schema.columns c
     LEFT JOIN geometry_columns gc ON gc.f_table_schema = c.table_schema AND gc.f_table_name = c.table_name
@@ -612,7 +617,7 @@ async def published_layers(conn: Any, known: Mapping[str, Layer] | None = None) 
         if not cols:
             continue
         md = MetaData()
-        sa_cols = [Column(c.column_name, _PG_TYPES.get(c.udt_name, Text)) for c in cols]
+        sa_cols = [Column(c.column_name, _PG_TYPES.get(c.udt_name, Text), nullable=c.nullable) for c in cols]
         table = Table(r["table_name"], md, *sa_cols, schema=r["schema_name"])
         geom_col = r["geometry_column"]
         geom = None

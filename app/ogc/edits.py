@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import shapely
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 from shapely.geometry import shape as to_shape
 from shapely.validation import explain_validity
 from sqlalchemy import Column, Text, bindparam, func
@@ -245,8 +246,39 @@ _EDIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     405: {"description": "Collection not editable"}, 409: {"description": "Conflict (duplicate id, references)"},
     412: {"description": "If-Match does not match the current ETag"}, 415: {"description": "Wrong media type"},
 }
-_FEATURE_BODY = {"required": True, "content": {GEOJSON: {"schema": {"type": "object"}},
-                                               "application/json": {"schema": {"type": "object"}}}}
+class FeatureInput(BaseModel):
+    """A GeoJSON Feature to create or replace. On create, ``id`` may be left out: the server assigns one in the
+    collection's id scheme. The collection's ``schema`` (``/collections/{id}/schema``) says which properties are
+    required and which are read-only."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["Feature"]
+    id: str | int | None = None
+    geometry: dict[str, Any] | None = Field(description="A GeoJSON geometry (CRS84 unless Content-Crs says "
+                                            "otherwise), or null")
+    properties: dict[str, Any] | None = None
+
+
+class FeaturePatch(BaseModel):
+    """An RFC 7396 JSON merge patch of a feature: the members given replace (properties: merge into) the current
+    ones; a property set to null is cleared."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["Feature"] | None = None
+    id: str | int | None = None
+    geometry: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
+
+
+BODY_MODELS = (FeatureInput, FeaturePatch)
+
+
+def _body(model: type[BaseModel], *media_types: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"required": True, "content": {m: {"schema": ref} for m in media_types}}
+
+
+_FEATURE_BODY = _body(FeatureInput, GEOJSON, "application/json")
 _IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
              "description": "ETag of the feature as last read; 412 if it has changed since."}
 _CONTENT_CRS = {"name": "Content-Crs", "in": "header", "required": False, "schema": {"type": "string"},
@@ -308,8 +340,7 @@ async def replace_item(request: Request, collectionId: str = Path(...),  # noqa:
     summary="Update part of a feature (administrators, JSON merge patch)",
     description="Body (RFC 7396): `{\"properties\": {...}, \"geometry\": {...}}`; a null property clears it; "
     "object-valued properties are merged.",
-    openapi_extra={"requestBody": {"required": True, "content": {MERGE_PATCH: {"schema": {"type": "object"}},
-                                                                 "application/json": {"schema": {"type": "object"}}}},
+    openapi_extra={"requestBody": _body(FeaturePatch, MERGE_PATCH, "application/json"),
                    "parameters": [_IF_MATCH, _CONTENT_CRS]},
     responses={200: {"content": {GEOJSON: {}}, "description": "Updated"}, **_EDIT_RESPONSES},
 )

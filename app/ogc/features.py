@@ -12,15 +12,15 @@ import datetime as dt
 import io
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth import RoleDep, current_role, require
-from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFound
+from app.auth import SIGN_IN, RoleDep, current_role, require
+from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFound, Unauthorized
 from app.models.codes import Role
 from app.ogc.catalog import Catalog, Layer, Prop, load_catalog, refresh_published
 from app.ogc.common import Conformance, Link
@@ -73,13 +73,34 @@ STANDARD_PARAMS = frozenset({"f", "limit", "offset", "bbox", "datetime", "cursor
 STREAM_ABOVE = 1000  # rows
 
 
+class SpatialExtent(BaseModel):
+    bbox: list[list[float]]
+    crs: str = CRS84
+
+
+class TemporalExtent(BaseModel):
+    interval: list[list[str | None]]
+    trs: str = GREGORIAN
+
+
+class CollectionExtent(BaseModel):
+    spatial: SpatialExtent | None = None
+    temporal: TemporalExtent | None = None
+
+
 class Collection(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     title: str | None = None
     description: str | None = None
     links: list[Link]
-    itemType: str = "feature"
+    itemType: str = "feature"  # noqa: N815
+    extent: CollectionExtent | None = None
+    crs: list[str] | None = None
+    storageCrs: str | None = None  # noqa: N815
+    keywords: list[str] | None = None
+    attribution: str | None = None
+    accessRole: str | None = Field(None, description="Role a key needs to read the collection (none: public)")  # noqa: N815
 
 
 class Collections(BaseModel):
@@ -88,22 +109,23 @@ class Collections(BaseModel):
     collections: list[Collection]
 
 
-class FeatureCollection(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str = "FeatureCollection"
-    features: list[dict[str, Any]]
-    numberMatched: int | None = None
-    numberReturned: int | None = None
-    timeStamp: str | None = None
-    links: list[Link] | None = None
-
-
 class Feature(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str = "Feature"
+    type: Literal["Feature"] = "Feature"
     id: str | int | None = None
     geometry: dict[str, Any] | None
     properties: dict[str, Any] | None
+    links: list[Link] | None = None
+
+
+class FeatureCollection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature]
+    numberMatched: int | None = None  # noqa: N815
+    numberReturned: int | None = None  # noqa: N815
+    timeStamp: str | None = None  # noqa: N815
+    links: list[Link] | None = None
 
 
 async def _catalog(request: Request) -> Catalog:
@@ -127,7 +149,11 @@ async def _catalog(request: Request) -> Catalog:
 
 async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:
     layer = (await _catalog(request)).get(collection_id)
-    if layer is None or layer.hidden_from(role, getattr(request.state, "actor", None)):
+    if layer is not None and layer.hidden_from(role, getattr(request.state, "actor", None)):
+        if role is None:  # someone's restricted results: sign in, then the owner (or an admin) reads them
+            raise Unauthorized(f"The collection '{collection_id}' holds restricted results: {SIGN_IN}")
+        layer = None  # other users' results are answered as if they did not exist
+    if layer is None:
         raise NotFound(f"There is no collection '{collection_id}'.")
     require(role, layer.required_role, f"the collection '{collection_id}'")
     return layer
@@ -235,6 +261,13 @@ def _single(request: Request, name: str) -> str | None:
     return values[0] if values else None
 
 
+def _listed(request: Request, name: str) -> str | None:
+    """An array parameter, comma-separated (``bbox=1,2,3,4``, OGC's form) or repeated (``bbox=1&bbox=2…``, as
+    many generated clients send arrays): both read as the comma-separated text."""
+    values = request.query_params.getlist(name)
+    return ",".join(values) if values else None
+
+
 def _crs(request: Request, catalog: Catalog, layer: Layer, name: str) -> Crs:
     raw = _single(request, name)
     if raw is None:
@@ -266,13 +299,13 @@ def items_query(request: Request, catalog: Catalog, layer: Layer, role: Role | N
     elif lang is not None or _single(request, "filter-crs") is not None:
         raise InvalidParameter("filter-lang and filter-crs need a filter.")
     return repo.ItemsQuery(
-        bbox=bbox_query(_single(request, "bbox"), bbox_crs.geographic, bbox_crs.lat_first),
+        bbox=bbox_query(_listed(request, "bbox"), bbox_crs.geographic, bbox_crs.lat_first),
         bbox_crs=bbox_crs,
         interval=datetime_query(_single(request, "datetime")),
         equals=_equality_filters(request, layer),
         filter=flt,
-        sortby=sortby_query(_single(request, "sortby"), sortable_names(layer)),
-        properties=properties_query(_single(request, "properties"), [p.name for p in layer.props]),
+        sortby=sortby_query(_listed(request, "sortby"), sortable_names(layer)),
+        properties=properties_query(_listed(request, "properties"), [p.name for p in layer.props]),
         skip_geometry=bool_query(_single(request, "skipGeometry"), "skipGeometry"),
         crs=crs,
         output=output,
@@ -326,16 +359,18 @@ ITEMS_PARAMETERS = [
        "capped, not refused (OGC API - Features, /req/core/fc-limit-response-1).",
        {"type": "integer", "minimum": 1, "default": 10}),
     _q("bbox", "minx,miny,maxx,maxy (or 6 numbers) in `bbox-crs` (CRS84 by default; minx > maxx crosses the "
-       "antimeridian).", {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}),
+       "antimeridian). Comma-separated, or the parameter repeated once per number. Features without a geometry "
+       "match every bbox.", {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}),
     _q("bbox-crs", "CRS of `bbox` (one of the collection's `crs` URIs).", {"type": "string", "format": "uri"}),
     _q("datetime", "Instant or interval (a/b, ../b, a/..), RFC 3339.", {"type": "string"}),
     _q("filter", "CQL2 filter (see `filter-lang`) over the collection's queryables.", {"type": "string"}),
-    _q("filter-lang", "cql2-text (default) or cql2-json.", {"type": "string", "enum": ["cql2-text", "cql2-json"],
-                                                           "default": "cql2-text"}),
+    _q("filter-lang", "Encoding of `filter`: cql2-text (when not given) or cql2-json.",
+       {"type": "string", "enum": ["cql2-text", "cql2-json"]}),
     _q("filter-crs", "CRS of geometry literals in `filter`; default CRS84.", {"type": "string", "format": "uri"}),
-    _q("sortby", "Sort keys, comma-separated, `+name` ascending (default) or `-name` descending; the id breaks ties.",
+    _q("sortby", "Sort keys, comma-separated (or repeated), `+name` ascending (default) or `-name` descending; the "
+       "id breaks ties.",
        {"type": "array", "items": {"type": "string", "pattern": "^[+-]?[A-Za-z0-9_]+$"}}),
-    _q("properties", "Properties to return (comma-separated); empty returns none.",
+    _q("properties", "Properties to return (comma-separated, or repeated); empty returns none.",
        {"type": "array", "items": {"type": "string"}}),
     _q("skipGeometry", "Leave geometries out (null).", {"type": "boolean", "default": False}),
     CRS_PARAMETER,
@@ -575,10 +610,24 @@ def queryables_document(request: Request, layer: Layer) -> dict[str, Any]:
     }
 
 
+class Queryables(BaseModel):
+    """A JSON Schema (2020-12) of the properties of a collection: the queryables of filters, or the schema of its
+    features (``/schema``: required and read-only ones marked)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    schema_uri: str = Field(alias="$schema")
+    id_uri: str = Field(alias="$id")
+    type: Literal["object"] = "object"
+    title: str | None = None
+    properties: dict[str, dict[str, Any]]
+    required: list[str] | None = None
+
+
 @router.get(
     "/collections/{collectionId}/queryables",
     operation_id="get_queryables",
     summary="The properties a filter may use (JSON Schema 2020-12)",
+    response_model=Queryables,
     responses={200: {"content": {SCHEMA_JSON: {}, HTML: {}}}, 404: {"description": "No such collection"}},
     openapi_extra={"parameters": [F_PARAMETER]},
 )

@@ -135,12 +135,65 @@ def parse_filter(raw: str, lang: str | None, crs: Crs = CRS84_DEF) -> Filter:
     try:
         tree = _on_parser_thread(lambda: parse(raw).to_json())
     except (cql2.ParseError, ValueError) as exc:
-        message = " ".join(str(exc).split())
-        raise FilterError(f"not valid {lang}: {message}") from None
+        raise FilterError(syntax_message(raw, lang, str(exc))) from None
     nodes = _complexity(tree)
     if nodes > MAX_FILTER_NODES:
         raise FilterError(f"{nodes:,} expression nodes; at most {MAX_FILTER_NODES:,} are accepted.")
     return Filter(orjson.dumps(tree, option=orjson.OPT_SORT_KEYS).decode(), crs)
+
+
+# The grammar rules cql2's parser (pest) names when it expects something, in the words of the CQL2 text encoding.
+_EXPECTED = (
+    (("Identifier",), "a property name"),
+    (("DECIMAL", "Double", "Negative"), "a number"),
+    (("SingleQuotedString",), "a 'quoted text'"),
+    (("True", "False"), "TRUE or FALSE"),
+    (("Null",), "NULL"),
+    (("GEOMETRY",), "a geometry such as POINT(124.0 42.5)"),
+    (("Array",), "an array such as (1, 2)"),
+    (("ExpressionInParentheses",), "an expression in parentheses"),
+    (("UnaryNot", "NotFlag"), "NOT"),
+    (("And", "Or"), "AND or OR"),
+    (("Eq", "Gt", "GtEq", "Lt", "LtEq", "NotEq"), "a comparison (=, <>, <, <=, >, >=)"),
+    (("Add", "Subtract", "Multiply", "Divide", "Modulo", "Power"), "an arithmetic operator (+ - * / % ^)"),
+    (("IsNullPostfix",), "IS NULL"),
+)
+
+
+def syntax_message(raw: str, lang: str, parser_message: str) -> str:
+    """A parser error in plain words: where (line, column, the text there), what could have come next, and the
+    likely cause (an unclosed quote or parenthesis), instead of the parser's own diagram."""
+    if lang != "cql2-text":
+        return f"not valid CQL2 JSON: {' '.join(parser_message.split())}."
+    where = re.search(r"-->\s*(\d+):(\d+)", parser_message)
+    if where is None:
+        return f"not valid CQL2 text: {' '.join(parser_message.split())}."
+    line, col = int(where.group(1)), int(where.group(2))
+    text = raw.split("\n")[line - 1] if line - 1 < len(raw.split("\n")) else ""
+    at_end = col > len(text.rstrip()) and line >= len(raw.rstrip().split("\n"))
+    out = [f"the text cannot be read at line {line}, column {col}"]
+    if at_end:
+        out.append(" (the end of the filter)")
+    else:
+        near = text[col - 1: col + 19]
+        out.append(f" (at \"{near}\")")
+    expected = re.search(r"= expected (.*)", parser_message)
+    if expected:
+        names = set(re.findall(r"[A-Za-z]+", expected.group(1))) - {"or"}
+        words = [w for rules, w in _EXPECTED if names & set(rules)]
+        if words:
+            out.append(": expected " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]))
+    hints = []
+    if raw.count("'") % 2:
+        hints.append("a quoted text is not closed with '")
+    if raw.count("(") > raw.count(")"):
+        hints.append("a parenthesis is not closed")
+    elif raw.count(")") > raw.count("("):
+        hints.append("a ')' has no '('")
+    message = "".join(out) + "."
+    if hints:
+        message += " Perhaps " + " and ".join(hints) + "."
+    return message
 
 
 # --------------------------------------------------------------------------------------------- typed values

@@ -13,12 +13,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from app.analysis.spatial import AnalysisError
-from app.auth import current_role
+from app.auth import SIGN_IN, current_role
 from app.db import translated_errors
 from app.errors import DomainError, InvalidParameter, NotFound, Unauthorized
+from app.ogc.common import Link
 from app.ogc.render import json_response, link, respond, url_for
 from app.processes import jobs
 from app.processes.catalogue import PROCESSES
@@ -69,6 +70,8 @@ class OutputRequest(BaseModel):
 
 
 class StatusInfo(BaseModel):
+    """The status of a job (OGC API - Processes statusInfo)."""
+
     type: Literal["process"] = "process"
     processID: str  # noqa: N815
     jobID: str  # noqa: N815
@@ -79,7 +82,80 @@ class StatusInfo(BaseModel):
     finished: str | None = None
     updated: str | None = None
     progress: int | None = None
-    links: list[dict[str, Any]] = []
+    links: list[Link] = []
+
+
+class JobList(BaseModel):
+    jobs: list[StatusInfo]
+    numberMatched: int  # noqa: N815
+    links: list[Link]
+
+
+JobControl = Literal["sync-execute", "async-execute", "dismiss"]
+
+
+class ProcessSummary(BaseModel):
+    id: str
+    title: str
+    description: str
+    version: str
+    keywords: list[str] = []
+    jobControlOptions: list[JobControl]  # noqa: N815
+    outputTransmission: list[Literal["value", "reference"]]  # noqa: N815
+    links: list[Link]
+
+
+class ProcessList(BaseModel):
+    processes: list[ProcessSummary]
+    links: list[Link]
+
+
+class InputDescription(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    title: str
+    description: str = ""
+    minOccurs: int  # noqa: N815
+    maxOccurs: int  # noqa: N815
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema of the input")
+
+
+class OutputDescription(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    title: str
+    description: str = ""
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema of the output")
+
+
+class ProcessDescription(ProcessSummary):
+    inputs: dict[str, InputDescription]
+    outputs: dict[str, OutputDescription]
+
+
+class ResultLink(BaseModel):
+    """A spatial output: the link to the items of the collection that holds it."""
+
+    href: str
+    rel: str
+    type: str
+    title: str | None = None
+
+
+class JobResults(BaseModel):
+    """The results document of a job: one member per output id (see the process's ``…Results`` schema), each a
+    value or, for a spatial output, a link to its collection."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def results_model(p: Process) -> type[BaseModel]:
+    """The results document of one process, typed member by member (one member per output id)."""
+    fields: dict[str, Any] = {}
+    for i, (out_id, spec) in enumerate(p.outputs.items()):
+        kind: Any = ResultLink if spec.layer else Annotated[Any, WithJsonSchema(spec.schema)]
+        fields[f"o{i}"] = (kind | None if spec.layer else kind,
+                           Field(None, alias=out_id, title=spec.title, description=spec.description))
+    name = "".join(w.capitalize() for w in p.id.split("-")) + "Results"
+    return create_model(name, __config__=ConfigDict(populate_by_name=True), **fields)
 
 
 def _iso(v: dt.datetime | None) -> str | None:
@@ -136,7 +212,7 @@ def _referenced(node: Any, defs: dict[str, Any], seen: set[str] | None = None) -
 
 
 @router.get("/processes", operation_id="get_processes", summary="The processes offered",
-            responses={200: {"content": {HTML: {}}}})
+            response_model=ProcessList, responses={200: {"content": {HTML: {}}}})
 async def get_processes(request: Request) -> Response:
     return respond(request, {"processes": [_summary(request, p) for p in PROCESSES.values()],
                              "links": [link(url_for(request, "/processes"), "self", JSON, "Processes")]},
@@ -144,6 +220,7 @@ async def get_processes(request: Request) -> Response:
 
 
 @router.get("/processes/{processId}", operation_id="get_process", summary="Description of a process",
+            response_model=ProcessDescription,
             responses={200: {"content": {HTML: {}}}, 404: {"description": "No such process"}})
 async def get_process(request: Request, processId: str = Path(...)) -> Response:  # noqa: N803
     p = PROCESSES.get(processId)
@@ -191,6 +268,12 @@ def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
         else:
             body[out_id] = (result.get("values") or {}).get(out_id)
     return body
+
+
+PREFER_PARAMETER = {
+    "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "enum": ["respond-async"]},
+    "description": "`respond-async` queues a job (201, status document, `Location` of the job); without it the "
+    "process runs synchronously (200, results document)."}
 
 
 def _prefers_async(request: Request) -> bool:
@@ -242,11 +325,14 @@ def _execution_route(p: Process) -> None:
         f"/processes/{p.id}/execution", execute, methods=["POST"], operation_id=f"execute_{p.id.replace('-', '_')}",
         summary=f"Execute {p.id}", description=p.description + "\n\nSynchronous by default (200, results document); "
         "with `Prefer: respond-async` a job is queued (201, status document, Location of the job).",
-        responses={200: {"description": "Results: one member per output id"},
+        responses={200: {"description": "Results: one member per output id", "model": results_model(p)},
                    201: {"description": "Job accepted", "model": StatusInfo},
                    400: {"description": "Invalid inputs"}, 401: {"description": "Authentication required"},
                    403: {"description": "Role too low for a referenced collection"},
                    503: {"description": "Synchronous time limit reached"}},
+        openapi_extra={"requestBody": {"content": {JSON: {"examples": {"demo": {
+            "summary": p.example_summary, "value": {"inputs": p.example}}}}}},
+                       "parameters": [PREFER_PARAMETER]},
     )
 
 
@@ -260,7 +346,7 @@ async def execute_unknown(processId: str = Path(...)) -> Response:  # noqa: N803
 
 
 @router.get("/jobs", operation_id="get_jobs", summary="Jobs of the caller (all jobs for admins)",
-            responses={200: {"content": {HTML: {}}}})
+            response_model=JobList, responses={200: {"content": {HTML: {}}}})
 async def get_jobs(
     request: Request,
     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000),
@@ -270,8 +356,8 @@ async def get_jobs(
 ) -> Response:
     role = await current_role(request)
     if role is None:
-        raise Unauthorized("Listing jobs needs an API key; a job's own URL (returned when it was created) "
-                           "stays readable.")
+        raise Unauthorized("Listing jobs needs an API key (a job's own URL, returned when it was created, stays "
+                           f"readable): {SIGN_IN}")
     owner = None if role.value == "admin" else _actor(request)
     async with translated_errors():
         rows, total = await jobs.list_runs(request.app.state.engine, owner, limit, offset, status, processID)
@@ -292,7 +378,7 @@ async def get_job(request: Request, jobId: str = Path(...)) -> Response:  # noqa
 
 
 @router.get("/jobs/{jobId}/results", operation_id="get_job_results", summary="Results of a job",
-            responses={404: {"description": "No such job, or no results yet"}})
+            response_model=JobResults, responses={404: {"description": "No such job, or no results yet"}})
 async def get_job_results(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
     role = await current_role(request)
     run = await jobs.visible_run(request, jobId, _actor(request), role)

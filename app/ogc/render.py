@@ -60,7 +60,9 @@ def negotiate(request: Request, csv: bool = False) -> OutputType:
         try:
             return values[f.lower()]
         except KeyError:
-            raise InvalidParameter(f"f must be one of {sorted(values)}.") from None
+            offered = ", ".join(dict.fromkeys(v.value for v in values.values()))
+            raise InvalidParameter(f"The format f={f} is not offered here; this resource is offered as {offered} "
+                                   "(f=json, f=html …, or the Accept header).") from None
     header = request.headers.get("accept")
     if not header:
         return OutputType.json
@@ -143,3 +145,28 @@ def respond(request: Request, body: Any, template: str, media_type: str = JSON, 
     if negotiate(request) is OutputType.html:
         return html_response(request, template, page=body, **context)
     return json_response(body, media_type)
+
+
+# --------------------------------------------------------------------------------------------- OpenAPI
+_JSON_FLAVOURS = (GEOJSON, SCHEMA_JSON, "application/problem+json")
+_TEXT = (HTML, CSV)
+
+
+def document_media_types(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every media type an answer is declared in gets its schema: the JSON flavours a route actually sends
+    (GeoJSON, JSON Schema) the schema of its JSON answer, HTML and CSV a string."""
+    for item in doc.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict):
+                continue
+            for answer in (op.get("responses") or {}).values():
+                content = answer.get("content") or {}
+                schema = (content.get(JSON) or {}).get("schema")
+                for media, entry in content.items():
+                    if entry.get("schema"):
+                        continue
+                    if media in _JSON_FLAVOURS and schema:
+                        entry["schema"] = schema
+                    elif media in _TEXT or media.startswith("text/"):
+                        entry["schema"] = {"type": "string"}
+    return doc

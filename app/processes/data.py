@@ -13,7 +13,7 @@ from app.analysis.spatial import AnalysisError
 
 
 class InlineFeature(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", title="InlineFeature", strict=True)
     type: Literal["Feature"]
     id: str | int | None = None
     geometry: dict[str, Any] | None
@@ -23,7 +23,7 @@ class InlineFeature(BaseModel):
 class InlineFeatures(BaseModel):
     """A GeoJSON FeatureCollection given inline (coordinates in CRS84 longitude/latitude)."""
 
-    model_config = ConfigDict(extra="allow", title="FeatureCollection", strict=True)
+    model_config = ConfigDict(extra="allow", title="InlineFeatureCollection", strict=True)
     type: Literal["FeatureCollection"]
     features: list[InlineFeature]
 

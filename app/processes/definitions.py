@@ -131,6 +131,9 @@ class Process:
     outputs: ClassVar[dict[str, OutputSpec]]
     data_inputs: ClassVar[tuple[str, ...]]
     context_data: ClassVar[tuple[str, ...]] = ()  # tables the service adds (e.g. the default cause table)
+    # Inputs that run as they are on the demo region (the OpenAPI example, the README's bodies; tested)
+    example: ClassVar[dict[str, Any]]
+    example_summary: ClassVar[str]
 
     def run(self, inputs: Any, data: dict[str, Units], threads: int) -> Outcome:
         raise AnalysisError(f"The process {self.id} cannot run.")
@@ -168,6 +171,12 @@ def _unit_variable(inputs: UnitVariableInputs, data: dict[str, Units]) -> tuple[
 
 class SpatialAutocorrelation(Process):
     id = "spatial-autocorrelation"
+    example_summary = "Poor persons per village of the demo (villages whose counts are published)"
+    example = {"features": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+               "variable": "poor_persons",
+               "weights": {"type": "knn", "k": 8},
+               "permutations": 999,
+               "seed": 1}
     title = "Spatial autocorrelation (global and local Moran's I, Geary's C)"
     description = ("Is the poor population clustered? Global Moran's I with normal and permutation inference, "
                    "Geary's C, and local Moran (LISA) clusters HH/LH/LL/HL with pseudo p-values (esda).")
@@ -211,6 +220,12 @@ class HotspotInputs(UnitVariableInputs):
 
 class Hotspots(Process):
     id = "hotspots"
+    example_summary = "Hot and cold spots of poor persons per village of the demo"
+    example = {"features": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+               "variable": "poor_persons",
+               "weights": {"type": "knn", "k": 8},
+               "permutations": 999,
+               "seed": 1}
     title = "Hot and cold spots (Getis-Ord Gi*)"
     description = ("Getis-Ord Gi* z-scores with binary weights, the unit itself included (esda.G_Local star=True); "
                    "classes hot/cold at 99, 95 and 90 % by the normal z (|z| ≥ 2.576, 1.960, 1.645).")
@@ -291,6 +306,10 @@ def assign_to_units(units: Units, unit_xy: np.ndarray, crs: Any, projects: Units
 
 class ProjectCoverageCorrelation(Process):
     id = "project-coverage-correlation"
+    example_summary = "Poor-population density against project capacity per km² in the demo"
+    example = {"units": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+               "projects": {"href": "/collections/projects/items"},
+               "capacity_property": "capacity"}
     title = "Projects against the poor population (bivariate Moran)"
     description = ("Bivariate Moran's I between the poor-population density of units and the density (count or "
                    "capacity per km²) of projects around them (esda.Moran_BV, Moran_Local_BV). Candidate siting "
@@ -395,6 +414,13 @@ def _cost(demand: Units, supply: Units, matrix: CostMatrix | None) -> tuple[np.n
 
 class Accessibility(Process):
     id = "accessibility"
+    example_summary = "Hospital beds within 30 km of the poor population (E2SFCA) in the demo"
+    example = {"demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+               "demand_weight": "poor_persons",
+               "supply": {"href": "/collections/facilities/items?class=hospital"},
+               "supply_capacity": "capacity",
+               "method": "e2sfca",
+               "max_cost": 30}
     title = "Accessibility (2SFCA, enhanced 2SFCA, Gaussian)"
     description = ("Two-step floating catchment area accessibility of each demand unit to supply sites "
                    "(access package): R_j = S_j / Σ_k P_k W(d_kj), A_i = Σ_j W(d_ij) R_j (DOMAIN §3.3).")
@@ -454,6 +480,13 @@ class GapInputs(Strict):
 
 class CoverageGaps(Process):
     id = "coverage-gaps"
+    example_summary = "Villages farther than 3 km from a clinic, 5 km from a primary school or 10 km from a market"
+    example = {"demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+               "demand_weight": "poor_persons",
+               "supply": {"href": "/collections/facilities/items?filter=class IN ('clinic', 'school_primary', "
+                                  "'market')"},
+               "type_property": "class",
+               "thresholds": {"clinic": 3, "school_primary": 5, "market": 10}}
     title = "Coverage gaps by project or facility type"
     description = ("Demand units whose nearest supply of a type is farther than the type's threshold, with the "
                    "poor population affected and its share (DOMAIN §3.4; KD-tree on great-circle distance).")
@@ -571,6 +604,14 @@ def h3_candidates(demand: Units, grid: H3Grid) -> Units:
 
 class LocationAllocation(Process):
     id = "location-allocation"
+    example_summary = "Ten sites on an H3 grid covering the most poor persons within 10 km (MCLP)"
+    example = {"model": "mclp",
+               "demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+               "demand_weight": "poor_persons",
+               "candidates": {"h3_resolution": 6},
+               "p": 10,
+               "service_radius": 10,
+               "time_limit_s": 30}
     title = "Location-allocation (LSCP, MCLP, p-median, p-center)"
     description = ("Where should new projects go? Set cover, maximal cover, p-median and p-center (DOMAIN §3.5) "
                    "solved with PuLP/CBC; p-median by fast interchange with a Lagrangian lower bound at scale. "

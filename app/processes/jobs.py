@@ -35,7 +35,7 @@ from sqlalchemy import text
 from starlette.requests import Request
 
 from app.analysis.spatial import AnalysisError
-from app.auth import ROLE_RANK, allowed
+from app.auth import ROLE_RANK, SIGN_IN, allowed
 from app.db import translated_errors
 from app.errors import (
     DatabaseUnavailable,
@@ -229,6 +229,8 @@ async def visible_run(request: Request, job_id: str, actor: str | None, role: Ro
         raise NotFound(f"There is no job '{job_id}'.") from None
     async with translated_errors():
         run = await get_run(request.app.state.engine, run_id)
+    if run is not None and not can_see(run, actor, role) and role is None:
+        raise Unauthorized(f"The job '{job_id}' belongs to a signed-in user: {SIGN_IN}")
     if run is None or not can_see(run, actor, role):
         raise NotFound(f"There is no job '{job_id}'.")  # other users' jobs are not revealed
     return run

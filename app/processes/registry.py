@@ -7,11 +7,11 @@ point displaced exactly as the collection shows it (distances are measured from 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import shapely
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from sqlalchemy import text
 
 from app.analysis.gaps import nearest_km
@@ -33,7 +33,10 @@ class RegistryRef(BaseModel):
     region: str = Field(min_length=1, max_length=100, examples=["tieling-demo"])
     admin_code: str | None = Field(None, max_length=50, description="Only households of this village, township, "
                                    "county or prefecture")
-    statuses: list[HouseholdStatus] | None = Field(None, description="Registry statuses to include; default all")
+    # code lists arrive as their JSON strings: the strict models would otherwise want enum instances
+    statuses: list[Annotated[HouseholdStatus, Strict(False)]] | None = Field(
+        None, min_length=1, description="Registry statuses to include (poor, exited, returned, monitored); "
+        "default all")
 
 
 # The registry as of the region's latest snapshot (the newest valid_from), like the village-poverty layer.

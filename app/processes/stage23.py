@@ -149,6 +149,8 @@ def cause_links(rows: Units) -> nd.CauseTable:
 
 class NeedsAssessment(Process):
     id = "needs-assessment"
+    example_summary = "Needs of the poor and returned households of the demo registry (analyst key)"
+    example = {"households": {"region": "tieling-demo", "statuses": ["poor", "returned"]}}
     title = "Living and production-development needs of households and villages"
     description = ("Scores in [0, 1] of the living needs (L_FOOD … L_WATER) and production-development needs (P_*) "
                    "of every household by the transparent rules of DOMAIN §6.1 (each score with its inputs), the "
@@ -291,6 +293,13 @@ class MatchingInputs(Strict):
 
 class NeedsMatching(Process):
     id = "needs-matching"
+    example_summary = ("Poor households matched to active projects by the needs on their registry form "
+                       "(analyst key)")
+    example = {"units": {"href": "/collections/households/items?filter=status IN ('poor', 'returned')"},
+               "needs_property": "reported_needs",
+               "priority_property": None,
+               "projects": {"href": "/collections/projects/items?filter=status IN ('planned', "
+                                    "'under_construction', 'operating')"}}
     title = "Match households or villages to projects (capacitated min-cost flow)"
     description = ("Assign units to projects whose addressed needs meet theirs and whose service radius reaches "
                    "them, within project capacities, minimising distance (weighted by priority) plus a penalty for "
@@ -429,6 +438,17 @@ class CouplingInputs(Strict):
 
 class CouplingCoordination(Process):
     id = "coupling-coordination"
+    example_summary = "Living conditions against production capacity of the demo villages"
+    example = {"units": {"href": "/collections/villages/items"},
+               "subsystems": [{"name": "living",
+                               "indicators": [{"property": "unsafe_water_households", "direction": "-"},
+                                              {"property": "km_to_township", "direction": "-"},
+                                              {"property": "licensed_doctors"}]},
+                              {"name": "production",
+                               "indicators": [{"property": "labour_force"},
+                                              {"property": "arable_mu"},
+                                              {"property": "collective_income"},
+                                              {"property": "migrant_workers", "direction": "-"}]}]}
     title = "Coupling coordination of living needs and production capacity"
     description = ("Entropy (or given) weights per subsystem, U_i = Σ w_j x'_ij, the coupling C, development T and "
                    "coordination D = √(C·T) with their classes (ten D bands, four C bands, Chinese and English) and "
@@ -580,6 +600,8 @@ def registry_deprivations(props: list[dict[str, Any]], poverty_line: float, sani
 
 class MultidimensionalPoverty(Process):
     id = "mpi"
+    example_summary = "The global MPI per county of the demo registry (analyst key)"
+    example = {"households": {"region": "tieling-demo"}, "group_by": "county_code"}
     title = "Multidimensional Poverty Index (Alkire–Foster)"
     description = ("Alkire–Foster with the global MPI's dimensions, indicators and weights by default (configurable; "
                    "k = 1/3 applied as c ≥ k − 1e-9): per admin unit and overall H, A, MPI, vulnerable and severe "

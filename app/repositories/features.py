@@ -37,7 +37,6 @@ from sqlalchemy import (
     cast,
     false,
     func,
-    literal,
     literal_column,
     or_,
     select,
@@ -358,9 +357,7 @@ def _where(shape: Shape, role: Role | None) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if shape.boxes:
         geom = layer.geometry(role)
-        if geom is None:
-            conds.append(literal(False))
-        else:
+        if geom is not None:  # a collection without geometries: every feature matches (fc-bbox-response)
             parts = []
             for i in range(shape.boxes):
                 if shape.bbox_srid == 4326:
@@ -375,6 +372,8 @@ def _where(shape: Shape, role: Role | None) -> list[ColumnElement[bool]]:
                     if shape.variant == "displaced":
                         exact = and_(layer.geom.op("&&")(expand_metres(box, layer.displacement_m)), exact)
                 parts.append(exact)
+            if layer.geom_nullable:  # /req/core/fc-bbox-response: features without a geometry match any bbox
+                parts.append(layer.geom.is_(None))
             conds.append(or_(*parts) if len(parts) > 1 else parts[0])
     t = layer.temporal
     if t is not None and shape.t_end:
