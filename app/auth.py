@@ -87,19 +87,21 @@ def credentials(request: Request) -> str | None:
 
 
 class KeyCache:
-    def __init__(self) -> None:
-        self._data: dict[str, tuple[float, Role | None]] = {}
+    """Verified keys (role and name, or None for a refused key) per key hash, for CACHE_SECONDS."""
 
-    def get(self, key_hash: str) -> tuple[bool, Role | None]:
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[float, tuple[Role, str] | None]] = {}
+
+    def get(self, key_hash: str) -> tuple[bool, tuple[Role, str] | None]:
         hit = self._data.get(key_hash)
         if hit and hit[0] > time.monotonic():
             return True, hit[1]
         return False, None
 
-    def put(self, key_hash: str, role: Role | None) -> None:
+    def put(self, key_hash: str, found: tuple[Role, str] | None) -> None:
         if len(self._data) > 10_000:
             self._data.clear()
-        self._data[key_hash] = (time.monotonic() + CACHE_SECONDS, role)
+        self._data[key_hash] = (time.monotonic() + CACHE_SECONDS, found)
 
 
 async def current_role(request: Request) -> Role | None:
@@ -109,9 +111,9 @@ async def current_role(request: Request) -> Role | None:
         return None
     cache: KeyCache = request.app.state.key_cache
     digest = hash_key(key)
-    hit, role = cache.get(digest)
+    hit, found = cache.get(digest)
     if not hit:
-        role = None
+        found = None
         prefix = split_key(key)
         if prefix is not None:
             async with request.app.state.engine.connect() as conn:
@@ -121,11 +123,13 @@ async def current_role(request: Request) -> Role | None:
                 row is not None and hmac.compare_digest(row.key_hash, digest) and row.revoked is None
                 and (row.expires is None or row.expires > now)
             ):
-                role = Role(row.role)
-        cache.put(digest, role)
-    if role is None:
+                found = (Role(row.role), row.name)
+        cache.put(digest, found)
+    if found is None:
         raise Unauthorized("The API key is not valid (unknown, revoked or expired).")
+    role, name = found
     request.state.actor = f"key:{split_key(key)}"  # the key's public id, as `tpa keys list` shows it
+    request.state.key_name = name  # its name (`tpa keys create --name`): the source of features it creates
     return role
 
 

@@ -271,11 +271,15 @@ def region_create(
 @region_app.command("list")
 def region_list() -> None:
     """List regions with their counts of admin units, villages and households."""
+    from rich.table import Table
+
     from app.ingest.regions import list_regions
 
+    table = Table("region", "name", "country", "analysis CRS", "units", "villages", "households", box=None)
     for r in _asyncpg_run(list_regions):
-        typer.echo(f"{r['region_id']}\\t{r['name']}\\t{r['country']}\\tEPSG:{r['analysis_crs']}\\t"
-                   f"{r['units']} units\\t{r['villages']} villages\\t{r['households']} households")
+        table.add_row(r["region_id"], r["name"], r["country"], f"EPSG:{r['analysis_crs']}", f"{r['units']:,}",
+                      f"{r['villages']:,}", f"{r['households']:,}")
+    console.print(table)
 
 
 @region_app.command("delete")
@@ -318,7 +322,7 @@ def import_file(
 
     get_entity(entity)
     if suggest_mapping:
-        typer.echo(_suggest(entity, file, mapping, layer), nl=False)
+        typer.echo(_suggest(entity, file, mapping, layer, region), nl=False)
         return
     if not region:
         raise typer.BadParameter("--region is required", param_hint="--region")
@@ -347,9 +351,9 @@ def import_file(
         raise typer.Exit(1)
 
 
-def _suggest(entity: str, file: Path, mapping_path: Path | None, layer: str | None) -> str:
+def _suggest(entity: str, file: Path, mapping_path: Path | None, layer: str | None, region: str | None) -> str:
     from app.ingest.entities import entity as get_entity
-    from app.ingest.mapping import load_mapping, suggest_mapping
+    from app.ingest.mapping import SuggestContext, load_mapping, suggest_mapping
     from app.ingest.pipeline import enum_codes, mappable_fields, table_columns
     from app.ingest.readers import open_source
 
@@ -361,10 +365,20 @@ def _suggest(entity: str, file: Path, mapping_path: Path | None, layer: str | No
     async def catalogue(conn):  # noqa: ANN001, ANN202
         cols = await table_columns(conn, ent.table)
         enums = {c.name: (c.enum, await enum_codes(conn, c.enum)) for c in cols if c.enum}
-        return mappable_fields(ent, cols), enums
+        context = SuggestContext()
+        if region:  # the region's country and level names make the codes and names of units
+            row = await conn.fetchrow("SELECT country, metadata->'admin_levels' AS levels FROM region "
+                                      "WHERE region_id = $1", region)
+            if row is None:
+                raise typer.BadParameter(f"no region {region!r} (see `tpa region list`)", param_hint="--region")
+            levels = json.loads(row["levels"]) if row["levels"] else None
+            context = SuggestContext(row["country"], {int(k): v for k, v in levels.items()} if levels else None)
+        return mappable_fields(ent, cols), enums, context
 
-    allowed, enums = _asyncpg_run(catalogue)
-    return suggest_mapping(entity, src.columns, src.sample(500), allowed, enums, src.kind == "vector")
+    allowed, enums, context = _asyncpg_run(catalogue)
+    vector = src.kind == "vector" and bool(src.geometry_type)
+    return suggest_mapping(entity, src.columns, src.sample(500), allowed, enums, vector, context,
+                           crs_in_file=bool(src.crs))
 
 
 def _print_result(result, report: Path | None) -> None:  # noqa: ANN001
@@ -460,8 +474,12 @@ def telecom_aggregate(
                   f"{report.devices:,} devices, {report.homes:,} with a home")
     if state_dir is not None:
         console.print(f"daily partials: {report.files_read} file(s) read, {report.files_skipped} already ingested")
-    console.print("published: " + ", ".join(f"{k} {v:,}" for k, v in report.published.items() if v)
-                  + f"; withheld {report.suppressed:,}")
+    console.print("published: " + ", ".join(f"{k} {v:,}" for k, v in report.published.items() if v))
+    console.print(f"withheld (groups of {k} or fewer devices, still too small at H3 resolution {report.floor_res}): "
+                  + ", ".join(f"{what} {report.withheld_groups[what]:,} groups ({n:,} devices)"
+                              for what, n in report.withheld_devices.items())
+                  + f"; {report.suppressed:,} more rows withheld (admin units that would reveal a small group, "
+                  "counts below k after noise)")
     if report.epsilon_spent:
         console.print(f"ε spent {report.epsilon_spent:g}; total for {report.period}: {report.epsilon_period_total:g}")
     secs = sum(report.seconds.values())
@@ -521,7 +539,7 @@ def worker(
         settings.processes.concurrency = concurrency
         web = create_app(settings)
         async with web.router.lifespan_context(web):
-            if web.state.catalog is None:
+            if web.state.catalog.catalog is None:
                 raise SystemExit("the database is not reachable or not migrated")
             console.print(f"worker running (concurrency {concurrency}); Ctrl+C stops it")
             await asyncio.Event().wait()

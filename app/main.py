@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from app.health import router as health_router
 from app.middleware import ServiceMiddleware
 from app.observability import Metrics, configure_logging
 from app.ogc import common, edits, features, processes
-from app.ogc.catalog import load_catalog
+from app.ogc.catalog import LiveCatalog
 from app.ogc.render import document_media_types, templates
 from app.openapi30 import to_openapi30
 from app.processes.jobs import Runtime, make_queue, open_queue, run_worker, set_runtime, watch_interrupted
@@ -42,7 +43,7 @@ OGC_MODULES = (
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI 3.0 document served at /api and committed under openapi/."""
-    doc = app.openapi()
+    doc = processes.document_examples(copy.deepcopy(app.openapi()))
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for model in edits.BODY_MODELS:  # referenced by the editing operations, which read their bodies themselves
         schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -63,11 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_pool = await create_read_pool(settings.db)
+        app.state.catalog = LiveCatalog(engine, settings.security, settings.api.data_license_url)
         try:
-            app.state.catalog = await load_catalog(engine, settings.security, settings.api.data_license_url)
+            await app.state.catalog.current()
         except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz
-            logging.getLogger("tpa").warning("catalogue not loaded (%s); collections unavailable", type(exc).__name__)
-            app.state.catalog = None
+            logging.getLogger("tpa").warning("catalogue not loaded (%s); collections unavailable until it is",
+                                             type(exc).__name__)
         background: list[asyncio.Task[None]] = []
         app.state.queue = make_queue(settings)
         queue_pool = await open_queue(app.state.queue, settings)  # connects in the background

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-
 _NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions"})
 
 

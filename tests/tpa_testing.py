@@ -253,3 +253,29 @@ class PrivateCluster:
         if dump.returncode != 0 or restore.returncode != 0:
             raise RuntimeError(f"copy failed: {restore.stderr[-2000:]}")
         return self.url(name)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/ensure-test-tools.sh); Playwright only drives it
+SCREENSHOTS = Path(os.environ.get("TPA_SCREENSHOT_DIR")
+                   or Path(__file__).resolve().parent.parent / ".tpa" / "screenshots")
+
+
+@contextmanager
+def chromium() -> Iterator[object]:
+    """Headless Chromium from Debian's packages under Playwright (its own browser download is not used)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(page: object, name: str) -> Path:
+    """Keep what a person would have seen (``.tpa/screenshots/``, not in git)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    return path

@@ -55,6 +55,8 @@ def layer_select(layer: Layer, region_id: str, for_view: bool = False) -> Any:
     cols = [layer.id_expr.label("id")]
     for p in layer.props:
         cols.append((_view_expr(p.expr) if for_view else p.expr).label(p.name))
+    if layer.open_props is not None:  # the imported attributes, as one JSON column (imported back as they are)
+        cols.append(layer.open_props.label("properties"))
     # In a view the column must stay a PostGIS geometry: type_coerce drops GeoAlchemy2's ST_AsEWKB wrapper.
     geom = type_coerce(layer.geom, NullType()) if for_view else gfn.ST_AsBinary(layer.geom)
     cols.append(geom.label("geom"))
@@ -102,9 +104,10 @@ async def export_geopackage(engine: AsyncEngine, settings: Settings, region_id: 
     async with engine.connect() as conn:
         for layer in public_layers(settings):
             rows = (await conn.execute(layer_select(layer, region_id))).all()
-            names = [p.name for p in layer.props]
+            names = [p.name for p in layer.props] + (["properties"] if layer.open_props is not None else [])
             fields = ["id", *names]
             schemas = [layer.id_schema, *(p.schema for p in layer.props)]
+            schemas += [{"type": "object"}] if layer.open_props is not None else []
             data, masks = [], []
             for i, schema in enumerate(schemas):
                 arr, mask = _column([r[i] for r in rows], schema)

@@ -258,12 +258,99 @@ VALUE_LABELS: dict[str, dict[str, str]] = {
 }
 
 
+# Administrative codes and names of common boundary files: P-codes (OCHA), GEOIDs and FIPS codes (US Census),
+# NUTS and GB/T 2260 codes; preferred in this order when several columns hold unique values.
+_CODE = re.compile(r"^(adm\d_?pcode|pcode|.*_pcode|code|.*_code|geoid|geo_id|fips|fipsno|fips_code|areakey|"
+                   r"nuts_id|gid_\d|shapeid|区划代码|代码)$", re.I)
+_ID = re.compile(r"^(id|.*_id|.*id)$", re.I)
+_NAME = re.compile(r"^(name|.*_name|nom|nombre|nome|name_\d|adm\d_(en|name)|名称|村名|村名称)$", re.I)
+_LEVEL = re.compile(r"^(level|adm_?level|admin_?level|admin_level|级别)$", re.I)
+_PARENT = re.compile(r"^(parent|parent_?code|parent_?id|上级代码|乡镇代码)$", re.I)
+
+
+@dataclass
+class SuggestContext:
+    """What the region tells a suggestion: its country (a prefix keeps numeric codes unique across regions) and
+    the names of its administrative levels."""
+
+    country: str | None = None
+    admin_levels: dict[int, str] | None = None
+
+
+def _snake(name: str) -> str:
+    out = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())
+    out = re.sub(r"[^0-9A-Za-z_]+", "_", out).strip("_").lower()
+    return out or "value"
+
+
+def _unique(col: str, sample: list[dict[str, Any]]) -> bool:
+    values = [str(r.get(col)).strip() for r in sample if r.get(col) not in (None, "")]
+    return bool(values) and len(values) == len(sample) and len(set(values)) == len(values)
+
+
+def _code_column(columns: list[str], sample: list[dict[str, Any]], taken: set[str]) -> str | None:
+    """The column most likely to hold each unit's code: a code-like name with unique values (FIPS, P-code, GEOID …),
+    else an id-like one with unique values."""
+    free = [c for c in columns if c not in taken]
+    for pattern in (_CODE, _ID):
+        hits = [c for c in free if pattern.match(c) and _unique(c, sample)]
+        if hits:
+            return hits[0]
+    return None
+
+
+def _admin_fields(entity: str, columns: list[str], sample: list[dict[str, Any]], allowed: dict[str, str],
+                  taken: set[str], context: SuggestContext, matched: set[str]) -> list[str]:
+    """Lines for the code, name, level and parent of boundaries and villages that no column is named after (those
+    in ``matched``), from the file's columns or the region; the columns used are added to ``taken``."""
+    allowed = {k: v for k, v in allowed.items() if k not in matched}
+    lines: list[str] = []
+    level_col = next((c for c in columns if c not in taken and _LEVEL.match(c)), None)
+    levels = context.admin_levels or {}
+    level = 5 if entity == "villages" else max((k for k in levels if k < 5), default=3)
+    level_name = levels.get(level) or {0: "Country", 1: "Province", 2: "Prefecture", 3: "County", 4: "Township",
+                                        5: "Village"}[level]
+    code_col = _code_column(columns, sample, taken)
+    if code_col is not None and "code" in allowed:
+        taken.add(code_col)
+        numeric = all(str(r.get(code_col)).strip().isdigit() for r in sample if r.get(code_col) not in (None, ""))
+        spec = f"from: {_q(code_col)}"
+        if numeric and context.country:  # bare numbers clash across countries; codes are unique service-wide
+            spec += f", template: {_q(context.country + '{value}')}"
+        lines.append(f"  code: {{{spec}}}   # unique unit codes")
+    name_col = next((c for c in columns if c not in taken and _NAME.match(c)), None)
+    if "name" not in allowed:
+        pass
+    elif name_col is not None:
+        taken.add(name_col)
+        lines.append(f"  name: {{from: {_q(name_col)}}}")
+    elif code_col is not None:
+        lines.append(f"  name: {{from: {_q(code_col)}, template: {_q(level_name + ' {value}')}}}   "
+                     "# no name column: named after the code")
+    if "level" in allowed:
+        if level_col is not None:
+            taken.add(level_col)
+            lines.append(f"  level: {{from: {_q(level_col)}}}")
+        else:
+            lines.append(f"  level: {{value: {level}}}   # {level_name}; 0 country, 1 province or state, "
+                         "2 prefecture, 3 county, 4 township, 5 village")
+    parent_col = next((c for c in columns if c not in taken and _PARENT.match(c)), None)
+    if parent_col is not None and "parent_code" in allowed:
+        taken.add(parent_col)
+        lines.append(f"  parent_code: {{from: {_q(parent_col)}}}")
+    return lines
+
+
 def suggest_mapping(entity: str, columns: list[str], sample: list[dict[str, Any]], allowed: dict[str, str],
-                    enum_types: dict[str, tuple[str, list[str]]], geometry_in_file: bool) -> str:
-    """A commented YAML template for the file: guessed fields, value maps of the labels seen, personal columns.
+                    enum_types: dict[str, tuple[str, list[str]]], geometry_in_file: bool,
+                    context: SuggestContext | None = None, crs_in_file: bool = True) -> str:
+    """A YAML mapping for the file that imports as it is: guessed fields, value maps of the labels seen, codes,
+    names and levels of administrative units, the remaining attributes kept as open properties (boundaries), and
+    personal columns listed as not imported.
 
     ``allowed`` maps field → SQL type; ``enum_types`` maps field → (enum type, codes).
     """
+    context = context or SuggestContext()
     out = [f"# Mapping suggested by `tpa import {entity} … --suggest-mapping`. Check every line, then pass it with",
            "# --mapping. Fields not listed are left at their defaults.", f"entity: {entity}",
            "# year: 2024             # the registry year (rows valid from 1 January)",
@@ -272,20 +359,34 @@ def suggest_mapping(entity: str, columns: list[str], sample: list[dict[str, Any]
     taken: set[str] = set()
     lines: list[str] = []
     personal: list[str] = []
-    x = next((c for c in columns if _LON.match(c)), None)
-    y = next((c for c in columns if _LAT.match(c)), None)
-    wkt = next((c for c in columns if _WKT.match(c)), None)
+    unknown: list[str] = []
+    x = y = wkt = None
+    if not geometry_in_file:  # a vector file's own geometry wins over coordinate columns
+        x = next((c for c in columns if _LON.match(c)), None)
+        y = next((c for c in columns if _LAT.match(c)), None)
+        wkt = next((c for c in columns if _WKT.match(c)), None)
+    geometry_cols = {c for c in (x, y, wkt) if c}
+    targets: dict[str, str] = {}
     for col in columns:
         target = LABELS.get(col) or lower.get(col.lower())
-        if col in (x, y, wkt):
+        if col in geometry_cols or target is None or target not in allowed or target in targets.values():
             continue
+        targets[col] = target
+    if entity in ("boundaries", "villages"):
+        used = set(geometry_cols) | set(targets)
+        lines.extend(_admin_fields(entity, columns, sample, allowed, used, context, set(targets.values())))
+        taken |= used - set(targets) - geometry_cols
+    for col in columns:
+        if col in geometry_cols or col in taken:
+            continue
+        target = targets.get(col)
         if target is None and _PERSONAL.search(col):
             personal.append(col)
             continue
-        if target is None or target not in allowed or target in taken:
-            lines.append(f"  # ?: {_q(col)}")
+        if target is None:
+            unknown.append(col)
             continue
-        taken.add(target)
+        taken.add(col)
         spec: list[str] = [f"from: {_q(col)}"]
         if target in ("hh_id", "person_id") or (entity == "persons" and target == "hh_id"):
             spec.append("pseudonymize: true")
@@ -297,22 +398,40 @@ def suggest_mapping(entity: str, columns: list[str], sample: list[dict[str, Any]
                 spec.append(f"split: {_q(sep)}")
                 cells = [p.strip() for v in cells for p in v.split(sep) if p.strip()]
             labels = VALUE_LABELS.get(typ, {})
-            unknown = sorted({v for v in cells if v not in codes})
-            if unknown:  # labels without a known code are left null: the mapping is refused until filled in
-                pairs = ", ".join(f"{_q(v)}: {labels.get(v, 'null')}" for v in unknown[:40])
+            seen = sorted({v for v in cells if v not in codes})
+            if seen:  # labels without a known code are left null: the mapping is refused until filled in
+                pairs = ", ".join(f"{_q(v)}: {labels.get(v, 'null')}" for v in seen[:40])
                 spec.append(f"values: {{{pairs}}}")
         lines.append(f"  {target}: {{{', '.join(spec)}}}")
+    if unknown and allowed.get("properties") == "jsonb":  # kept as the unit's attributes (queryable in the API)
+        keys: dict[str, str] = {}
+        for col in unknown:
+            key = _snake(col)
+            while key in keys:
+                key += "_"
+            keys[key] = col
+        lines.append("  properties:   # the file's other columns, kept as attributes (queryable by these names)")
+        lines.append("    object:")
+        lines.extend(f"      {k}: {_q(c)}" for k, c in keys.items())
+        unknown = []
     if x and y:
         out.append(f"geometry: {{x: {_q(x)}, y: {_q(y)}, crs: EPSG:4326}}   # or gcj02 / bd09 / EPSG:xxxx")
-    elif wkt and not geometry_in_file:
+    elif wkt:
         out.append(f"geometry: {{wkt: {_q(wkt)}, crs: EPSG:4326}}")
+    elif geometry_in_file and not crs_in_file:
+        out.append("# The file declares no coordinate system: pass --source-crs EPSG:xxxx when importing, or add")
+        out.append("# geometry: {crs: EPSG:xxxx}")
+    if context.admin_levels is None and entity == "boundaries":
+        out.append("# admin_levels: {1: State, 3: County}   # the region's names of its levels")
     out.append("fields:")
     out.extend(lines)
+    out.extend(f"  # ?: {_q(c)}" for c in unknown)
     if personal:
         out.append("# Personal data NOT imported (names, ID and phone numbers are never stored; map an ID column")
         out.append("# with `pseudonymize: true` if it identifies the household or person):")
         out.extend(f"#   {_q(c)}" for c in personal)
-    missing = [f for f in allowed if f not in taken]
+    named = {ln.split(":", 1)[0].strip() for ln in lines}
+    missing = [f for f in allowed if f not in named]
     if missing:
         out.append("# Fields without a column: " + ", ".join(missing))
     return "\n".join(out) + "\n"

@@ -365,6 +365,14 @@ class Importer:
         fields = resolve_fields(mapping, src.columns, list(types))
         if self.ent.key not in fields:
             raise InvalidParameter(f"the mapping gives no {self.ent.key} (the natural key of {self.ent.name})")
+        missing = [c.name for c in columns if c.notnull and c.default is None and c.name not in fields
+                   and c.name not in managed_fields() and c.name != self.ent.geom]
+        if self.ent.linked_admin and "name" not in fields:
+            missing.append("name")
+        if missing:  # one message for the file, not one per row
+            example = "level: {value: 3}" if "level" in missing else f"{missing[0]}: {{from: <column>}}"
+            raise InvalidParameter(f"the mapping gives no column or value for the required field(s) "
+                                   f"{', '.join(missing)}: add them under fields (e.g. {example})")
         geo = self._geometry_plan(mapping, src)
         mapper = RowMapper(fields, src.columns, types, self.ent, self.key)
         codes = {c.enum: await enum_codes(self.conn, c.enum) for c in columns if c.enum}
@@ -605,11 +613,12 @@ class Importer:
                 f"WHERE t.{_ident(col)} IS NOT NULL AND NOT (EXISTS (SELECT 1 FROM {ref} r WHERE {cond}){self_ref})",
                 self.opts.region)
         if "parent_code" in fields and (ent.table == "admin_unit" or ent.linked_admin):
-            own = "t.level" if ent.table == "admin_unit" else "5"
+            # the level of a unit of the file: its own column (boundaries), or 5 (every village is one)
+            own, theirs = ("t.level", "p.level") if ent.table == "admin_unit" else ("5", "5")
             await conn.execute(
                 "INSERT INTO _errors SELECT t._line, 'parent_code', t.parent_code, "
                 "'the parent is at level ' || pl || ', which is not above this unit''s level ' || " + own + " "
-                "FROM (SELECT t.*, coalesce((SELECT p.level FROM _typed p WHERE p.code = t.parent_code LIMIT 1), "
+                f"FROM (SELECT t.*, coalesce((SELECT {theirs} FROM _typed p WHERE p.code = t.parent_code LIMIT 1), "
                 "(SELECT a.level FROM admin_unit a WHERE a.code = t.parent_code)) AS pl FROM _typed t) t "
                 f"WHERE t.parent_code IS NOT NULL AND pl >= {own}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -72,7 +73,19 @@ def parse_admin_levels(text: str | None) -> dict[int, str] | None:
     return out
 
 
+REGION_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")  # the region table's own check
+
+
+def check_region_id(region_id: str) -> str:
+    if not REGION_ID.fullmatch(region_id):
+        raise InvalidParameter(f"region id {region_id!r} is not usable: give 2–63 lower-case letters, digits and "
+                               "'-', starting with a letter or digit (e.g. georgia-us); the display name goes in "
+                               "--name")
+    return region_id
+
+
 async def create_region(conn: asyncpg.Connection, spec: RegionSpec) -> dict[str, object]:
+    check_region_id(spec.region_id)
     alpha2, country_name = country_alpha2(spec.country)
     epsg = metric_epsg(spec.crs)
     if spec.poverty_line is None:

@@ -7,7 +7,10 @@ Spatial and temporal extents are computed from the data and cached with the cata
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -96,6 +99,10 @@ class Editable:
     linked_copy: tuple[tuple[str, str], ...] = ()  # (linked column, main column) kept equal
     # (table, column, what): a delete is refused while rows reference the feature
     delete_guards: tuple[tuple[Table, str, str], ...] = ()
+    # How the server names a feature created without an id: "sequence" (the region's latest prefix and the next
+    # number, TL-F02000 → TL-F02001), "child" (the parent unit's code and the next number among its children) or
+    # "hex64" (a random 64-hex pseudonym, the form of registry ids)
+    id_scheme: str = "sequence"
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: layers key caches of compiled SQL
@@ -123,6 +130,10 @@ class Layer:
     editable: Editable | None = None
     # Restricted results of a job: only the job's owner (the key that ran it) and admins read them.
     owner: str | None = None
+    # A JSON object column whose keys are published as properties of their own (attributes an import mapped
+    # under ``properties:``): each key present in the data becomes a typed, queryable property.
+    open_props: ColumnElement[Any] | None = None
+    static_props: tuple[Prop, ...] | None = None  # the properties before the open ones were added
 
     def prop(self, name: str) -> Prop | None:
         return self._props_by_name.get(name)
@@ -135,6 +146,19 @@ class Layer:
     @property
     def _props_by_name(self) -> Mapping[str, Prop]:
         return {p.name: p for p in self.props}
+
+    def writable(self) -> dict[str, tuple[Prop, str, bool]]:
+        """Property name → (prop, column, on the linked table) of what a Part 4 write may set; {} if not editable."""
+        if self.editable is None:
+            return {}
+        out = {}
+        for p in self.props:
+            col = p.expr
+            if isinstance(col, Column) and col.table is self.editable.table:
+                out[p.name] = (p, col.name, False)
+            elif isinstance(col, Column) and self.editable.linked is not None and col.table is self.editable.linked:
+                out[p.name] = (p, col.name, True)
+        return out
 
     def geometry(self, role: Role | None) -> ColumnElement[Any] | None:
         if self.geom_for_role is not None:
@@ -223,9 +247,9 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
             _p("parent_code", a.c.parent_code, STRING, "Code of the parent unit"),
             _p("name", a.c.name, STRING, "Name"),
             _p("name_en", a.c.name_en, STRING, "Name in English"),
-            _p("properties", a.c.properties, _s("object"), "Further attributes (e.g. census indicators)"),
             *_validity(AdminUnit),
         ),
+        open_props=a.c.properties,
         temporal=Temporal(a.c.valid_from, a.c.valid_to, True),
         keywords=("administrative boundaries", "admin units", "poverty"),
         versioned=("public.admin_unit",),
@@ -264,6 +288,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
                          ("valid_to", "valid_to")),
             delete_guards=((h, "village_code", "registered households"), (p, "admin_code", "projects"),
                            (f, "admin_code", "facilities"), (a, "parent_code", "administrative units")),
+            id_scheme="child",
         ),
     ))
 
@@ -359,7 +384,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         required_role=Role.analyst,
         keywords=("households", "registry", "restricted"),
         versioned=("public.household",),
-        editable=Editable(h, "hh_id", "geom", ("Point",)),
+        editable=Editable(h, "hh_id", "geom", ("Point",), id_scheme="hex64"),
         geom_for_role=lambda role: h.c.geom if role == Role.admin else displaced,
         displacement_m=500.0,
     ))
@@ -562,7 +587,68 @@ def telecom_layers() -> list[Layer]:
                _p("n_devices", od.c.count, INTEGER, "Devices"), _p("period", od.c.period, STRING, "Month")),
         temporal=Temporal(od.c.p0, od.c.p1, True), keywords=("telecom", "commuting", "origin-destination"),
         versioned=("public.telecom_od",)))
+    ao, ad_ = AdminUnit.__table__.alias("ao"), AdminUnit.__table__.alias("ad")
+    aod = (select(tod.c.id, tod.c.region_id, tod.c.origin_unit, ao.c.name.label("origin_name"), tod.c.dest_unit,
+                  ad_.c.name.label("dest_name"), ao.c.level, tod.c.count,
+                  func.to_char(func.lower(tod.c.period), "YYYY-MM").label("period"),
+                  func.lower(tod.c.period).label("p0"), func.upper(tod.c.period).label("p1"),
+                  func.ST_MakeLine(func.ST_PointOnSurface(ao.c.geom), func.ST_PointOnSurface(ad_.c.geom))
+                  .label("geom"))
+           .select_from(tod.join(ao, ao.c.code == tod.c.origin_unit).join(ad_, ad_.c.code == tod.c.dest_unit))
+           .where((tod.c.unit_type == "admin") & tod.c.suppressed.is_(False)).subquery("telecom_admin_od_lines"))
+    out.append(Layer(
+        id="telecom-admin-od", title="Telecom: commuting flows between administrative units",
+        description="Devices per (home unit, day unit) pair, counted from the device-level table inside the operator, "
+        "as lines between points inside the units; equal units give zero-length lines. Pairs of k or fewer "
+        "devices are withheld.",
+        source=aod, id_expr=aod.c.id, id_schema=INTEGER, geom=aod.c.geom, geometry_type="LineString",
+        props=(_p("region", aod.c.region_id, STRING, "Region id"),
+               _p("origin_code", aod.c.origin_unit, STRING, "Home unit (code)"),
+               _p("origin_name", aod.c.origin_name, STRING, "Home unit"),
+               _p("dest_code", aod.c.dest_unit, STRING, "Day unit (code)"),
+               _p("dest_name", aod.c.dest_name, STRING, "Day unit"),
+               _p("level", aod.c.level, INTEGER, "Admin level of both units"),
+               _p("n_devices", aod.c.count, INTEGER, "Devices"), _p("period", aod.c.period, STRING, "Month")),
+        temporal=Temporal(aod.c.p0, aod.c.p1, True), keywords=("telecom", "commuting", "origin-destination",
+                                                               "admin units"),
+        versioned=("public.telecom_od", "public.admin_unit")))
     return out
+
+
+# --------------------------------------------------------------------------------------------- open properties
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+async def with_open_props(conn: Any, layer: Layer) -> Layer:
+    """The layer with one property per key of its ``open_props`` object found in the data, typed by the JSON
+    values it holds (numbers, booleans and texts are queryable; objects and arrays stay JSON). Keys that are not
+    plain names, or that a built-in property already uses, are left in the data only."""
+    if layer.open_props is None:
+        return layer
+    static = layer.static_props if layer.static_props is not None else layer.props
+    col = layer.open_props
+    each = func.jsonb_each(col).table_valued("key", "value").render_derived("kv")
+    rows = (await conn.execute(
+        select(each.c.key, func.array_agg(func.distinct(func.jsonb_typeof(each.c.value))))
+        .select_from(layer.source).join(each, literal(True)).group_by(each.c.key).order_by(each.c.key))).all()
+    taken = {p.name for p in static} | {"id", "geometry"}
+    extra = []
+    for key, kinds in rows:
+        if key in taken or not _KEY_NAME.fullmatch(key):
+            continue
+        kinds = set(kinds) - {"null"}
+        value = col[key]
+        typeof = func.jsonb_typeof(value)
+        if kinds == {"number"}:
+            expr, schema = case((typeof == "number", value.astext.cast(Double))), NUMBER
+        elif kinds == {"boolean"}:
+            expr, schema = case((typeof == "boolean", value.astext.cast(Boolean))), BOOLEAN
+        elif kinds == {"object"} or kinds == {"array"}:
+            expr, schema = value, _s(next(iter(kinds)))
+        else:  # texts, or a mixture: as text
+            expr, schema = value.astext, STRING
+        extra.append(_p(key, expr, schema, f"Imported attribute '{key}'"))
+    return replace(layer, props=(*static, *extra), static_props=static)
 
 
 # --------------------------------------------------------------------------------------------- published tables
@@ -682,13 +768,14 @@ async def compute_extent(conn: Any, layer: Layer) -> Extent:
     return Extent(bbox, interval, int(row["n"]))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Catalog:
+    """One consistent view of the layers: replaced as a whole when the data change, never mutated."""
+
     layers: dict[str, Layer]
     crs: tuple[str, ...] = field(default_factory=lambda: supported_uris(()))  # CRS URIs offered (Part 2)
-    published_version: int = 0  # table_version of published_layer when the catalogue was read
+    versions: Mapping[str, int] = field(default_factory=dict)  # table_version when the catalogue was read
     published_ids: frozenset[str] = frozenset()
-    checked: float = 0.0  # monotonic time of the last version check
 
     def get(self, layer_id: str) -> Layer | None:
         return self.layers.get(layer_id)
@@ -697,54 +784,106 @@ class Catalog:
         return [lyr for lyr in self.layers.values() if lyr.readable_by(role, actor)]
 
 
+_VERSIONS = text("SELECT table_name, version FROM table_version")
+_REGIONS = text("SELECT name, attribution FROM region ORDER BY region_id")
+_SRIDS = text("SELECT DISTINCT analysis_crs FROM region")
+
+
+async def _builtins(conn: Any, security: SecuritySettings, license_url: str | None) -> tuple[list[Layer], tuple]:
+    """The built-in layers with the attribution of the regions loaded (e.g. the census sources of the demo) and the
+    data licence link of the service; and the CRS URIs offered (each region's metric CRS among them)."""
+    regions = (await conn.execute(_REGIONS)).all()
+    srids = tuple((await conn.execute(_SRIDS)).scalars())
+    attribution = "; ".join(f"{name}: {attr}" for name, attr in regions if attr) or None
+    layers = [replace(lyr, attribution=attribution, license=license_url) for lyr in builtin_layers(security)]
+    return layers, supported_uris(srids)
+
+
 async def load_catalog(
     engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None
 ) -> Catalog:
-    """The catalogue: built-in and published layers with their extents (one pass at start-up).
-
-    Built-in layers carry the attribution of the regions loaded (e.g. the census sources of the demo)
-    and the data licence link configured for the service.
-    """
+    """The catalogue: built-in and published layers with their extents, and the table versions it was read at."""
     async with engine.connect() as conn:
-        regions = (await conn.execute(text("SELECT name, attribution FROM region ORDER BY region_id"))).all()
-        srids = tuple((await conn.execute(text("SELECT DISTINCT analysis_crs FROM region"))).scalars())
-        attribution = "; ".join(f"{name}: {attr}" for name, attr in regions if attr) or None
-        layers = [replace(lyr, attribution=attribution, license=license_url) for lyr in builtin_layers(security)]
-        has_published = await conn.scalar(text("SELECT to_regclass('public.published_layer') IS NOT NULL"))
-        published: list[Layer] = []
-        version = 0
-        if has_published:
-            version = await _published_version(conn)
-            published = await published_layers(conn)
-            layers += published
+        versions = dict((await conn.execute(_VERSIONS)).all())
+        layers, crs = await _builtins(conn, security, license_url)
+        published = await published_layers(conn)
         out = {}
-        for lyr in layers:
+        for lyr in [*layers, *published]:
+            lyr = await with_open_props(conn, lyr)
             out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr))
-    return Catalog(out, supported_uris(srids), version, frozenset(lyr.id for lyr in published), time.monotonic())
+    return Catalog(out, crs, versions, frozenset(lyr.id for lyr in published))
 
 
-async def _published_version(conn: Any) -> int:
-    return int(await conn.scalar(text(
-        "SELECT coalesce((SELECT version FROM table_version WHERE table_name = 'public.published_layer'), 0)")) or 0)
-
-
-async def refresh_published(engine: AsyncEngine, catalog: Catalog, min_interval_s: float = 1.0) -> Catalog:
-    """The catalogue with the published layers re-read when ``published_layer`` changed (a job published
-    results, a table was published or dismissed). Checked at most every ``min_interval_s`` seconds."""
-    now = time.monotonic()
-    if now - catalog.checked < min_interval_s:
-        return catalog
-    catalog.checked = now
+async def refresh_catalog(engine: AsyncEngine, catalog: Catalog, security: SecuritySettings,
+                          license_url: str | None = None) -> Catalog:
+    """The catalogue as the data stand now: compared by ``table_version`` (bumped by a trigger on every write),
+    a change of ``published_layer`` re-reads the published layers (job results, published tables), of ``region``
+    the CRS list and attribution, and of any table a layer reads its extent (edits, imports, telecom releases,
+    regions created or deleted). Unchanged: the same object."""
     async with engine.connect() as conn:
-        version = await _published_version(conn)
-        if version == catalog.published_version:
+        versions = dict((await conn.execute(_VERSIONS)).all())
+        changed = {t for t in versions.keys() | catalog.versions.keys()
+                   if versions.get(t) != catalog.versions.get(t)}
+        if not changed:
             return catalog
-        published = await published_layers(
-            conn, {k: v for k, v in catalog.layers.items() if k in catalog.published_ids})
+        crs = catalog.crs
         layers = {k: v for k, v in catalog.layers.items() if k not in catalog.published_ids}
-        for lyr in published:
+        if "public.region" in changed:
+            builtins, crs = await _builtins(conn, security, license_url)
+            layers = {lyr.id: replace(lyr, extent=layers[lyr.id].extent, props=layers[lyr.id].props,
+                                      static_props=layers[lyr.id].static_props) if lyr.id in layers else lyr
+                      for lyr in builtins}
+        published_ids = catalog.published_ids
+        if "public.published_layer" in changed:
+            published = await published_layers(
+                conn, {k: v for k, v in catalog.layers.items() if k in catalog.published_ids})
+            published_ids = frozenset(lyr.id for lyr in published)
+        else:
+            published = [catalog.layers[k] for k in catalog.published_ids]
+        out = {}
+        for lyr in [*layers.values(), *published]:
             old = catalog.layers.get(lyr.id)
-            known = old is not None and lyr.id in catalog.published_ids
-            layers[lyr.id] = replace(lyr, extent=old.extent if known else await compute_extent(conn, lyr))
-    return Catalog(layers, catalog.crs, version, frozenset(lyr.id for lyr in published), now)
+            stale = old is None or bool(set(lyr.versioned) & changed)
+            if stale:
+                lyr = await with_open_props(conn, lyr)
+            out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr) if stale else old.extent)
+    return Catalog(out, crs, versions, published_ids)
 
+
+class LiveCatalog:
+    """The catalogue of one service process, kept in step with the database.
+
+    ``current()`` checks the table versions at most every ``min_interval_s`` (one small query) and, when the data
+    changed, builds the next catalogue. Checks are single-flight: concurrent requests wait for the check under way
+    instead of starting their own, and a check counts only once it has finished reading — a request is never
+    answered from a catalogue read before it asked (``force``) or before the interval."""
+
+    def __init__(self, engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None,
+                 min_interval_s: float = 1.0) -> None:
+        self.engine = engine
+        self.security = security
+        self.license_url = license_url
+        self.min_interval_s = min_interval_s
+        self.catalog: Catalog | None = None
+        self._checked = -math.inf  # monotonic time at which the last finished check started reading
+        self._lock = asyncio.Lock()
+
+    async def current(self, force: bool = False) -> Catalog:
+        """The catalogue; with ``force``, as of now (after a write this process made, or a collection not found)."""
+        asked = time.monotonic()
+        if self.catalog is not None and not force and asked - self._checked < self.min_interval_s:
+            return self.catalog
+        async with self._lock:
+            if self.catalog is not None and self._checked >= (asked if force else asked - self.min_interval_s):
+                return self.catalog  # a check that started after we asked finished while we waited
+            started = time.monotonic()
+            if self.catalog is None:
+                self.catalog = await load_catalog(self.engine, self.security, self.license_url)
+            else:
+                self.catalog = await refresh_catalog(self.engine, self.catalog, self.security, self.license_url)
+            self._checked = started
+            return self.catalog
+
+    def invalidate(self) -> None:
+        """Check the versions again on the next request (this process wrote something)."""
+        self._checked = -math.inf

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import replace
 from typing import Any, Literal
 
 import orjson
@@ -20,14 +21,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from shapely.geometry import shape as to_shape
 from shapely.validation import explain_validity
-from sqlalchemy import Column, Text, bindparam, func
+from sqlalchemy import Text, bindparam, func
 
 from app.auth import current_role, require
 from app.errors import DomainError, InvalidData, UnsupportedMediaType
 from app.models.codes import Role
 from app.ogc.catalog import Layer, Prop
 from app.ogc.crs import CRS84_DEF, Crs, content_crs_header, parse_crs
-from app.ogc.features import _catalog, feature_id, get_layer
+from app.ogc.features import Feature, _catalog, feature_id, get_layer
 from app.ogc.render import GEOJSON, url_for
 from app.repositories import edits as repo
 from app.repositories import features as features_repo
@@ -77,16 +78,8 @@ def _content_crs(request: Request, supported: tuple[str, ...]) -> Crs:
 # --------------------------------------------------------------------------------------------- validation
 def writable_props(layer: Layer) -> dict[str, tuple[Prop, str, bool]]:
     """Property name → (prop, column, on the linked table)."""
-    edit = layer.editable
-    assert edit is not None
-    out = {}
-    for p in layer.props:
-        col = p.expr
-        if isinstance(col, Column) and col.table is edit.table:
-            out[p.name] = (p, col.name, False)
-        elif isinstance(col, Column) and edit.linked is not None and col.table is edit.linked:
-            out[p.name] = (p, col.name, True)
-    return out
+    assert layer.editable is not None
+    return layer.writable()
 
 
 def _bad(name: str, value: Any, expected: str) -> InvalidData:
@@ -202,6 +195,19 @@ def build_change(layer: Layer, props: Any, geometry: Any, has_geometry: bool, cr
     return repo.Change(main, linked, geom, has_geometry)
 
 
+def with_defaults(layer: Layer, change: repo.Change, request: Request) -> repo.Change:
+    """What a create or replace may leave out: ``valid_from`` is today, ``source`` the name of the key writing."""
+    edit = layer.editable
+    assert edit is not None
+    main = dict(change.main)
+    columns = edit.table.c
+    if "valid_from" in columns and main.get("valid_from") in (None, repo.DEFAULT):
+        main["valid_from"] = dt.date.today()
+    if "source" in columns and main.get("source") in (None, repo.DEFAULT):
+        main["source"] = f"API ({getattr(request.state, 'key_name', None) or 'unnamed key'})"
+    return replace(change, main=main)
+
+
 async def _check_required(request: Request, layer: Layer, change: repo.Change) -> None:
     edit = layer.editable
     assert edit is not None
@@ -234,6 +240,7 @@ def _feature_body(body: Any) -> dict[str, Any]:
 
 def _written(request: Request, layer: Layer, fid: Any, written: repo.Written, status: int) -> Response:
     assert written.feature is not None and written.etag is not None
+    request.app.state.catalog.invalidate()  # extents follow the edit from the next request on
     headers = {"ETag": f'"{written.etag}"', "Content-Crs": content_crs_header(CRS84_DEF)}
     if status == 201:
         headers["Location"] = url_for(request, f"/collections/{layer.id}/items/{fid}")
@@ -289,8 +296,13 @@ _CONTENT_CRS = {"name": "Content-Crs", "in": "header", "required": False, "schem
 @router.post(
     "/collections/{collectionId}/items",
     operation_id="create_item",
+    response_model=Feature,
     summary="Add a feature (administrators)",
-    description="Body: a GeoJSON Feature with its `id`. Returns 201 with `Location` and `ETag`.",
+    description="Body: a GeoJSON Feature. Without `id`, the server assigns one in the collection's scheme (the "
+    "next number of the region's ids; for villages the township's code and the next number; for households a new "
+    "pseudonym). `valid_from` defaults to today and `source` to the name of the API key; "
+    "`/collections/{collectionId}/schema` says which properties are required. Returns 201 with `Location` and "
+    "`ETag`.",
     status_code=201,
     openapi_extra={"requestBody": _FEATURE_BODY, "parameters": [_CONTENT_CRS]},
     responses={201: {"content": {GEOJSON: {}}, "description": "Created"}, **_EDIT_RESPONSES},
@@ -300,19 +312,23 @@ async def create_item(request: Request, collectionId: str = Path(...)) -> Respon
     catalog = await _catalog(request)
     body = _feature_body(await _json_body(request, (GEOJSON, "application/json")))
     raw_id = body.get("id")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or str(raw_id) == "":
-        raise InvalidData(f"Give the new feature's id in 'id' ({layer.id} ids are chosen by the data owner).")
-    fid = feature_id(layer, str(raw_id))
+    fid = None  # none given: the server assigns one in the collection's scheme
+    if raw_id is not None:
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or str(raw_id) == "":
+            raise InvalidData("'id' is a string or an integer; leave it out and the server assigns one.")
+        fid = feature_id(layer, str(raw_id))
     change = build_change(layer, body.get("properties"), body.get("geometry"), True,
                           _content_crs(request, catalog.crs), replace_all=False)
+    change = with_defaults(layer, change, request)
     await _check_required(request, layer, change)
     written = await repo.Writer(request.app.state.engine, layer, actor, role).create(fid, change)
-    return _written(request, layer, fid, written, 201)
+    return _written(request, layer, written.fid, written, 201)
 
 
 @router.put(
     "/collections/{collectionId}/items/{featureId}",
     operation_id="replace_item",
+    response_model=Feature,
     summary="Replace a feature (administrators)",
     description="Body: the whole GeoJSON Feature; properties left out are reset to their defaults (or null).",
     openapi_extra={"requestBody": _FEATURE_BODY, "parameters": [_IF_MATCH, _CONTENT_CRS]},
@@ -328,6 +344,7 @@ async def replace_item(request: Request, collectionId: str = Path(...),  # noqa:
         raise InvalidData(f"The body's id '{body['id']}' differs from the URL's '{featureId}'.")
     change = build_change(layer, body.get("properties"), body.get("geometry"), True,
                           _content_crs(request, catalog.crs), replace_all=True)
+    change = with_defaults(layer, change, request)
     await _check_required(request, layer, change)
     written = await repo.Writer(request.app.state.engine, layer, actor, role).modify(
         "replace", fid, change, request.headers.get("if-match"))
@@ -337,6 +354,7 @@ async def replace_item(request: Request, collectionId: str = Path(...),  # noqa:
 @router.patch(
     "/collections/{collectionId}/items/{featureId}",
     operation_id="update_item",
+    response_model=Feature,
     summary="Update part of a feature (administrators, JSON merge patch)",
     description="Body (RFC 7396): `{\"properties\": {...}, \"geometry\": {...}}`; a null property clears it; "
     "object-valued properties are merged.",
@@ -391,4 +409,5 @@ async def delete_item(request: Request, collectionId: str = Path(...),  # noqa: 
     layer, role, actor = await _writable(request, collectionId)
     fid = feature_id(layer, featureId)
     await repo.Writer(request.app.state.engine, layer, actor, role).delete(fid, request.headers.get("if-match"))
+    request.app.state.catalog.invalidate()
     return Response(status_code=204)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.auth import SIGN_IN, RoleDep, current_role, require
 from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFound, Unauthorized
 from app.models.codes import Role
-from app.ogc.catalog import Catalog, Layer, Prop, load_catalog, refresh_published
+from app.ogc.catalog import Catalog, Layer, Prop
 from app.ogc.common import Conformance, Link
 from app.ogc.crs import CRS84, CRS84_DEF, Crs, content_crs_header, parse_crs
 from app.ogc.filters import GEOMETRY_NAME, ID_NAME, parse_filter, queryable_names
@@ -128,27 +128,20 @@ class FeatureCollection(BaseModel):
     links: list[Link] | None = None
 
 
-async def _catalog(request: Request) -> Catalog:
-    """The catalogue loaded at start-up; loaded now if the database was unreachable then."""
-    catalog = request.app.state.catalog
-    if catalog is None:
-        try:
-            catalog = await load_catalog(
-                request.app.state.engine, request.app.state.settings.security,
-                request.app.state.settings.api.data_license_url)
-        except DomainError:
-            raise
-        except Exception:
-            raise DatabaseUnavailable("The layer catalogue cannot be loaded: the database is not reachable.") from None
-        request.app.state.catalog = catalog
-    fresh = await refresh_published(request.app.state.engine, catalog)
-    if fresh is not catalog:
-        request.app.state.catalog = fresh
-    return fresh
+async def _catalog(request: Request, force: bool = False) -> Catalog:
+    """The catalogue, kept in step with the data (``LiveCatalog``); ``force``: as of now."""
+    try:
+        return await request.app.state.catalog.current(force)
+    except DomainError:
+        raise
+    except Exception:
+        raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
 
 
 async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:
     layer = (await _catalog(request)).get(collection_id)
+    if layer is None:  # published a moment ago, perhaps by another process: look again as of now
+        layer = (await _catalog(request, force=True)).get(collection_id)
     if layer is not None and layer.hidden_from(role, getattr(request.state, "actor", None)):
         if role is None:  # someone's restricted results: sign in, then the owner (or an admin) reads them
             raise Unauthorized(f"The collection '{collection_id}' holds restricted results: {SIGN_IN}")
@@ -175,6 +168,7 @@ def collection_document(request: Request, layer: Layer, crs: tuple[str, ...], to
         link(url_for(request, path + "/items", {"f": "html"}), "items", HTML, f"{layer.title} (HTML)"),
         link(url_for(request, path + "/items", {"f": "csv"}), "items", CSV, f"{layer.title} (CSV)"),
         link(url_for(request, path + "/queryables"), QUERYABLES_REL, SCHEMA_JSON, "Queryables"),
+        link(url_for(request, path + "/schema"), SCHEMA_REL, SCHEMA_JSON, "Schema of the features"),
     ]
     if layer.license:
         links.append(link(layer.license, "license", HTML, "Licence"))
@@ -323,7 +317,7 @@ def _page_links(
     keep = {k: v for k, v in request.query_params.multi_items() if k not in ("f", "offset", "cursor")}
     fmt = negotiate(request, csv=True)
     ftype, fparam = {OutputType.html: (HTML, "html"), OutputType.csv: (CSV, "csv")}.get(fmt, (GEOJSON, "json"))
-    links = self_links(request, path, GEOJSON, f"{layer.title} items")
+    links = self_links(request, path, GEOJSON, f"{layer.title} items", csv=True)
     links.append(link(url_for(request, f"/collections/{layer.id}"), "collection", JSON, layer.title))
     if more_after and last is not None:
         token = Cursor(tuple(last), True).encode()
@@ -621,6 +615,97 @@ class Queryables(BaseModel):
     title: str | None = None
     properties: dict[str, dict[str, Any]]
     required: list[str] | None = None
+
+
+SCHEMA_REL = "http://www.opengis.net/def/rel/ogc/1.0/schema"
+SERVER_DEFAULTS = {"valid_from": "today", "source": "the name of the API key writing"}
+
+
+async def schema_document(request: Request, layer: Layer) -> dict[str, Any]:
+    """The JSON Schema of the collection's features (OGC API - Features Part 5, draft; as pygeoapi serves it):
+    every property with its type, ``x-ogc-role`` for the id, the primary geometry and the temporal properties,
+    ``readOnly`` for what an edit cannot set, and ``required`` for what a create must give."""
+    writable = layer.writable()
+    temporal: dict[str, str] = {}
+    if layer.temporal is not None:
+        names = {id(p.expr): p.name for p in layer.props}
+        start, end = layer.temporal.start, layer.temporal.end
+        if end is None or end is start:
+            temporal[names.get(id(start), "")] = "primary-instant"
+        else:
+            temporal[names.get(id(start), "")] = "primary-interval-start"
+            temporal[names.get(id(end), "")] = "primary-interval-end"
+    props: dict[str, Any] = {"id": {"title": "Feature id", **layer.id_schema, "x-ogc-role": "id"}}
+    if layer.editable is not None:
+        props["id"]["description"] = "Assigned by the server when a new feature comes without one"
+    if layer.geom is not None:
+        props["geometry"] = {"title": "Geometry", "format": _GEOMETRY_FORMATS.get(layer.geometry_type, "geometry-any"),
+                             "x-ogc-role": "primary-geometry"}
+        if layer.editable is None:
+            props["geometry"]["readOnly"] = True
+    for p in layer.props:
+        entry: dict[str, Any] = {"title": p.description or p.name, **p.schema}
+        if p.name in temporal:
+            entry["x-ogc-role"] = temporal[p.name]
+        if p.name not in writable:
+            entry["readOnly"] = True
+        if p.name in SERVER_DEFAULTS and p.name in writable:
+            entry["description"] = f"Default: {SERVER_DEFAULTS[p.name]}"
+        props[p.name] = entry
+    doc: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": url_for(request, f"/collections/{layer.id}/schema"),
+        "type": "object",
+        "title": layer.title,
+        "description": layer.description,
+        "properties": props,
+    }
+    if layer.editable is not None:
+        doc["required"] = await _required(request, layer, writable)
+    return doc
+
+
+async def _required(request: Request, layer: Layer, writable: dict[str, tuple[Prop, str, bool]]) -> list[str]:
+    """What a create must give: NOT NULL columns without a default, less what the server fills in."""
+    from app.repositories.edits import required_columns
+
+    edit = layer.editable
+    assert edit is not None
+    by_column = {(col, linked): name for name, (_, col, linked) in writable.items()}
+    fixed = {c for c, _ in edit.linked_fixed} | {c for c, _ in edit.linked_copy} | {edit.linked_id}
+    async with request.app.state.engine.connect() as conn:
+        need = {(c, False) for c in await required_columns(conn, edit.table)}
+        if edit.linked is not None:
+            need |= {(c, True) for c in await required_columns(conn, edit.linked) if c not in fixed}
+    out = []
+    for col, linked in sorted(need):
+        if not linked and col == edit.id_column:
+            continue  # assigned by the server
+        if not linked and col == edit.geom_column:
+            out.append("geometry")
+        elif (name := by_column.get((col, linked))) is not None and name not in SERVER_DEFAULTS:
+            out.append(name)
+    return sorted(set(out))
+
+
+@router.get(
+    "/collections/{collectionId}/schema",
+    operation_id="get_collection_schema",
+    summary="The schema of the collection's features (JSON Schema 2020-12; required and read-only properties)",
+    response_model=Queryables,
+    responses={200: {"content": {SCHEMA_JSON: {}, HTML: {}}}, 404: {"description": "No such collection"}},
+    openapi_extra={"parameters": [F_PARAMETER]},
+)
+async def get_collection_schema(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
+    role = await current_role(request)
+    layer = await get_layer(request, collectionId, role)
+    unknown = set(request.query_params) - {"f"}
+    if unknown:
+        raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
+    doc = await schema_document(request, layer)
+    if negotiate(request) is OutputType.html:
+        return html_response(request, "schema.html", layer=layer, page=doc)
+    return Response(orjson.dumps(doc), media_type=SCHEMA_JSON)
 
 
 @router.get(

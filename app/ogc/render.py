@@ -103,10 +103,11 @@ def link(href: str, rel: str, type_: str, title: str | None = None, **extra: Any
     return out
 
 
-def self_links(request: Request, path: str, json_type: str, title: str, keep: Iterable[str] = ()) -> list[dict]:
-    """``self`` for the negotiated format plus ``alternate`` for the other one."""
+def self_links(request: Request, path: str, json_type: str, title: str, keep: Iterable[str] = (),
+               csv: bool = False) -> list[dict]:
+    """``self`` for the negotiated format plus ``alternate`` for the other one (``csv``: the path offers CSV too)."""
     params = {k: v for k, v in request.query_params.multi_items() if k != "f" and (not keep or k in keep)}
-    fmt = negotiate(request, csv=True)
+    fmt = negotiate(request, csv=csv)
     json_link = url_for(request, path, {**params, "f": "json"})
     html_link = url_for(request, path, {**params, "f": "html"})
     if fmt is OutputType.html:

@@ -79,6 +79,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+ANALYSIS_CRS_HELP = ("EPSG code of the metric CRS distances and areas are measured in; default: the CRS the data's "
+                     "region declares, else the UTM zone of the data")
+
+
 class Weights(Strict):
     """Spatial weights (DOMAIN §3.1). Default: queen contiguity for polygons, 8 nearest neighbours for points."""
 
@@ -93,7 +97,7 @@ class Weights(Strict):
 class Inference(Strict):
     permutations: int = Field(999, ge=0, le=99_999, description="Random permutations for pseudo p-values")
     seed: int = Field(12345, ge=0, le=2**32 - 1, description="Seed of the permutations (reproducible results)")
-    analysis_crs: int | None = Field(None, description="EPSG code of a metric CRS; default: the UTM zone of the data")
+    analysis_crs: int | None = Field(None, description=ANALYSIS_CRS_HELP)
 
 
 def _metric(units: Units, epsg: int | None) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -569,6 +573,7 @@ class LocationInputs(Strict):
     cost_matrix: CostMatrix | None = Field(None, description="Demand × (candidates then existing) costs; default "
                                            "great-circle km")
     time_limit_s: float = Field(60.0, gt=0, le=3600, description="Solver time limit")
+    analysis_crs: int | None = Field(None, description=ANALYSIS_CRS_HELP + " (the hull of an H3 grid)")
     mip_gap: float = Field(0.0, ge=0, le=0.5, description="Relative gap at which p-median may stop")
 
     @model_validator(mode="after")
@@ -582,11 +587,11 @@ class LocationInputs(Strict):
         return self
 
 
-def h3_candidates(demand: Units, grid: H3Grid) -> Units:
+def h3_candidates(demand: Units, grid: H3Grid, epsg: int | None = None) -> Units:
     import h3
 
     lonlat = representative_lonlat(demand.need_geometry())
-    crs = metric_crs(lonlat, None)
+    crs = metric_crs(lonlat, epsg)
     hull = shapely.convex_hull(shapely.multipoints(to_metric(lonlat, crs)))
     hull = shapely.buffer(hull, max(grid.buffer_km * 1000.0, 1.0))
     from pyproj import Transformer
@@ -636,7 +641,8 @@ class LocationAllocation(Process):
 
     def run(self, inputs: LocationInputs, data: dict[str, Units], threads: int) -> Outcome:
         demand = data["demand"]
-        cands = data["candidates"] if "candidates" in data else h3_candidates(demand, inputs.candidates)
+        cands = data["candidates"] if "candidates" in data else \
+            h3_candidates(demand, inputs.candidates, inputs.analysis_crs)
         existing = data.get("existing")
         sites_ids = list(cands.ids) + ([f"existing:{i}" for i in existing.ids] if existing else [])
         site_geoms = None

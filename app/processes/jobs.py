@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.requests import Request
 
-from app.analysis.spatial import AnalysisError
+from app.analysis.spatial import AnalysisError, representative_lonlat
 from app.auth import ROLE_RANK, SIGN_IN, allowed
 from app.db import translated_errors
 from app.errors import (
@@ -60,6 +60,7 @@ from app.processes.data import (
 from app.processes.definitions import LayerOut, Outcome, Process
 from app.processes.registry import REGISTRY_ROLE, RegistryRef, cause_table, load_registry, region_exists
 from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated, warm_up
+from app.repositories import regions as regions_repo
 from app.settings import Settings, libpq_url
 
 log = logging.getLogger("tpa.jobs")
@@ -343,6 +344,35 @@ async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | No
     return data
 
 
+async def with_region_crs(app: Any, inputs: BaseModel, raw: dict[str, Any], data: dict[str, Units]
+                          ) -> dict[str, Any]:
+    """The inputs an analysis runs with: a process that measures in a metric CRS (``analysis_crs``) and was not
+    given one uses the CRS its region declares (``tpa region create --crs``), not the UTM zone of the data — a
+    country spanning several zones is measured in one national CRS. The region is the one named by the registry
+    input, or by the ``region`` property of every feature, or, for inline data, the one whose administrative
+    areas contain the data's centre. Without a single region, the UTM zone of the data is used."""
+    if "analysis_crs" not in type(inputs).model_fields or getattr(inputs, "analysis_crs", None) is not None:
+        return raw
+    regions: set[str] = set()
+    for value in (getattr(inputs, n, None) for n in type(inputs).model_fields):
+        if isinstance(value, RegistryRef):
+            regions.add(value.region)
+    units = [u for u in data.values() if u.name != "cause_table"]
+    for u in units:
+        regions |= {str(p["region"]) for p in u.props if p.get("region") is not None}
+    async with app.state.engine.connect() as conn:
+        if regions:
+            found = await regions_repo.analysis_crs_of(conn, sorted(regions))
+            crs = set(found.values())
+        else:
+            points = [representative_lonlat(u.geoms) for u in units if u.geoms is not None and len(u.geoms)]
+            if not points:
+                return raw
+            centre = np.concatenate(points).mean(axis=0)
+            crs = {epsg for _, epsg in await regions_repo.regions_at(conn, float(centre[0]), float(centre[1]))}
+    return {**raw, "analysis_crs": crs.pop()} if len(crs) == 1 else raw
+
+
 # ----------------------------------------------------------------------------------------- submit
 async def submit(request: Request, process: Process, inputs: BaseModel, outputs: dict[str, Any] | None,
                  role: Role | None, actor: str | None, run_async: bool) -> dict[str, Any]:
@@ -453,12 +483,13 @@ async def execute(app: Any, run_id: uuid.UUID, sync: bool = False) -> None:
         inputs = process.Inputs.model_validate(params["inputs"])
         t0 = time.perf_counter()
         data = await resolve(app, process, inputs, role, row["owner"])
+        run_inputs = await with_region_crs(app, inputs, params["inputs"], data)
         t1 = time.perf_counter()
         outcome: Outcome = await run_isolated(
-            process.id, params["inputs"], data, app.state.settings.processes.solver_threads,
+            process.id, run_inputs, data, app.state.settings.processes.solver_threads,
             float(row["time_limit_s"] or app.state.settings.processes.time_limit_s), dismissed)
         t2 = time.perf_counter()
-        await _publish(app, run_id, process, params, data, outcome, started)
+        await _publish(app, run_id, process, {**params, "inputs": run_inputs}, data, outcome, started)
         log.info("job %s (%s): inputs %.2f s, analysis %.2f s, publishing %.2f s", run_id, process.id, t1 - t0,
                  t2 - t1, time.perf_counter() - t2)
     except AnalysisError as exc:
@@ -563,14 +594,19 @@ async def _publish(app: Any, run_id: uuid.UUID, process: Process, params: dict[s
             "AND status = 'running'"),
             {"result": orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode(), "id": run_id,
              "rt": (f"r_{run_id.hex}" if collections else None)})
-    _recheck_catalog(app)
+    await _recheck_catalog(app)
 
 
-def _recheck_catalog(app: Any) -> None:
-    """Make this instance re-read the published layers on its next request (others do within a second)."""
+async def _recheck_catalog(app: Any) -> None:
+    """This process's catalogue as of now, so a result link handed out next answers at once (other processes
+    look again when asked for a collection they do not know)."""
     catalog = getattr(app.state, "catalog", None)
     if catalog is not None:
-        catalog.checked = 0.0
+        try:
+            await catalog.current(force=True)
+        except Exception as exc:  # the results are committed; the next request reads the catalogue again
+            log.warning("catalogue not refreshed after a job (%s)", type(exc).__name__)
+            catalog.invalidate()
 
 
 async def _write_table(conn: Any, table: str, layer: LayerOut) -> None:
@@ -637,7 +673,7 @@ async def dismiss(app: Any, run: dict[str, Any]) -> None:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
         job_id = await conn.scalar(text("SELECT queue_job_id FROM analysis_run WHERE run_id = :id"),
                                    {"id": run["run_id"]})
-    _recheck_catalog(app)
+    await _recheck_catalog(app)
     if job_id is not None and getattr(app.state, "queue", None) is not None:
         with contextlib.suppress(Exception):
             await app.state.queue.job_manager.cancel_job_by_id_async(job_id, abort=True)

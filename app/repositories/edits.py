@@ -3,6 +3,7 @@ checked, the change made and the audit row written; any failure rolls all of it 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,51 @@ class Change:
 class Written:
     feature: str | None  # GeoJSON text after the change (None after a delete)
     etag: str | None
+    fid: Any = None  # the feature's id (assigned by the server when a create gave none)
+
+
+_NEXT_IN_SEQUENCE = """
+SELECT p, max(d::numeric) AS n, max(length(d)) AS w FROM (
+  SELECT substring(x FROM '^(.*?)[0-9]+$') AS p, substring(x FROM '([0-9]+)$') AS d
+  FROM (SELECT CAST({id} AS text) AS x FROM {table} WHERE {scope}) ids) s
+WHERE d IS NOT NULL {only} GROUP BY p ORDER BY p DESC LIMIT 1
+"""
+
+
+async def assign_id(conn: AsyncConnection, layer: Layer, change: Change) -> str:
+    """An id for a feature created without one, in the collection's scheme (``Editable.id_scheme``); taken under
+    a transaction lock, so concurrent creates get different ids."""
+    edit = layer.editable
+    assert edit is not None
+    if edit.id_scheme == "hex64":
+        return secrets.token_hex(32)
+    ident = f'"{edit.id_column}"'
+    if edit.id_scheme == "child":
+        parent = change.linked.get("parent_code")
+        if not isinstance(parent, str) or not parent:
+            raise InvalidData(f"Give the new feature's id, or its parent unit's code in 'parent_code' ({layer.id} "
+                              "codes continue their parent's code).")
+        scope, only, key = f"left(CAST({ident} AS text), length(:scope)) = :scope", "AND p = :scope", parent
+    else:
+        region = change.main.get("region_id")
+        if not isinstance(region, str) or not region:
+            raise InvalidData("Give the new feature's 'region' (its id is the next one of the region's).")
+        scope, only, key = "region_id = :scope", "", region
+    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))"),
+                       {"lock": f"tpa-new-id:{layer.id}:{key}"})
+    row = (await conn.execute(text(_NEXT_IN_SEQUENCE.format(id=ident, table=f'"{edit.table.name}"', scope=scope,
+                                                            only=only)), {"scope": key})).first()
+    if row is None:  # the first of its kind: the parent's code and 001, or the region's id and 00001
+        prefix, n, width = (key, 0, 3) if edit.id_scheme == "child" else (f"{key.upper()}-", 0, 5)
+    else:
+        prefix, n, width = row.p, int(row.n), int(row.w)
+    for step in range(1, 1000):
+        candidate = f"{prefix}{str(n + step).zfill(width)}"
+        taken = await conn.scalar(select(func.count()).select_from(edit.table)
+                                  .where(edit.table.c[edit.id_column] == candidate))
+        if not taken:
+            return candidate
+    raise Conflict(f"No free id after {prefix}{n}; give the new feature's id.")
 
 
 async def required_columns(conn: AsyncConnection, table: Table) -> set[str]:
@@ -112,8 +158,12 @@ class Writer:
             raise _as_input_error(exc) from exc
 
     async def create(self, fid: Any, change: Change) -> Written:
+        """Insert the feature; ``fid`` None: the server assigns one (:func:`assign_id`)."""
         async def body(conn: AsyncConnection) -> Written:
-            if await _locked(conn, self.layer, fid) is not None:
+            nonlocal fid
+            if fid is None:
+                fid = await assign_id(conn, self.layer, change)
+            elif await _locked(conn, self.layer, fid) is not None:
                 raise ConstraintViolation(f"A feature '{fid}' already exists in '{self.layer.id}'.",
                                           sqlstate="23505")
             if self.edit.linked is not None:
@@ -124,7 +174,7 @@ class Writer:
             await conn.execute(insert(self.edit.table).values({**self._values(change), self.edit.id_column: fid}))
             after, etag = await _read(conn, self.layer, fid)
             await _audit(conn, self.actor, self.role, "create", self.layer, fid, None, after)
-            return Written(after, etag)
+            return Written(after, etag, fid)
 
         return await self._run(body)
 

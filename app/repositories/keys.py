@@ -24,12 +24,14 @@ async def insert_key(
 
 
 async def key_by_prefix(conn: AsyncConnection, prefix: str) -> ApiKey | None:
-    stmt = select(ApiKey.key_hash, ApiKey.role, ApiKey.expires, ApiKey.revoked).where(ApiKey.prefix == prefix)
+    stmt = select(ApiKey.key_hash, ApiKey.role, ApiKey.expires, ApiKey.revoked, ApiKey.name).where(
+        ApiKey.prefix == prefix)
     async with translated_errors():
         row = (await conn.execute(stmt)).one_or_none()
     if row is None:
         return None
-    return ApiKey(key_hash=row.key_hash, role=row.role, expires=row.expires, revoked=row.revoked, prefix=prefix)
+    return ApiKey(key_hash=row.key_hash, role=row.role, expires=row.expires, revoked=row.revoked, prefix=prefix,
+                  name=row.name)
 
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:

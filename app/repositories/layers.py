@@ -8,8 +8,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import translated_errors
 from app.errors import InvalidData
 
-# ids of the built-in collections (app/ogc/catalog.py), which a published table may not take
-RESERVED_IDS = frozenset({"admin-units", "villages", "projects", "facilities", "households", "persons"})
+
+def reserved_ids() -> frozenset[str]:
+    """The ids of the built-in collections (app/ogc/catalog.py), which a published table may not take."""
+    from pydantic import SecretStr
+
+    from app.ogc.catalog import builtin_layers
+    from app.settings import SecuritySettings
+
+    return frozenset(lyr.id for lyr in builtin_layers(SecuritySettings(jitter_key=SecretStr("ids only"))))
 
 _PK = text(
     """
@@ -28,7 +35,7 @@ async def publish_table(
     datetime_column: str | None, role: str | None,
 ) -> str:
     """Register the table and install the statement trigger that versions it (for exact cached counts)."""
-    if layer_id in RESERVED_IDS:
+    if layer_id in reserved_ids():
         raise InvalidData(f"'{layer_id}' is a built-in collection; choose another id (--id).")
     async with translated_errors():
         exists = await session.scalar(text("SELECT to_regclass(:q) IS NOT NULL"), {"q": f"{schema}.{table}"})

@@ -100,3 +100,20 @@ async def region_fingerprint(session: AsyncSession, region_id: str) -> dict[str,
 async def region_exists(session: AsyncSession, region_id: str) -> bool:
     async with translated_errors():
         return bool(await session.scalar(select(func.count()).where(Region.region_id == region_id)))
+
+
+async def analysis_crs_of(conn: Any, region_ids: Sequence[str]) -> dict[str, int]:
+    """The declared metric CRS (EPSG code) of each region named."""
+    rows = await conn.execute(text("SELECT region_id, analysis_crs FROM region WHERE region_id = ANY(:ids)"),
+                              {"ids": list(region_ids)})
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def regions_at(conn: Any, lon: float, lat: float) -> list[tuple[str, int]]:
+    """(region, analysis CRS) of the regions whose administrative areas contain the point."""
+    rows = await conn.execute(text(
+        "SELECT DISTINCT r.region_id, r.analysis_crs FROM region r JOIN admin_unit a ON a.region_id = r.region_id "
+        "WHERE a.geom && ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) "
+        "AND ST_Intersects(a.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)) ORDER BY 1"),
+        {"lon": lon, "lat": lat})
+    return [(r[0], int(r[1])) for r in rows]

@@ -94,16 +94,42 @@ def connect(memory_limit: str = "4GB", threads: int | None = None, temp_dir: Pat
     return con
 
 
-def _source(paths: Sequence[Path]) -> str:
-    files = [Path(p).as_posix() for p in paths]
+PARQUET = (".parquet",)
+CSV = (".csv", ".csv.gz")
+
+
+def event_files(paths: Sequence[Path]) -> list[Path]:
+    """The event files named, a directory standing for the Parquet or CSV files under it (recursively: a
+    partitioned export such as ``events/day=2024-05-01/part-0.parquet``), in name order. All Parquet or all CSV."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(PARQUET + CSV)
+                           and not f.name.startswith((".", "_")))
+            if not found:
+                raise InvalidParameter(f"{p} holds no Parquet (.parquet) or CSV (.csv, .csv.gz) files")
+            files += found
+        elif not p.exists():
+            raise InvalidParameter(f"no such event file: {p}")
+        else:
+            files.append(p)
     if not files:
         raise InvalidParameter("no event files")
+    names = [f.name for f in files]
+    if not (all(n.endswith(PARQUET) for n in names) or all(n.endswith(CSV) for n in names)):
+        kinds = sorted({("Parquet" if n.endswith(PARQUET) else "CSV" if n.endswith(CSV) else Path(n).suffix or n)
+                        for n in names})
+        raise InvalidParameter(f"event files are all Parquet (.parquet) or all CSV (.csv, .csv.gz), not a mixture "
+                               f"({', '.join(kinds)})")
+    return files
+
+
+def _source(paths: Sequence[Path]) -> str:
+    files = [p.as_posix() for p in event_files(paths)]
     listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-    if all(f.endswith(".parquet") for f in files):
+    if files[0].endswith(PARQUET):
         return f"read_parquet({listing})"
-    if all(f.endswith((".csv", ".csv.gz")) for f in files):
-        return f"read_csv({listing}, header = true, auto_detect = true)"
-    raise InvalidParameter("event files are all Parquet (.parquet) or all CSV (.csv, .csv.gz)")
+    return f"read_csv({listing}, header = true, auto_detect = true)"
 
 
 def load_events(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], *, res: int, offset_s: int,

@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,10 @@ class ReleaseReport:
     homes: int = 0
     published: dict[str, int] = field(default_factory=dict)
     suppressed: int = 0
+    # groups of k or fewer devices still withheld at the floor resolution, and the devices in them, per table
+    withheld_groups: dict[str, int] = field(default_factory=dict)
+    withheld_devices: dict[str, int] = field(default_factory=dict)
+    floor_res: int | None = None
     files_read: int = 0
     files_skipped: int = 0
     epsilon_spent: float = 0.0
@@ -121,6 +125,7 @@ async def release(database_url: str, opts: ReleaseOptions, progress: Progress | 
         raise InvalidParameter("--epsilon must be positive")
     if opts.engine not in ("duckdb", "spark"):
         raise InvalidParameter(f"unknown engine {opts.engine!r}: duckdb or spark")
+    opts = replace(opts, events=engine.event_files(opts.events))  # directories stand for the files under them
     period = engine.Period.month(opts.period)
     offset = engine.fixed_offset_seconds(opts.tz, period)
     report = ReleaseReport(opts.region, opts.period)
@@ -174,6 +179,10 @@ async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, of
     engine.definitions(runner, min_nights=opts.min_nights)
     report.devices = int(runner.rows("SELECT count(DISTINCT dev) FROM ev")[0][0])
     report.homes = int(runner.rows("SELECT count(*) FROM home")[0][0])
+    if report.homes == 0:  # a release without residents is a mistake in the options, not an empty month
+        most = runner.rows(sql.most_nights())[0][0] or 0
+        raise InvalidParameter(f"no device has a home: --min-nights {opts.min_nights} asks for more nights than any "
+                               f"device was seen on (at most {int(most)} in {opts.period}); lower --min-nights")
     lap("definitions")
 
     fac_cells = {(h3.str_to_int(h3.latlng_to_cell(lat, lon, opts.h3_res)), cls) for cls, lat, lon in facilities}
@@ -223,6 +232,13 @@ async def _run(runner, dsn: str, opts: ReleaseOptions, period: engine.Period, of
     if prev is not None:
         runner.register("prev_home", prev)
         materialize("pub_migration", sql.out_migration())
+    report.floor_res = floor
+    for table, what, group in (("pub_residents", "residents", "cell"), ("pub_od", "od", "cell, dest"),
+                               ("pub_presence", "presence", "cell, hour")):
+        left = f"{table}_left{floor}"
+        groups = runner.rows(f"SELECT COUNT(*) FROM (SELECT DISTINCT {group} FROM {left}) g")[0][0]
+        devices = runner.rows(f"SELECT COUNT(DISTINCT dev) FROM {left}")[0][0]
+        report.withheld_groups[what], report.withheld_devices[what] = int(groups), int(devices)
     lap("privacy")
 
     rng = np.random.default_rng(secrets.randbits(128))

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from app.errors import InvalidParameter
 from app.telecom import sql
-from app.telecom.engine import Period, log, period_seconds
+from app.telecom.engine import PARQUET, Period, event_files, log, period_seconds
 
 
 class SparkRunner:
@@ -49,13 +49,11 @@ class SparkRunner:
     # ------------------------------------------------------------------------------------------ reading
     def load_events(self, paths: Sequence[Path], *, res: int, offset_s: int, period: Period | None,
                     towers: Path | None = None) -> int:
-        files = [str(p) for p in paths]
-        if all(f.endswith(".parquet") for f in files):
+        files = [str(p) for p in event_files(paths)]
+        if files[0].endswith(PARQUET):
             raw = self.spark.read.parquet(*files)
-        elif all(f.endswith((".csv", ".csv.gz")) for f in files):
-            raw = self.spark.read.option("header", True).option("inferSchema", True).csv(files)
         else:
-            raise InvalidParameter("event files are all Parquet (.parquet) or all CSV (.csv, .csv.gz)")
+            raw = self.spark.read.option("header", True).option("inferSchema", True).csv(files)
         cols = set(raw.columns)
         if not {"device_id", "ts"} <= cols:
             raise InvalidParameter("event files need columns device_id and ts (UTC)")

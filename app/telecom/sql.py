@@ -78,6 +78,12 @@ def home_cells(min_nights: int) -> str:
         f" ON n.dev = m.dev WHERE n.nights >= {int(min_nights)}")
 
 
+def most_nights() -> str:
+    """The most distinct nights any device was seen on (what ``min_nights`` can ask for at most)."""
+    return f"SELECT MAX(nights) FROM (SELECT dev, COUNT(DISTINCT {NIGHT_ID}) AS nights FROM ev WHERE {IS_NIGHT} " \
+        "GROUP BY dev) n"
+
+
 def day_cells() -> str:
     """dev → day cell (modal working-hour cell)."""
     return f"SELECT dev, cell AS day_cell FROM ({_modal(IS_WORK)}) m"
