@@ -279,7 +279,7 @@ def region_list() -> None:
     for r in _asyncpg_run(list_regions):
         table.add_row(r["region_id"], r["name"], r["country"], f"EPSG:{r['analysis_crs']}", f"{r['units']:,}",
                       f"{r['villages']:,}", f"{r['households']:,}")
-    console.print(table)
+    Console().print(table)  # the listing is the command's output: stdout (messages go to stderr)
 
 
 @region_app.command("delete")

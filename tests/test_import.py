@@ -121,7 +121,7 @@ async def test_georgia_counties_round_trip_through_ogc_api(db, georgia):
         geom, pct_pov, pop = expected[f["id"]]
         p = f["properties"]
         assert p["level"] == 3 and p["region"] == "georgia-us" and p["name"] == f"County FIPS {f['id'][2:]}"
-        assert p["properties"]["pct_poverty"] == pct_pov and p["properties"]["total_population_1990"] == pop
+        assert p["pct_poverty"] == pct_pov and p["total_population_1990"] == pop  # mapped attributes, flat
         assert p["valid_from"] == "1990-01-01"
         got = shapely.geometry.shape(f["geometry"])
         assert got.geom_type == "MultiPolygon"
@@ -129,6 +129,87 @@ async def test_georgia_counties_round_trip_through_ogc_api(db, georgia):
         assert a.shape == b.shape and np.max(np.abs(a - b)) < 1e-6
     levels = fetch(db.name, "SELECT metadata->'admin_levels' FROM region WHERE region_id = 'georgia-us'")[0][0]
     assert json.loads(levels) == {"1": "State", "3": "County"}
+
+
+async def test_mapped_attributes_are_queryables_and_process_variables_in_the_regions_crs(db, georgia):
+    """Attributes a mapping puts under ``properties:`` are properties of their own: queryable, sortable, and usable
+    by processes by reference; the analysis measures in the CRS the region declares (EPSG:26916, UTM 16N), not in
+    the UTM zone of the data's centre (17N)."""
+    _meta, _fids, _wkb, fields = pyogrio.raw.read(georgia_shp(), columns=["PctPov"])
+    async with client_for(settings_for(db.url)) as api:
+        q = (await api.get("/collections/admin-units/queryables")).json()["properties"]
+        assert q["pct_poverty"]["type"] == "number" and q["total_population_1990"]["type"] == "number"
+        r = await api.get("/collections/admin-units/items", params={
+            "filter": "region = 'georgia-us' AND pct_poverty >= 25", "sortby": "-pct_poverty", "limit": 200})
+        got = [f["properties"]["pct_poverty"] for f in r.json()["features"]]
+        assert got == sorted((float(v) for v in fields[0] if v >= 25), reverse=True)
+        r = await api.post("/processes/spatial-autocorrelation/execution", json={"inputs": {
+            "features": {"href": "/collections/admin-units/items?filter=region = 'georgia-us'"},
+            "variable": "pct_poverty", "weights": {"type": "queen"}, "permutations": 0}})
+        assert r.status_code == 200, r.text
+        assert r.json()["weights"]["analysis_crs"] == "EPSG:26916" and r.json()["global"]["n"] == 159
+        named = await api.post("/processes/spatial-autocorrelation/execution", json={"inputs": {
+            "features": {"href": "/collections/admin-units/items?filter=region = 'georgia-us'"},
+            "variable": "pct_poverty", "permutations": 0, "analysis_crs": 32617}})
+        assert named.json()["weights"]["analysis_crs"] == "EPSG:32617"  # a request that names one keeps it
+
+
+@pytest.mark.parametrize(("shapefile", "region", "crs", "source_crs", "code_of"), [
+    ("G_utm.shp", "georgia-sm", "EPSG:26916", "EPSG:26916", lambda r: f"US{r['AreaKey']}"),
+    ("sids2.shp", "carolina-sm", "EPSG:32617", "EPSG:4267", lambda r: f"US{r['FIPS']}"),
+])
+def test_suggested_mapping_imports_bundled_boundaries_unedited(throwaway_db, tmp_path, shapefile, region, crs,
+                                                               source_crs, code_of):
+    import libpysal
+
+    db = throwaway_db  # an empty database of its own: unit codes are unique across regions
+    db.upgrade()
+    path = Path(libpysal.examples.get_path(shapefile))
+    cli(db, "region", "create", region, "--country", "USA", "--crs", crs, "--admin-levels", "1=State,3=County")
+    suggested = cli(db, "import", "boundaries", str(path), "--suggest-mapping", "--region", region).stdout
+    mapping = tmp_path / f"{region}.yaml"
+    mapping.write_text(suggested)
+    fields = yaml.safe_load(suggested)["fields"]
+    assert fields["level"] == {"value": 3} and "template" in fields["code"]
+    out = cli(db, "import", "boundaries", str(path), "--region", region, "--mapping", str(mapping), "--source-crs",
+              source_crs)
+    meta, _fids, _wkb, values = pyogrio.raw.read(path)
+    rows = [dict(zip(meta["fields"], row, strict=True)) for row in zip(*values, strict=True)]
+    assert f"{len(rows)} new" in out.stderr
+    stored = {r[0]: r[1] for r in fetch(db.name, "SELECT code, properties FROM admin_unit WHERE region_id = $1",
+                                        region)}
+    assert set(stored) == {code_of(r) for r in rows}
+    first = json.loads(stored[code_of(rows[0])])
+    assert len(first) == len(meta["fields"]) - 1 - ("NAME" in meta["fields"])  # every other column kept
+
+
+def test_import_messages_a_person_can_act_on(db, tmp_path):
+    bad_id = cli(db, "region", "create", "Mexico City", "--country", "MEX", "--crs", "EPSG:32614", check=False)
+    assert bad_id.returncode == 2 and "lower-case letters, digits and '-'" in bad_id.stderr
+    assert "violates check constraint" not in bad_id.stderr
+    cli(db, "region", "create", "mx-test", "--country", "MEX", "--crs", "EPSG:32614")
+    listed = cli(db, "region", "list").stdout
+    assert "\\t" not in listed and "mx-test" in listed and "EPSG:32614" in listed
+    units = tmp_path / "units.csv"
+    units.write_text("code,name\n" + "".join(f"MX09{i:03d},Unidad {i}\n" for i in range(32)))
+    no_level = cli(db, "import", "boundaries", str(units), "--region", "mx-test", check=False)
+    assert no_level.returncode != 0
+    assert no_level.stderr.count("level") <= 3 and "level: {value: 3}" in no_level.stderr  # said once, with the fix
+    units.write_text("code,name,level\nMX09,Ciudad de México,4\n")
+    cli(db, "import", "boundaries", str(units), "--region", "mx-test")
+    # villages with a parent (the 'p.level' error) and villages without counts
+    (tmp_path / "v.yaml").write_text('entity: villages\ngeometry: {x: lon, y: lat, crs: "EPSG:4326"}\n')
+    (tmp_path / "v.csv").write_text("code,name,parent_code,households,population,lon,lat\n"
+                                    "MXV-T1,Prueba,MX09,10,40,-99.1,19.4\n")
+    dry = cli(db, "import", "villages", str(tmp_path / "v.csv"), "--region", "mx-test", "--mapping",
+              str(tmp_path / "v.yaml"), "--dry-run")
+    assert "1 new" in dry.stderr
+    (tmp_path / "v.csv").write_text("code,name,parent_code,lon,lat\nMXV-T2,Sin conteo,MX09,-99.2,19.3\n")
+    cli(db, "import", "villages", str(tmp_path / "v.csv"), "--region", "mx-test", "--mapping", str(tmp_path / "v.yaml"))
+    assert fetch(db.name, "SELECT households, population FROM village WHERE code = 'MXV-T2'")[0] == (None, None)
+    (tmp_path / "v.csv").write_text("code,name,parent_code,lon,lat\nMXV-T3,Mal,MXV-T2,-99.2,19.3\n")
+    wrong = imp(db, "villages", tmp_path / "v.csv", region="mx-test", mapping=tmp_path / "v.yaml")
+    assert [e.reason for e in wrong.errors] == ["the parent is at level 5, which is not above this unit's level 5"]
 
 
 def test_region_create_rejects_bad_input(db):

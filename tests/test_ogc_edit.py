@@ -196,3 +196,51 @@ async def test_villages_are_created_with_their_admin_unit_and_guarded_on_delete(
     # a village with registered households is not deleted
     r = await editor.delete("/collections/villages/items/211202001001", headers=admin)
     assert r.status_code == 409 and "registered households" in r.json()["detail"]
+
+
+async def test_create_without_id_gets_one_in_the_collections_scheme(editor, edit_keys, edit_database):
+    """Editors such as QGIS create features without an id: the server assigns one the way the collection names its
+    features, fills valid_from (today) and source (the key's name), and the schema says what must be given."""
+    import datetime as dt
+
+    schema = (await editor.get("/collections/facilities/schema")).json()
+    assert schema["required"] == ["class", "geometry", "region"]
+    assert schema["properties"]["valid_from"]["description"] == "Default: today"
+    assert "readOnly" not in schema["properties"]["name"]
+    last = fetch(edit_database.name, "SELECT max(fac_id) FROM facility WHERE region_id = 'tieling-demo'")[0][0]
+    feature = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [123.82, 42.32]},
+               "properties": {"region": "tieling-demo", "class": "market", "name": "Created by QGIS"}}
+    created = []
+    for _ in range(2):
+        r = await post(editor, edit_keys, "facilities", feature)
+        assert r.status_code == 201, r.text
+        created.append(r.json())
+    prefix, digits = last.rstrip("0123456789"), last[len(last.rstrip("0123456789")):]
+    assert [c["id"] for c in created] == [f"{prefix}{int(digits) + i:0{len(digits)}d}" for i in (1, 2)]
+    assert created[0]["properties"]["valid_from"] == dt.date.today().isoformat()
+    assert created[0]["properties"]["source"] == "API (test admin)"
+    r = await editor.get(f"/collections/facilities/items/{created[0]['id']}")
+    assert r.status_code == 200 and r.json()["properties"]["name"] == "Created by QGIS"
+    missing = await post(editor, edit_keys, "facilities", {**feature, "properties": {"name": "no class"}})
+    assert missing.status_code == 400 and "class" in missing.json()["detail"]
+
+    # villages continue their township's code; households get a new pseudonym
+    town = fetch(edit_database.name, "SELECT parent_code, max(code) FROM admin_unit WHERE level = 5 "
+                                     "GROUP BY parent_code ORDER BY parent_code LIMIT 1")[0]
+    village = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [123.83, 42.33]},
+               "properties": {"region": "tieling-demo", "name": "新村", "township_code": town[0]}}
+    r = await post(editor, edit_keys, "villages", village)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == str(int(town[1]) + 1) and r.json()["properties"]["households"] is None
+    no_parent = await post(editor, edit_keys, "villages", {**village, "properties": {"region": "tieling-demo",
+                                                                                    "name": "孤村"}})
+    assert no_parent.status_code == 400 and "parent_code" in no_parent.json()["detail"]
+    household = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [123.83, 42.33]}, "properties": {
+        "region": "tieling-demo", "village_code": r.json()["id"], "id_standard": "national", "hh_type": "general",
+        "main_cause": "illness", "status": "poor", "size": 3, "net_income_pc": 3100, "year_identified": 2026}}
+    r = await post(editor, edit_keys, "households", household)
+    assert r.status_code == 201, r.text
+    assert len(r.json()["id"]) == 64 and int(r.json()["id"], 16) >= 0
+    rows = fetch(edit_database.name, "SELECT count(*) FROM audit_log WHERE action = 'create' AND feature_id = ANY($1)",
+                 [c["id"] for c in created])
+    assert rows[0][0] == 2

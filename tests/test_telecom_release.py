@@ -112,6 +112,85 @@ async def test_collections_serve_the_release(released):
         adm = (await api.get("/collections/telecom-admin-indicators/items",
                              params={"filter": "suppressed = true", "limit": 5})).json()
         assert adm["numberMatched"] > 0 and all(f["properties"]["n_devices"] is None for f in adm["features"])
+        # the commuting flows between administrative units, with the units' names
+        pairs = fetch(db.name, "SELECT count(*) FROM telecom_od WHERE unit_type = 'admin' AND NOT suppressed "
+                               "AND period @> DATE '2024-03-01'")[0][0]
+        aod = (await api.get("/collections/telecom-admin-od/items",
+                             params={"datetime": "2024-03-15", "limit": 1000})).json()
+        assert aod["numberMatched"] == pairs > 0
+        for f in aod["features"]:
+            p = f["properties"]
+            assert p["n_devices"] > K and p["origin_name"] and p["dest_name"] and p["period"] == "2024-03"
+            assert f["geometry"]["type"] == "LineString"
+
+
+def test_release_summary_says_what_stayed_withheld(released):
+    """Devices with a home are either counted in a published residents cell (at some resolution) or left in a group
+    of k or fewer at the floor resolution: the summary's withheld count is the rest."""
+    import re
+
+    db, _tmp, out, _before = released
+    text = " ".join(out.stderr.split())
+    homes = int(re.search(r"([\d,]+) with a home", text).group(1).replace(",", ""))
+    groups, devices = (int(x.replace(",", "")) for x in re.search(
+        r"residents ([\d,]+) groups \(([\d,]+) devices\)", text).groups())
+    published = fetch(db.name, "SELECT sum(n_subscribers) FROM telecom_agg WHERE indicator = 'residents' "
+                               "AND unit_type = 'h3' AND period @> DATE '2024-03-01'")[0][0]
+    assert devices == homes - published > 0 and 0 < groups <= devices
+    assert "at H3 resolution 5" in text
+
+
+def test_release_options_that_cannot_work_are_refused(released, tmp_path):
+    db, tmp, *_ = released
+    before = fetch(db.name, "SELECT count(*) FROM telecom_release")[0][0]
+    many = tpa(db, "telecom", "aggregate", str(tmp / "events-2024-03.parquet"), "--region", "tieling-demo",
+               "--period", "2024-03", "--min-nights", "40", check=False)
+    text = " ".join(many.stderr.split())
+    assert many.returncode == 2 and "no device has a home" in text and "lower --min-nights" in text
+    most = int(text.split("(at most ")[1].split()[0])
+    assert 25 <= most < 40  # the nights of March (a night counts to the day it starts on)
+    assert fetch(db.name, "SELECT count(*) FROM telecom_release")[0][0] == before  # nothing written
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(tmp / "events-2024-03.parquet", mixed / "a.parquet")
+    (mixed / "b.csv").write_text("device_id,ts,lon,lat\n")
+    refused = tpa(db, "telecom", "aggregate", str(mixed), "--region", "tieling-demo", "--period", "2024-03",
+                  check=False)
+    assert refused.returncode == 2 and "not a mixture (CSV, Parquet)" in " ".join(refused.stderr.split())
+
+
+async def test_a_directory_of_parquet_files_and_a_running_service_that_follows(released, tmp_path):
+    """Events exported as a directory of Parquet files (one per day, as operators partition them) are read as one
+    release; a service already running offers the new period in its collections' extents without a restart."""
+    import asyncio
+
+    import pyarrow.parquet as pq
+
+    db, *_ = released
+    whole = tmp_path / "april.parquet"
+    tpa(db, "telecom", "synthetic", str(whole), "--period", "2024-04", "--devices", "3000", "--seed", "4")
+    table = pq.read_table(whole)
+    days = tmp_path / "events"
+    half = table.num_rows // 2
+    for name, part in (("day=a", table.slice(0, half)), ("day=b", table.slice(half))):
+        (days / name).mkdir(parents=True)
+        pq.write_table(part, days / name / "part-0.parquet")
+    def events_read(out: subprocess.CompletedProcess) -> str:
+        return " ".join(out.stderr.split()).split("released tieling-demo 2024-04: ")[1].split(" events")[0]
+
+    async with client_for(settings_for(db.url)) as api:
+        before = (await api.get("/collections/telecom-residents")).json()["extent"]["temporal"]["interval"][0]
+        assert before[1] < "2024-05-01"
+        out = tpa(db, "telecom", "aggregate", str(days), "--region", "tieling-demo", "--period", "2024-04")
+        residents = fetch(db.name, "SELECT unit_id, n_subscribers FROM telecom_agg WHERE indicator = 'residents' "
+                                   "AND period @> DATE '2024-04-01' ORDER BY 1")
+        single = tpa(db, "telecom", "aggregate", str(whole), "--region", "tieling-demo", "--period", "2024-04")
+        assert events_read(out) == events_read(single)  # the same events, the same release
+        assert residents == fetch(db.name, "SELECT unit_id, n_subscribers FROM telecom_agg WHERE indicator = "
+                                           "'residents' AND period @> DATE '2024-04-01' ORDER BY 1")
+        await asyncio.sleep(1.2)  # a process checks the table versions at most once a second
+        after = (await api.get("/collections/telecom-residents")).json()["extent"]["temporal"]["interval"][0]
+        assert after[1] == "2024-05-01T00:00:00Z"
 
 
 def test_daily_partials_are_read_once_and_survive_a_crash(released):
