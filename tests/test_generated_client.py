@@ -108,7 +108,7 @@ def test_generated_client_calls_the_service(generated, live_server, api_keys):
     # asynchronously: 201 with the status, followed to the results
     op = _module("api.processes", "execute_hotspots")
     body = models.ExecuteHotspots.from_dict({"inputs": PROCESSES["hotspots"].example})
-    accepted = op.sync_detailed(client=c, body=body, prefer=models.ExecuteHotspotsPrefer.RESPOND_ASYNC)
+    accepted = op.sync_detailed(client=c, body=body, prefer="respond-async")
     assert accepted.status_code == 201 and isinstance(accepted.parsed, models.StatusInfo)
     job_id = accepted.parsed.job_id
     get_job = _module("api.processes", "get_job")

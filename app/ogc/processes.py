@@ -271,9 +271,9 @@ def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
 
 
 PREFER_PARAMETER = {
-    "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "enum": ["respond-async"]},
-    "description": "`respond-async` queues a job (201, status document, `Location` of the job); without it the "
-    "process runs synchronously (200, results document)."}
+    "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "example": "respond-async"},
+    "description": "RFC 7240 preferences: `respond-async` queues a job (201, status document, `Location` of the job); "
+    "without it the process runs synchronously (200, results document). Other preferences are ignored."}
 
 
 def _prefers_async(request: Request) -> bool:
