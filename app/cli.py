@@ -446,7 +446,8 @@ def export_pygeoapi(
 
 @telecom_app.command("aggregate")
 def telecom_aggregate(
-    events: list[Path] = typer.Argument(..., help="Parquet or CSV files: device_id, ts (UTC), lon/lat or cell_id"),
+    events: list[Path] = typer.Argument(..., help="Parquet or CSV files, or directories of them: device_id, ts (UTC), "
+                                        "lon/lat or cell_id"),
     region: str = typer.Option(..., help="Region id"),
     period: str = typer.Option(..., help="Month, YYYY-MM (local time)"),
     h3_res: int = typer.Option(8, help="H3 resolution of the cells"),

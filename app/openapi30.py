@@ -4,7 +4,8 @@ OGC API - Features Part 1 (``/conf/oas30``) and clients such as GDAL and OWSLib 
 FastAPI only emits 3.1. No maintained library does this conversion for FastAPI output, so the few
 3.1-only constructs FastAPI produces are rewritten here: ``anyOf [X, null]`` and type lists become
 ``nullable``, ``const`` becomes a one-value ``enum``, ``examples`` becomes ``example``, numeric
-``exclusiveMinimum``/``exclusiveMaximum`` become the boolean form.
+``exclusiveMinimum``/``exclusiveMaximum`` become the boolean form, and a nullable ``enum`` lists null (as OAS 3.0.3
+requires for null to be valid).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _schema(s: Any) -> Any:
         if isinstance(s.get(bound), (int, float)) and not isinstance(s.get(bound), bool):
             s[flag] = s.pop(bound)
             s[bound] = True
+    if s.get("nullable") and isinstance(s.get("enum"), list) and None not in s["enum"]:
+        s["enum"] = [*s["enum"], None]  # OAS 3.0.3: an enum admits null only when it lists it
     s.pop("$schema", None)
     s.pop("contentMediaType", None)
     return s

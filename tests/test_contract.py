@@ -4,6 +4,9 @@ registry statuses of process inputs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jsonschema
 import pytest
 from ogc_validation import validate_problem
@@ -12,6 +15,7 @@ from tpa_testing import chromium, fetch, screenshot
 from app.models.codes import Role
 from app.processes.catalogue import PROCESSES
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "processes"
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
 
@@ -171,6 +175,7 @@ async def test_openapi_document_as_generators_read_it(api):
         op = paths[f"/processes/{pid}/execution"]["post"]
         example = op["requestBody"]["content"]["application/json"]["examples"]["demo"]["value"]
         assert example == {"inputs": process.example}
+        assert json.loads((EXAMPLES / f"{pid}.json").read_text()) == example  # the README's bodies
         assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("Results")
         assert op["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/StatusInfo")
         assert any(p["name"] == "Prefer" and p["in"] == "header" for p in op["parameters"])
