@@ -59,7 +59,9 @@ class ReadPool:
         return getattr(self._pool, name)
 
     @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+    async def acquire(self, custom_plans: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A connection; ``custom_plans``: its statements are planned with their values until it goes back to the
+        pool (see :data:`CUSTOM_PLANS`)."""
         pool = self._pool
         busy = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
         self.waiting += busy
@@ -73,6 +75,8 @@ class ReadPool:
         finally:
             self.waiting -= busy
         try:
+            if custom_plans:  # undone by the pool's RESET ALL when the connection is released
+                await conn.execute(CUSTOM_PLANS)
             yield conn
         except BaseException as exc:
             if is_unavailable(exc):  # broken mid-operation (server restart): never hand it out again
@@ -81,17 +85,26 @@ class ReadPool:
         finally:
             await pool.release(conn)
 
-    async def fetchrow(self, query: str, *args: Any) -> Any:
-        async with self.acquire() as conn:
+    async def fetchrow(self, query: str, *args: Any, custom_plans: bool = False) -> Any:
+        async with self.acquire(custom_plans) as conn:
             return await conn.fetchrow(query, *args)
 
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        async with self.acquire() as conn:
+    async def fetchval(self, query: str, *args: Any, custom_plans: bool = False) -> Any:
+        async with self.acquire(custom_plans) as conn:
             return await conn.fetchval(query, *args)
 
-    async def fetch(self, query: str, *args: Any) -> list[Any]:
-        async with self.acquire() as conn:
+    async def fetch(self, query: str, *args: Any, custom_plans: bool = False) -> list[Any]:
+        async with self.acquire(custom_plans) as conn:
             return await conn.fetch(query, *args)
+
+
+# Statements whose rows depend on how selective their values are (a bbox, a filter, a time interval) are planned
+# with their values. With the default "auto", PostgreSQL switches a prepared statement to a generic plan once
+# custom plans stop looking cheaper: after a few small bboxes, a generic plan that assumes a few hundred rows for any
+# box was reused for a whole-extent bbox, and took 1.7 s on 500,000 households instead of 1.4 ms (QGIS asks for the
+# whole view when zoomed out). Lookups by id keep generic plans: planning them would triple their cost
+# (0.15 → 0.50 ms). Set per use of a connection (one round trip); the pool's RESET ALL on release undoes it.
+CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
 
 
 async def create_read_pool(settings: DatabaseSettings) -> ReadPool:
@@ -100,13 +113,8 @@ async def create_read_pool(settings: DatabaseSettings) -> ReadPool:
     ``min_size=0``: nothing connects until the first request, so an unreachable database does not stop
     the service from starting (``/readyz`` reports it).
     """
-    # Every statement is planned with its values (plan_cache_mode = force_custom_plan). With "auto", PostgreSQL
-    # switches a prepared statement to a generic plan after five executions when the custom plans cost about the
-    # same: after a few small bboxes, the generic plan (which assumes a few hundred rows for any box) was reused for
-    # a whole-extent bbox and took 1.7 s on 500,000 households instead of 1.4 ms (QGIS asks for the whole view when
-    # zoomed out). The statements stay prepared (no parsing); "auto" already planned most of them per execution.
-    server_settings = {"application_name": "tpa-gis-read", "timezone": "UTC", "DateStyle": "ISO, YMD",
-                       "plan_cache_mode": "force_custom_plan"}
+    # plan_cache_mode stays "auto" for the session; filtered statements ask for custom plans (CUSTOM_PLANS)
+    server_settings = {"application_name": "tpa-gis-read", "timezone": "UTC", "DateStyle": "ISO, YMD"}
     if settings.statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
     pool = await asyncpg.create_pool(

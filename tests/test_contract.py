@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import jsonschema
+import orjson
 import pytest
 from ogc_validation import validate_problem
 from tpa_testing import chromium, fetch, screenshot
@@ -247,6 +248,14 @@ async def test_whole_extent_bbox_after_small_ones_is_planned_with_its_box(demo_s
         plans = await pool.fetch("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
                                  "WHERE statement ILIKE '%st_makeenvelope%' AND statement NOT ILIKE '%pg_prepared%'")
         assert [(r["generic_plans"], r["custom_plans"]) for r in plans] == [(0, 20)]
-        assert await pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        # lookups by id keep their cheap generic plans (planning each would triple their cost), and the setting
+        # does not outlive the use of the connection
+        ids = [f["id"] for f in orjson.loads(f"[{page.body}]")]
+        for fid in ids:
+            assert await repo.fetch_feature(pool, households, Role.admin, fid) is not None
+        by_id = await pool.fetch("SELECT generic_plans FROM pg_prepared_statements WHERE statement ILIKE '%md5%' "
+                                 "AND statement NOT ILIKE '%pg_prepared%'")
+        assert [r["generic_plans"] for r in by_id] == [len(ids) - 5]  # after five custom plans, as "auto" does
+        assert await pool.fetchval("SHOW plan_cache_mode") == "auto"
     finally:
         await pool.close()

@@ -697,14 +697,22 @@ async def _required(request: Request, layer: Layer, writable: dict[str, tuple[Pr
     openapi_extra={"parameters": [F_PARAMETER]},
 )
 async def get_collection_schema(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
-    role = await current_role(request)
-    layer = await get_layer(request, collectionId, role)
+    layer = await _schema_request(request, collectionId)
+    return _schema_answer(request, layer, await schema_document(request, layer), "schema.html")
+
+
+async def _schema_request(request: Request, collection_id: str) -> Layer:
+    """The collection of a JSON Schema resource (queryables, schema), which takes no parameter but ``f``."""
+    layer = await get_layer(request, collection_id, await current_role(request))
     unknown = set(request.query_params) - {"f"}
     if unknown:
         raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
-    doc = await schema_document(request, layer)
+    return layer
+
+
+def _schema_answer(request: Request, layer: Layer, doc: dict[str, Any], template: str) -> Response:
     if negotiate(request) is OutputType.html:
-        return html_response(request, "schema.html", layer=layer, page=doc)
+        return html_response(request, template, layer=layer, page=doc)
     return Response(orjson.dumps(doc), media_type=SCHEMA_JSON)
 
 
@@ -717,12 +725,5 @@ async def get_collection_schema(request: Request, collectionId: str = Path(...))
     openapi_extra={"parameters": [F_PARAMETER]},
 )
 async def get_queryables(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
-    role = await current_role(request)
-    layer = await get_layer(request, collectionId, role)
-    unknown = set(request.query_params) - {"f"}
-    if unknown:
-        raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
-    doc = queryables_document(request, layer)
-    if negotiate(request) is OutputType.html:
-        return html_response(request, "queryables.html", layer=layer, page=doc)
-    return Response(orjson.dumps(doc), media_type=SCHEMA_JSON)
+    layer = await _schema_request(request, collectionId)
+    return _schema_answer(request, layer, queryables_document(request, layer), "queryables.html")

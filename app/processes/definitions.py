@@ -144,6 +144,11 @@ class Process:
 
 
 # --------------------------------------------------------------------------------- autocorrelation
+# Poor persons in the demo's villages whose counts are published, with 8 nearest neighbours (example inputs)
+POOR_PERSONS_PER_VILLAGE = {"features": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+                            "variable": "poor_persons", "weights": {"type": "knn", "k": 8}, "permutations": 999,
+                            "seed": 1}
+
 class UnitVariableInputs(Inference):
     """One variable over a set of units, with spatial weights (autocorrelation, hot spots)."""
 
@@ -176,11 +181,7 @@ def _unit_variable(inputs: UnitVariableInputs, data: dict[str, Units]) -> tuple[
 class SpatialAutocorrelation(Process):
     id = "spatial-autocorrelation"
     example_summary = "Poor persons per village of the demo (villages whose counts are published)"
-    example = {"features": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
-               "variable": "poor_persons",
-               "weights": {"type": "knn", "k": 8},
-               "permutations": 999,
-               "seed": 1}
+    example = POOR_PERSONS_PER_VILLAGE
     title = "Spatial autocorrelation (global and local Moran's I, Geary's C)"
     description = ("Is the poor population clustered? Global Moran's I with normal and permutation inference, "
                    "Geary's C, and local Moran (LISA) clusters HH/LH/LL/HL with pseudo p-values (esda).")
@@ -225,11 +226,7 @@ class HotspotInputs(UnitVariableInputs):
 class Hotspots(Process):
     id = "hotspots"
     example_summary = "Hot and cold spots of poor persons per village of the demo"
-    example = {"features": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
-               "variable": "poor_persons",
-               "weights": {"type": "knn", "k": 8},
-               "permutations": 999,
-               "seed": 1}
+    example = POOR_PERSONS_PER_VILLAGE
     title = "Hot and cold spots (Getis-Ord Gi*)"
     description = ("Getis-Ord Gi* z-scores with binary weights, the unit itself included (esda.G_Local star=True); "
                    "classes hot/cold at 99, 95 and 90 % by the normal z (|z| ≥ 2.576, 1.960, 1.645).")

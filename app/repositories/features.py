@@ -234,6 +234,11 @@ class Shape:
     offset: int = 0
     limit: int = 10
 
+    @property
+    def filtered(self) -> bool:
+        """Whether the rows depend on values whose selectivity a generic plan cannot know (:data:`CUSTOM_PLANS`)."""
+        return bool(self.boxes or self.t_start or self.t_end or self.equals or self.filter is not None)
+
 
 def order_keys(layer: Layer, sort: tuple[tuple[str, bool], ...]) -> list[tuple[ColumnElement[Any], bool, bool]]:
     """(expression, descending, nullable) for each sort key, ending with the feature id (the tie-breaker
@@ -553,7 +558,7 @@ async def fetch_page(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQu
     forward = q.cursor is None or q.cursor.forward
     c = page_agg_sql(shape, _role_key(layer, role), forward)
     async with translated_errors():
-        row = await pool.fetchrow(c.sql, *c.args(values))
+        row = await pool.fetchrow(c.sql, *c.args(values), custom_plans=shape.filtered)
     n = int(row["n"])
     more = n > q.limit
     if forward:
@@ -575,7 +580,7 @@ async def count(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery) 
                                                               filter=q.filter))
     c = count_sql(shape, _role_key(layer, role))
     async with translated_errors():
-        return int(await pool.fetchval(c.sql, *c.args(values)))
+        return int(await pool.fetchval(c.sql, *c.args(values), custom_plans=shape.filtered))
 
 
 async def fetch_feature(
@@ -638,7 +643,7 @@ async def stream_page(
     rkey = _role_key(layer, role)
     forward = q.cursor is None or q.cursor.forward
     more_before = False
-    async with pool.acquire() as conn:
+    async with pool.acquire(custom_plans=shape.filtered) as conn:
         if not forward:
             b = boundary_sql(shape, rkey)
             async with translated_errors():
