@@ -156,8 +156,10 @@ def problem(
     env = getattr(state, "templates", None)
     response: Response
     if env is not None and _wants_html(request):
-        page = env.get_template("error.html").render(problem=body, title=title, base=str(request.base_url).rstrip("/"),
-                                                     request_url=str(request.url))
+        settings = getattr(state, "settings", None)
+        page = env.get_template("error.html").render(
+            problem=body, title=settings.api.title if settings is not None else title,
+            base=str(request.base_url).rstrip("/"), request_url=str(request.url))
         response = HTMLResponse(page, status_code=status, headers=headers)
     else:
         response = JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)

@@ -68,11 +68,24 @@ def test_chromium_signs_in_with_the_basic_challenge(live_server, api_keys):
         assert answer.status == 200, answer.status
         assert page.inner_text("h1").strip().startswith("Jobs")
         screenshot(page, "jobs-signed-in")
-        docs = browser.new_page()
+        # Swagger UI: Authorize with the key, then "Try it out" runs the documented example as it is
+        docs = browser.new_page(viewport={"width": 1300, "height": 1000})
         docs.goto(live_server + "/api.html")
         button = docs.wait_for_selector("button.authorize", timeout=30_000)
         assert "Authorize" in button.inner_text()
-        screenshot(docs, "swagger-authorize")
+        button.click()
+        docs.fill("#auth-bearer-value", api_keys[Role.analyst])
+        docs.click(".modal-ux .auth-btn-wrapper button.authorize")
+        docs.click(".modal-ux button.btn-done")
+        op = docs.locator("#operations-Processes-execute_mpi")
+        op.locator(".opblock-summary").click()
+        op.locator("button.try-out__btn").click()
+        assert '"group_by": "county_code"' in op.locator("textarea.body-param__text").input_value()
+        op.locator("button.execute").click()
+        status = op.locator(".live-responses-table tbody .response-col_status").first
+        status.wait_for(timeout=60_000)
+        assert status.inner_text().strip() == "200"
+        screenshot(docs, "swagger-try-it-out")
 
 
 async def test_landing_page_links_processes_and_jobs(api):

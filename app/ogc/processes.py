@@ -271,7 +271,7 @@ def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
 
 
 PREFER_PARAMETER = {
-    "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "example": "respond-async"},
+    "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
     "description": "RFC 7240 preferences: `respond-async` queues a job (201, status document, `Location` of the job); "
     "without it the process runs synchronously (200, results document). Other preferences are ignored."}
 
