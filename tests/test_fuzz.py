@@ -48,7 +48,8 @@ def test_fuzz_whole_api(fuzz_database: ThrowawayDatabase, tmp_path: Path) -> Non
     env = {"TPA_API_RATE_LIMIT_PER_MINUTE": "0", "TPA_PROCESSES_SYNC_TIME_LIMIT_S": "30"}
     with serve(fuzz_database.url, extra_env=env, log_path=str(tmp_path / "server.log")) as url:
         before = answers_by_status(url)
-        cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/api", "--checks", "all",
+        cmd = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(TESTS / "schemathesis.toml"),
+               "run", f"{url}/api", "--checks", "all",
                "--exclude-checks", EXCLUDED, "-n", str(EXAMPLES), "--seed", SEED, "-w", "1", "--no-color",
                "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
                "--request-timeout", "60", "-H", f"Authorization: Bearer {admin}"]

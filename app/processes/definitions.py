@@ -69,6 +69,7 @@ class OutputSpec:
 LAYER_SCHEMA = {"type": "object", "contentMediaType": "application/geo+json",
                 "description": "Published as an OGC API - Features collection; returned as a link by default."}
 NUMBER = {"type": "number"}
+NUMBER_OR_NULL = {"type": ["number", "null"]}  # null where a statistic is undefined (no permutations: no p_sim)
 PROVENANCE = OutputSpec("Provenance", "Inputs, parameters, library versions and seed of the run.", {"type": "object"})
 
 
@@ -189,7 +190,7 @@ class SpatialAutocorrelation(Process):
     Inputs = AutocorrelationInputs
     outputs = {
         "global": OutputSpec("Global statistics", "moran_i, expected_i, z_norm, p_norm, p_sim, geary_c",
-                             {"type": "object", "properties": {k: NUMBER for k in (
+                             {"type": "object", "properties": {k: NUMBER_OR_NULL for k in (
                                  "moran_i", "expected_i", "z_norm", "p_norm", "p_sim", "geary_c", "geary_p_sim")}}),
         "features": OutputSpec("Local Moran (LISA)", "Per feature: local_i, quadrant, p_sim, significant",
                                LAYER_SCHEMA, layer=True),
