@@ -15,6 +15,7 @@ COPY pyproject.toml README.md ./
 RUN mkdir app && touch app/__init__.py && pip install -e . && rm -rf app
 COPY alembic.ini ./
 COPY migrations ./migrations
+COPY docs ./docs
 COPY app ./app
 RUN pip install --no-deps -e . && chown -R tpa:tpa /srv
 

@@ -21,6 +21,8 @@ demo_app = typer.Typer(help="The demo region 'Tieling (demo)'.", no_args_is_help
 openapi_app = typer.Typer(help="The OpenAPI document.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (roles analyst and admin).", no_args_is_help=True)
 layers_app = typer.Typer(help="Extra PostGIS tables published as OGC collections.", no_args_is_help=True)
+results_app = typer.Typer(help="Results of executions: list, keep longer, delete the expired.",
+                          no_args_is_help=True)
 region_app = typer.Typer(help="Regions: create one from standard files, list, delete.", no_args_is_help=True)
 export_app = typer.Typer(help="Share a region: GeoPackage of its public layers, pygeoapi configuration.",
                          no_args_is_help=True)
@@ -30,6 +32,7 @@ app.add_typer(region_app, name="region")
 app.add_typer(export_app, name="export")
 app.add_typer(keys_app, name="keys")
 app.add_typer(layers_app, name="layers")
+app.add_typer(results_app, name="results")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(openapi_app, name="openapi")
@@ -209,21 +212,115 @@ def keys_revoke(prefix: str = typer.Argument(..., help="The 10-character prefix 
 
 @layers_app.command("publish")
 def layers_publish(
-    table: str = typer.Argument(..., help="[schema.]table with a primary key (and usually a geometry column)"),
+    table: str = typer.Argument(..., help="[schema.]table with a primary key (and usually a geometry column), or "
+                                "the id of a result collection (see `tpa results list`)"),
     layer_id: str = typer.Option("", "--id", help="Collection id (default: the table name)"),
     title: str = typer.Option("", help="Title (default: the table name)"),
     description: str = typer.Option("", help="Description"),
     datetime_column: str = typer.Option("", help="Date/time column for datetime queries"),
     role: str = typer.Option("", help="Restrict to a role (analyst or admin); default public"),
 ) -> None:
-    """Publish a PostGIS table as an OGC collection (restart the service to see it)."""
+    """Publish a PostGIS table as an OGC collection, or list a job's result collection in /collections and keep it
+    until it is unpublished. Running services see it within a second."""
     from app.repositories.layers import publish_table
+    from app.repositories.results import is_result, set_listed
 
-    schema, _, name = table.rpartition(".")
-    result = _run_in_session(lambda s: publish_table(
-        s, schema or "public", name, layer_id or name.replace("_", "-"), title or name, description or None,
-        datetime_column or None, role or None))
-    console.print(f"[green]published {schema or 'public'}.{name} as collection '{result}'[/]")
+    async def publish(session):  # noqa: ANN001, ANN202
+        conn = await session.connection()
+        if await is_result(conn, table):
+            await set_listed(conn, table, True, _results_ttl())
+            return table, True
+        schema, _, name = table.rpartition(".")
+        return await publish_table(session, schema or "public", name, layer_id or name.replace("_", "-"),
+                                   title or name, description or None, datetime_column or None, role or None), False
+
+    result, was_result = _run_in_session(publish)
+    what = "the result collection" if was_result else f"{table} as collection"
+    console.print(f"[green]published {what} '{result}'[/]" + (" (kept until unpublished)" if was_result else ""))
+
+
+@layers_app.command("unpublish")
+def layers_unpublish(layer_id: str = typer.Argument(..., help="Id of a published result collection")) -> None:
+    """Take a result collection out of /collections; the job's results expire after TPA_PROCESSES_RESULTS_TTL_DAYS
+    (unless another of its collections stays published)."""
+    from app.repositories.results import set_listed
+
+    _run_in_session(lambda s: _with_conn(s, lambda c: set_listed(c, layer_id, False, _results_ttl())))
+    console.print(f"unpublished '{layer_id}'; readable by its URL until it expires")
+
+
+def _results_ttl():  # noqa: ANN202
+    import datetime as dt
+
+    return dt.timedelta(days=Settings().processes.results_ttl_days)
+
+
+async def _with_conn(session, fn):  # noqa: ANN001, ANN202
+    return await fn(await session.connection())
+
+
+@results_app.command("list")
+def results_list(
+    all_: bool = typer.Option(False, "--all", help="Also the jobs whose results were deleted"),
+    limit: int = typer.Option(200, help="Most recent jobs shown"),
+) -> None:
+    """The results of executions: job, process, owner, when made, when they expire, their collections."""
+    from rich.table import Table
+
+    from app.repositories.results import list_results
+
+    rows = _run_in_session(lambda s: _with_conn(s, lambda c: list_results(c, all_, limit)))
+    table = Table("job", "process", "owner", "created", "expires", "collections", box=None)
+    for r in rows:
+        expires = "deleted " + f"{r['pruned']:%Y-%m-%d %H:%M}" if r["pruned"] else \
+            (f"{r['expires']:%Y-%m-%d %H:%M}" if r["expires"] else "kept")
+        published = f", {r['listed']} published" if r["listed"] else ""
+        table.add_row(str(r["run_id"]), r["process"], r["owner_name"] or r["owner"] or "anonymous",
+                      f"{r['created']:%Y-%m-%d %H:%M}", expires,
+                      f"{r['layers']}{published}: " + " ".join(r["layer_ids"]))
+    Console(width=200).print(table)
+
+
+@results_app.command("keep")
+def results_keep(
+    job: str = typer.Argument(..., help="Job id"),
+    days: float = typer.Option(None, help="Keep them this many days from now"),
+    forever: bool = typer.Option(False, "--forever", help="Keep them until deleted (or unpublished)"),
+) -> None:
+    """Keep a job's results longer than their expiry."""
+    import datetime as dt
+
+    from app.repositories.results import keep_results
+
+    if (days is None) == (not forever):
+        raise typer.BadParameter("give --days N or --forever")
+    until = None if forever else dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    _run_in_session(lambda s: _with_conn(s, lambda c: keep_results(c, job, until)))
+    console.print(f"the results of {job} are kept " + (f"until {until:%Y-%m-%d %H:%M} UTC" if until else
+                                                        "until deleted"))
+
+
+@results_app.command("prune")
+def results_prune(
+    as_of: str = typer.Option(None, "--as-of", help="Delete what has expired by this time (ISO 8601; default now)"),
+) -> None:
+    """Delete expired results and their tables now (the job worker does it every
+    TPA_PROCESSES_RESULTS_PRUNE_EVERY_S)."""
+    import datetime as dt
+
+    from app.processes.jobs import prune_expired
+
+    when = None
+    if as_of:
+        try:
+            when = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"not an ISO 8601 time: {as_of!r}", param_hint="--as-of") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+
+    jobs_done, tables = _with_engine(lambda engine, _settings: prune_expired(engine, when))
+    console.print(f"deleted the expired results of {jobs_done} job(s): {tables} table(s)")
 
 
 def _asyncpg_run(work):  # noqa: ANN001, ANN202

@@ -23,11 +23,19 @@ from app.errors import add_exception_handlers, document_problems
 from app.health import router as health_router
 from app.middleware import ServiceMiddleware
 from app.observability import Metrics, configure_logging
-from app.ogc import common, edits, features, processes
+from app.ogc import common, docs, edits, features, processes, regions
 from app.ogc.catalog import LiveCatalog
 from app.ogc.render import document_media_types, templates
 from app.openapi30 import to_openapi30
-from app.processes.jobs import Runtime, make_queue, open_queue, run_worker, set_runtime, watch_interrupted
+from app.processes.jobs import (
+    Runtime,
+    make_queue,
+    open_queue,
+    run_worker,
+    set_runtime,
+    watch_expired,
+    watch_interrupted,
+)
 from app.repositories.features import CountCache
 from app.settings import Settings
 
@@ -37,7 +45,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 # OGC modules enabled in this build: (router, conformance classes)
 OGC_MODULES = (
     (common.router, common.CONFORMANCE), (features.router, features.CONFORMANCE), (edits.router, edits.CONFORMANCE),
-    (processes.router, processes.CONFORMANCE),
+    (processes.router, processes.CONFORMANCE), (regions.router, regions.CONFORMANCE), (docs.router, docs.CONFORMANCE),
 )
 
 
@@ -77,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime = Runtime(app, app.state.queue)
             set_runtime(runtime)
             background += [asyncio.create_task(run_worker(runtime), name="tpa-worker"),
-                           asyncio.create_task(watch_interrupted(runtime), name="tpa-interrupted-jobs")]
+                           asyncio.create_task(watch_interrupted(runtime), name="tpa-interrupted-jobs"),
+                           asyncio.create_task(watch_expired(runtime), name="tpa-expired-results")]
         try:
             yield
         finally:

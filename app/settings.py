@@ -91,10 +91,14 @@ class ApiSettings(BaseSettings):
     rate_limit_burst: int = Field(
         default=10_000, ge=1, description="Requests a client may send at once (a whole GDAL download of a layer).")
     access_log: bool = Field(default=True, description="One log line per request (with its request id).")
+    html_default_limit: int = Field(default=50, ge=1, description="Features on an HTML items page when the "
+                                    "request names no limit (a page a person reads; JSON keeps default_limit).")
+    html_max_limit: int = Field(default=500, ge=1, description="Most features on one HTML items page (larger "
+                                "limits are capped; JSON and CSV go to max_limit).")
 
 
 class SecuritySettings(BaseSettings):
-    """Secrets. ``pseudonym_key`` keys HMAC-SHA256 pseudonyms of national ids (DOMAIN §1)."""
+    """Secrets. ``pseudonym_key`` keys HMAC-SHA256 pseudonyms of national ids (docs/methodology.md#registry)."""
 
     model_config = SettingsConfigDict(env_prefix="TPA_", env_file=".env", extra="ignore")
 
@@ -129,6 +133,13 @@ class ProcessSettings(BaseSettings):
     stalled_after_s: float = Field(
         default=30.0, gt=0, description="A running job whose worker sent no heartbeat for this long is failed.",
     )
+    results_anonymous_ttl_h: float = Field(
+        default=24.0, gt=0, description="Hours the results of an execution without an API key are kept.")
+    results_ttl_days: float = Field(
+        default=30.0, gt=0, description="Days the results of an execution with a key are kept (published results "
+        "are kept until they are unpublished; `tpa results keep` extends).")
+    results_prune_every_s: float = Field(
+        default=600.0, gt=0, description="How often the job worker deletes expired results and their tables.")
 
 
 class Settings(BaseSettings):

@@ -27,6 +27,7 @@ def _stl():
 
 
 def test_moran_matches_esda_docstring():
+    # checks the method: methodology#global-moran
     y, w = _stl()
     g = ac.global_autocorrelation(y, w, 999, 12345)
     assert round(g.moran_i, 3) == 0.244
@@ -36,6 +37,7 @@ def test_moran_matches_esda_docstring():
 
 
 def test_bivariate_moran_matches_esda_docstring():
+    # checks the method: methodology#bivariate
     import libpysal
 
     db = libpysal.io.open(libpysal.examples.get_path("sids2.dbf"))
@@ -56,6 +58,7 @@ def _lattice(n: int = 5) -> np.ndarray:
 
 
 def test_local_moran_by_hand_on_a_lattice():
+    # checks the method: methodology#lisa
     geoms = _lattice()
     xy = shapely.get_coordinates(shapely.centroid(geoms)) * 1e5
     y = np.arange(25, dtype=float) ** 1.5
@@ -71,6 +74,7 @@ def test_local_moran_by_hand_on_a_lattice():
 
 def test_gi_star_matches_the_closed_form():
     """Z_i = (Σ_j w_ij x_j − x̄ W_i) / (s √[(n Σ_j w_ij² − W_i²)/(n − 1)]), binary weights with self (DOMAIN §3.2)."""
+    # checks the method: methodology#gi-star
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 10_000, (40, 2))
     y = rng.gamma(2.0, 10.0, 40)
@@ -97,6 +101,7 @@ def test_constant_variable_is_refused():
 
 
 def test_two_step_fca_by_hand():
+    # checks the method: methodology#accessibility
     d = np.array([100.0, 200.0, 50.0])
     s = np.array([10.0, 5.0])
     c = np.array([[5.0, 25.0], [15.0, 8.0], [40.0, 12.0]])
@@ -121,6 +126,7 @@ def test_two_step_fca_by_hand():
 
 
 def test_gaps_by_hand():
+    # checks the method: methodology#coverage-gaps
     demand = np.array([[120.0, 40.0], [120.5, 40.0], [121.0, 40.0]])
     supply = np.array([[120.0, 40.0]])
     near, idx = gp.nearest_km(demand, supply)
@@ -141,6 +147,7 @@ def _instance(n: int, m: int, seed: int):
 
 
 def test_mclp_equals_spopt():
+    # checks the method: methodology#location-allocation
     import pulp
     from spopt.locate import MCLP
 
@@ -189,6 +196,7 @@ def test_pmedian_equals_spopt():
 
 
 def test_pmedian_at_scale_reports_a_proven_gap():
+    # checks the method: methodology#location-allocation
     cost, w = _instance(1500, 150, 4)
     r = loc.pmedian(cost, w, 10, [], 60, exact_limit=0)
     assert r.lower_bound <= r.objective

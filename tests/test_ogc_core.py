@@ -315,6 +315,7 @@ async def test_households_need_a_key(api, api_keys):
 
 
 async def test_analysts_see_displaced_points(api, api_keys, demo_database):
+    # checks the method: methodology#displacement
     analyst = {"Authorization": f"Bearer {api_keys[Role.analyst]}"}
     admin = {"Authorization": f"Bearer {api_keys[Role.admin]}"}
     a = (await api.get("/collections/households/items", params={"limit": 200}, headers=analyst)).json()

@@ -281,6 +281,7 @@ def test_restart_fails_the_running_job_and_runs_the_queued_one(proc_db: Throwawa
 
 
 async def test_village_poverty_layer_aggregates_and_suppresses(pc: httpx.AsyncClient, proc_keys: dict[Role, str]):
+    # checks the method: methodology#village-poverty
     admin = {"Authorization": f"Bearer {proc_keys[Role.admin]}"}
     vp = (await pc.get("/collections/village-poverty/items", params={"limit": 2000})).json()
     assert vp["numberMatched"] == 1200

@@ -45,6 +45,7 @@ async def _items(c: httpx.AsyncClient, href: str, key: str | None = None, **para
 
 # ============================================================================ coupling coordination (§7)
 def test_coupling_reference_values_and_bands():
+    # checks the method: methodology#coupling, methodology#coupling-bands, methodology#lag-type
     c, t, d = cp.coupling(np.array([[0.6, 0.4], [0.8, 0.2]]), np.array([0.5, 0.5]))
     assert c[0] == pytest.approx(0.9797958971, abs=1e-10) and t[0] == pytest.approx(0.5)
     assert d[0] == pytest.approx(0.6999271023, abs=1e-10)
@@ -72,6 +73,7 @@ def test_coupling_reference_values_and_bands():
 
 
 def test_entropy_weights_by_hand():
+    # checks the method: methodology#entropy
     # x = [[1, 10], [2, 20], [3, 10]], both benefit indicators:
     # x'1 = (0, 0.5, 1) → p = (0, 1/3, 2/3); e1 = −(1/ln 3)(1/3 ln 1/3 + 2/3 ln 2/3) = 0.5793801642
     # x'2 = (0, 1, 0) → p = (0, 1, 0); e2 = 0; d = (0.4206198358, 1); w = d / 1.4206198358
@@ -210,6 +212,7 @@ def _global_row(**deprived: int) -> dict[str, int]:
 
 
 def test_alkire_foster_by_hand():
+    # checks the method: methodology#mpi
     rows = [_global_row(nutrition=1, cooking_fuel=1, sanitation=1, drinking_water=1),  # 1/6 + 3/18: poor
             _global_row(school_attendance=1, electricity=1),  # 4/18: vulnerable
             _global_row(nutrition=1, child_mortality=1, years_of_schooling=1),  # 1/2: severe
@@ -259,6 +262,7 @@ def _ref_mpi(rows: list[dict[str, Any]], codes: list[str], w: dict[str, float], 
 
 
 async def test_mpi_process_equals_second_implementation(editor: httpx.AsyncClient):
+    # checks the method: methodology#mpi
     rng = random.Random(3)
     codes = [i.code for i in af.GLOBAL_MPI]
     rows = [{"id": f"h{i}", "size": rng.randint(1, 6), "county": rng.choice(["c1", "c2", "c3"]),
@@ -313,6 +317,8 @@ HH_B = {"id": "B", "size": 2, "net_income_pc": 5000, "clinic_min": 10, "house_sa
 
 
 def test_need_scores_by_hand():
+    # checks the method: methodology#living-needs, methodology#production-needs, methodology#priors,
+    # methodology#ln, methodology#recommendations
     a = nd.assess([HH_A, HH_B], nd.NeedRules(poverty_line=4000), TABLE)
     s = {n: a.scores[n].tolist() for n in nd.NEEDS}
     # A: income 3000 < 4000 → L_FOOD 1; illness 0.5 + clinic 30 km at 30 km/h = 60 min → 0.2·1 → L_HEALTH 0.7;
@@ -375,6 +381,7 @@ def _ref_needs(h: dict[str, Any], line: float, table: nd.CauseTable = TABLE) -> 
 
 
 async def test_needs_process_inline_equals_second_implementation(editor: httpx.AsyncClient):
+    # checks the method: methodology#needs-groups
     rng = random.Random(11)
     rows = []
     for i in range(200):
@@ -430,6 +437,7 @@ def _point(lon: float, lat: float, **props: Any) -> dict[str, Any]:
 
 
 async def test_matching_by_hand(editor: httpx.AsyncClient):
+    # checks the method: methodology#matching
     # h1 and h2 at one spot both need health; project P (1 slot, 5 km) 0.02° east. h1 (LN 0.9) wins the slot:
     # its cost d·(1.5 − 0.9) beats d·(1.5 − 0.1). h3 needs jobs only: no compatible project. Q is out of reach.
     units = {"type": "FeatureCollection", "features": [
@@ -473,6 +481,7 @@ async def test_matching_by_hand(editor: httpx.AsyncClient):
 
 
 def test_matching_equals_networkx_and_assignment():
+    # checks the method: methodology#matching
     import networkx as nx
     from scipy.optimize import linear_sum_assignment
 

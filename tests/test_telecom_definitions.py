@@ -52,6 +52,7 @@ def nights(device, place, n, start_day=1, hour=23):
 
 
 def test_home_needs_min_nights_and_counts_the_night_that_starts_at_21(tmp_path):
+    # checks the method: methodology#telecom-indicators
     ev = nights("ten", A, 10) + nights("nine", A, 9)
     # 23:00 on day 20 and 01:00 on day 21 belong to the same night: still 9 nights for "nine+"
     ev += nights("nine+", A, 8) + [("nine+", local(2024, 3, 20, 23), A), ("nine+", local(2024, 3, 21, 1), A)]
@@ -115,6 +116,7 @@ def test_utc_is_shifted_to_local_time(tmp_path):
 
 
 def test_radius_of_gyration_two_points_on_the_equator(tmp_path):
+    # checks the method: methodology#telecom-indicators
     west, east = (0.0, 0.0), (0.0, 1.0)
     ev = nights("g", west, 10) + nights("g", east, 9, start_day=12, hour=12)
     out, _home, _day, con = run(tmp_path, ev)
@@ -139,6 +141,7 @@ def test_events_outside_the_period_are_dropped_and_dst_zones_refused(tmp_path):
 
 def test_duckdb_sql_equals_an_independent_polars_implementation(tmp_path):
     """Random commuters over a month: every table of the SQL definitions equals the Polars rewrite."""
+    # checks the method: methodology#telecom-indicators
     import random
 
     import polars as pl
@@ -177,6 +180,7 @@ def test_duckdb_sql_equals_an_independent_polars_implementation(tmp_path):
 
 def test_admin_od_out_migration_and_service_access(tmp_path):
     """The admin-unit, out-migration and service-access definitions on a hand-made month."""
+    # checks the method: methodology#telecom-indicators
     from app.telecom import sql
 
     ev = []

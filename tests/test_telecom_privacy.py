@@ -56,6 +56,7 @@ def _materialize(con):
 
 
 def test_suppressed_cells_roll_up_and_never_include_published_children(layout):
+    # checks the method: methodology#telecom-suppression
     L = layout
     homes = {L["c1"]: 20, L["c2"]: 10, L["c3"]: 8, L["c4"]: 5, L["far"]: 30, L["far2"]: 16}
     con = _con(homes, {})
@@ -70,6 +71,7 @@ def test_suppressed_cells_roll_up_and_never_include_published_children(layout):
 
 
 def test_statistics_follow_the_same_rule(layout):
+    # checks the method: methodology#telecom-suppression
     L = layout
     con = _con({L["c1"]: 20, L["c2"]: 10, L["c3"]: 8}, {})
     con.execute("CREATE TABLE gyr AS SELECT dev, CAST(dev AS DOUBLE) AS rg_km FROM home")
@@ -83,6 +85,7 @@ def test_statistics_follow_the_same_rule(layout):
 
 
 def test_keys_and_od_pairs_roll_up_together(layout):
+    # checks the method: methodology#telecom-suppression
     L = layout
     con = duckdb.connect()
     con.execute("CREATE TABLE od (dev BIGINT, cell BIGINT, dest BIGINT)")
@@ -97,6 +100,7 @@ def test_keys_and_od_pairs_roll_up_together(layout):
 
 
 def test_admin_units_cannot_reveal_suppressed_cells_by_subtraction(layout):
+    # checks the method: methodology#telecom-admin
     L = layout
     homes = {L["c1"]: 20, L["c2"]: 10, L["c3"]: 8, L["c4"]: 5, L["far"]: 30, L["far2"]: 16}
     # A = c1 + c2 (P7 straddles A and B); B = c3 + c4; C = far + far2 (both published)

@@ -1,4 +1,4 @@
-"""Accessibility by two-step floating catchment area (DOMAIN §3.3) with the ``access`` package:
+"""Accessibility by two-step floating catchment area (docs/methodology.md#accessibility) with the ``access`` package:
 classic 2SFCA, enhanced 2SFCA (stepped weights, Luo & Qi 2009) and the Gaussian weight."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _EXP_HALF = math.exp(-0.5)
 
 
 def gaussian_weight(d0: float) -> Callable[[np.ndarray], np.ndarray]:
-    """W(d) = (e^{-½(d/d0)²} − e^{-½}) / (1 − e^{-½}) for d ≤ d0, else 0 (DOMAIN §3.3)."""
+    """W(d) = (e^{-½(d/d0)²} − e^{-½}) / (1 − e^{-½}) for d ≤ d0, else 0 (docs/methodology.md#accessibility)."""
 
     def fn(d: np.ndarray) -> np.ndarray:
         d = np.asarray(d, dtype=float)

@@ -1,4 +1,4 @@
-"""Spatial autocorrelation (DOMAIN §3.2) with esda: global and local Moran, Geary, Getis-Ord Gi*,
+"""Spatial autocorrelation (docs/methodology.md#global-moran) with esda: global and local Moran, Geary, Getis-Ord Gi*,
 bivariate Moran and the Assunção–Reis empirical-Bayes rate."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Stage 3: entropy weights and the coupling coordination degree model (DOMAIN §7).
+"""Stage 3: entropy weights and the coupling coordination degree model (docs/methodology.md#coupling).
 
 Written with numpy rather than taken from a library: no maintained PyPI package implements the entropy-weight
-method and the coupling coordination degree as DOMAIN §7 defines them (min–max normalisation without the
-+0.0001 shift, 0·ln 0 := 0, a constant column weighted 0, the classic C), and the formulas are a few lines.
+method and the coupling coordination degree as docs/methodology.md#coupling defines them (min–max normalisation
+without the +0.0001 shift, 0·ln 0 := 0, a constant column weighted 0, the classic C), and the formulas are a few lines.
 ``tests/test_stage23.py`` checks them against the published reference values and a second, loop-based
 implementation.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from app.analysis.spatial import AnalysisError
 
-# D bands: (lower, upper] per class; D = 0 falls in class 1 (地理学报 2021 76(4) Table 1; DOMAIN §7.3)
+# D bands: (lower, upper] per class; D = 0 falls in class 1 (地理学报 2021 76(4) Table 1; docs/methodology.md#coupling)
 D_BANDS: tuple[tuple[str, str], ...] = (
     ("极度失调", "extreme imbalance"),
     ("严重失调", "serious imbalance"),
@@ -53,7 +53,7 @@ def c_band(c: float) -> int:
 
 
 def lag_type(u1: float, u2: float, tol: float) -> str:
-    """U1 = living security, U2 = production capacity (DOMAIN §7.3, this spec's convention)."""
+    """U1 = living security, U2 = production capacity (docs/methodology.md#coupling, this spec's convention)."""
     if round(abs(u1 - u2), 12) <= tol:
         return "synchronous"
     return "production-lagging" if u2 < u1 else "living-lagging"
@@ -82,7 +82,7 @@ class EntropyWeights:
 
 
 def entropy_weights(xn: np.ndarray) -> EntropyWeights:
-    """Entropy weights of normalised indicators (m units × n indicators), DOMAIN §7.2.
+    """Entropy weights of normalised indicators (m units × n indicators), docs/methodology.md#entropy.
 
     p_ij = x'_ij / Σ_i x'_ij; e_j = −(1/ln m) Σ_i p_ij ln p_ij with 0·ln 0 = 0; d_j = 1 − e_j; w_j = d_j / Σ d_j.
     A column that sums to 0 (constant before normalisation) carries no information: e_j = 1, weight 0.
@@ -103,7 +103,7 @@ def entropy_weights(xn: np.ndarray) -> EntropyWeights:
 
 
 def coupling(u: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """C, T and D for m units × n subsystems (DOMAIN §7.3).
+    """C, T and D for m units × n subsystems (docs/methodology.md#coupling).
 
     C = n·[Π U_i / (Σ U_i)^n]^(1/n) (2√(U1U2)/(U1+U2) for n = 2; C = 0 when ΣU = 0), T = Σ α_i U_i, D = √(C·T).
     """

@@ -1,4 +1,5 @@
-"""Coverage gaps (DOMAIN §3.4): demand units whose nearest supply of a type lies beyond a threshold."""
+"""Coverage gaps (docs/methodology.md#coverage-gaps): demand units whose nearest supply of a type lies beyond a
+threshold."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Location-allocation (DOMAIN §3.5): LSCP, MCLP, p-median and p-center with PuLP and its bundled CBC.
+"""Location-allocation (docs/methodology.md#location-allocation): LSCP, MCLP, p-median and p-center with PuLP
+and its bundled CBC.
 
 The models follow spopt's formulations (``spopt.locate``), and the tests check them against spopt on
 small instances. They are built here directly with PuLP because spopt builds the dense n × m model in

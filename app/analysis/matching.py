@@ -1,4 +1,4 @@
-"""Stage 2: households (or villages) matched to projects as a capacitated min-cost flow (DOMAIN §6.2).
+"""Stage 2: households (or villages) matched to projects as a capacitated min-cost flow (docs/methodology.md#matching).
 
 Network: source → unit i (capacity d_i, its demand) → project j (cost c_ij) → sink (capacity = slots of j),
 and i → sink directly at the unmet penalty M. Unit i may use project j only when their needs intersect and

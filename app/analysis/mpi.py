@@ -1,4 +1,4 @@
-"""The Alkire–Foster multidimensional poverty measure (DOMAIN §2.5).
+"""The Alkire–Foster multidimensional poverty measure (docs/methodology.md#mpi).
 
 Hand-written on numpy: the AF method is a weighted sum, a cut-off and means; the Python packages that
 compute it are unmaintained or tied to one survey format. Checked in ``tests/test_stage23.py`` against
@@ -24,7 +24,7 @@ class Indicator:
     description: str = ""
 
 
-# The global MPI (OPHI/UNDP): 3 dimensions, 10 indicators (DOMAIN §2.5)
+# The global MPI (OPHI/UNDP): 3 dimensions, 10 indicators (docs/methodology.md#mpi)
 GLOBAL_MPI: tuple[Indicator, ...] = (
     Indicator("nutrition", "health", 1 / 6, "any undernourished member"),
     Indicator("child_mortality", "health", 1 / 6, "a child under 18 died in the last 5 years"),

@@ -1,4 +1,4 @@
-"""Stage 2: household need scores in [0, 1] with the inputs behind each (DOMAIN §6.1, §2.2, §2.4).
+"""Stage 2: household need scores in [0, 1] with the inputs behind each (docs/methodology.md#needs).
 
 Every rule is a transparent formula of registry fields so an official can retrace a score; the rules and their
 weights are configurable (``NeedRules``). The scoring is vectorised with numpy over all households.
@@ -34,7 +34,7 @@ FIELDS: dict[str, str] = {
     "house_safety_grade": "A, B, C or D (L_HOUSE)",
     "water_safe": "safe drinking water (L_WATER)",
     "water_difficulty": "difficult access to water (L_WATER)",
-    "main_cause": "main cause of poverty (priors, DOMAIN §2.4)",
+    "main_cause": "main cause of poverty (priors, docs/methodology.md#cause-table)",
     "ordinary_labour": "members with ordinary labour capacity (P_JOB)",
     "skilled_labour": "skilled members (P_JOB, P_SKILL)",
     "arable_mu": "arable land in mu (P_LAND)",
@@ -48,7 +48,7 @@ FIELDS: dict[str, str] = {
 
 @dataclass
 class NeedRules:
-    """The rules' parameters (defaults: DOMAIN §6.1 and ``indicator_def``)."""
+    """The rules' parameters (defaults: docs/methodology.md#needs and ``indicator_def``)."""
 
     poverty_line: float
     health_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)  # illness, uninsured, clinic distance
@@ -178,7 +178,7 @@ def _rounded(a: np.ndarray) -> list[float | None]:
 
 
 def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_recommended: int = 3) -> Assessment:
-    """Score every household (DOMAIN §6.1) and recommend project types through the cause table."""
+    """Score every household (docs/methodology.md#needs) and recommend project types through the cause table."""
     m = len(rows)
     size = _num(rows, "size")
     if m and (~np.isfinite(size) | (size <= 0)).any():
@@ -241,7 +241,7 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
     for n in ("P_MOTIV", "P_RELOC", "P_RESIL"):
         s[n] = np.zeros(m)
 
-    # priors of the main cause (DOMAIN §6.1): a need listed for the cause gets at least cause_prior
+    # priors of the main cause (docs/methodology.md#needs): a need listed for the cause gets at least cause_prior
     prior = {n: np.zeros(m, dtype=bool) for n in NEEDS}
     for i, cz in enumerate(cause):
         for n in table.needs.get(cz or "", ()):

@@ -111,7 +111,7 @@ class BuiltWeights:
 
 
 def build_weights(geoms: np.ndarray, xy: np.ndarray, spec: WeightsSpec) -> BuiltWeights:
-    """Spatial weights as DOMAIN §3.1 prescribes (libpysal): contiguity for polygons, KNN or a distance
+    """Spatial weights as docs/methodology.md#weights prescribes (libpysal): contiguity for polygons, KNN or a distance
     band (binary) on metric coordinates for points. Islands are attached to their nearest neighbour."""
     from libpysal.weights import KNN, DistanceBand, Queen, Rook
     from libpysal.weights.util import attach_islands

@@ -11,7 +11,7 @@ Everything else is synthetic and drawn from one ``numpy.random.Generator`` seede
 * about 25,000 registered households and their persons, whose causes and needs follow the county
   indicators: more agriculture (``EMPL_INDU_AGHU``) and less piped water (``HOUS_SAMP_WATR``) give more
   water and income needs, lower schooling (``EDUC_AVGY``) fewer skills, minority shares set ethnicity;
-* about 300 projects of the DOMAIN §2.3 types with capacities and service radii, and their beneficiaries;
+* about 300 projects (types of docs/methodology.md#codes) with capacities, service radii, beneficiaries;
 * about 2,000 facilities (schools, clinics, hospitals, markets, banks, bus stops, water plants,
   township governments).
 
@@ -172,7 +172,7 @@ def _canon(v: Any) -> str:
 
 # ----------------------------------------------------------------------------------------------- helpers
 def pseudonym(national_id: str, key: bytes = DEMO_PSEUDONYM_KEY) -> str:
-    """HMAC-SHA256 pseudonym (DOMAIN §1)."""
+    """HMAC-SHA256 pseudonym (docs/methodology.md#registry)."""
     return hmac.new(key, national_id.encode(), hashlib.sha256).hexdigest()
 
 
@@ -384,13 +384,13 @@ _PROJECT_SPEC: dict[ProjectType, tuple[float, tuple[int, int], float, float, str
     ProjectType.skills_training: (0.08, (30, 200), 20.0, 150_000, "training"),
 }
 
-# DOMAIN §2.1 national registry mix of main causes [K], before county modulation.
+# The national registry mix of main causes (docs/methodology.md#codes) [K], before county modulation.
 _CAUSE_BASE = {
     Cause.illness: 0.40, Cause.disability: 0.13, Cause.schooling: 0.03, Cause.disaster: 0.015,
     Cause.lack_land: 0.03, Cause.lack_water: 0.015, Cause.lack_skills: 0.08, Cause.lack_labour: 0.09,
     Cause.lack_capital: 0.10, Cause.poor_transport: 0.02, Cause.lack_motivation: 0.06, Cause.other: 0.03,
 }
-# Needs the registry form records for a main cause (DOMAIN §2.4, default map).
+# Needs the registry form records for a main cause (docs/methodology.md#cause-table, default map).
 _CAUSE_NEEDS: dict[Cause, tuple[Need, ...]] = {
     Cause.illness: (Need.L_HEALTH, Need.P_JOB, Need.P_CAPITAL),
     Cause.disability: (Need.L_HEALTH, Need.L_HOUSE, Need.P_JOB, Need.P_SKILL),
@@ -599,7 +599,9 @@ def generate(
         "thebamboogrove); GHSL: JRC GHSL GHS-POP R2023A (CC BY 4.0); township codes: NBS 2023 via "
         "modood/Administrative-divisions-of-China (WTFPL).",
         "metadata": {"generator": "app.demo.generate", "version": GENERATOR_VERSION, "seed": seed,
-                     "synthetic": True},
+                     "synthetic": True, "country_name": "China",
+                     "admin_levels": {"0": "Country 国家", "1": "Province 省", "2": "Prefecture 地级市",
+                                      "3": "County 县/区", "4": "Township 乡镇/街道", "5": "Village 村"}},
     }
     tables = {
         "admin_unit": admin, "village": village, "household": hh_table, "person": person_table,

@@ -223,7 +223,7 @@ LABELS: dict[str, str] = {
     "名称": "name", "代码": "code", "区划代码": "code", "级别": "level", "上级代码": "parent_code",
 }
 
-# Chinese labels of the code lists (registry forms, DOMAIN §2) → codes.
+# Chinese labels of the code lists (registry forms, docs/methodology.md#codes) → codes.
 VALUE_LABELS: dict[str, dict[str, str]] = {
     "cause": {"因病": "illness", "因残": "disability", "因学": "schooling", "因灾": "disaster", "缺土地": "lack_land",
               "缺水": "lack_water", "缺技术": "lack_skills", "缺劳力": "lack_labour", "缺劳动力": "lack_labour",

@@ -13,7 +13,8 @@ from pyproj.exceptions import CRSError
 
 from app.errors import Conflict, InvalidParameter, NotFound
 
-# World Bank International Poverty Line, June 2025: $3.00 per person per day at 2021 PPP (DOMAIN §2.5).
+# World Bank International Poverty Line, June 2025: $3.00 per person per day at 2021 PPP
+# (docs/methodology.md#poverty-lines).
 IPL_PER_DAY_USD = Decimal("3.00")
 IPL_NOTE = "World Bank International Poverty Line: $3.00 per person per day (2021 PPP) × 365"
 

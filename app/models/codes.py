@@ -1,4 +1,4 @@
-"""Code lists of DOMAIN.md §1–2 as Python enums.
+"""Code lists of docs/methodology.md#codes as Python enums.
 
 The database has the same lists as PostgreSQL enum types (migrations/sql/0001_schema.sql);
 ``tests/test_schema.py`` fails when the two drift apart.
@@ -256,8 +256,8 @@ PG_ENUMS: dict[str, type[StrEnum]] = {
 }
 
 
-# Needs each project type addresses by default (inverse reading of DOMAIN §2.4; projects carry their own
-# ``addresses_needs``, this is what the demo and the import use when a source gives none).
+# Needs each project type addresses by default (inverse reading of docs/methodology.md#cause-table; projects carry
+# their own ``addresses_needs``, this is what the demo and the import use when a source gives none).
 PROJECT_TYPE_NEEDS: dict[ProjectType, frozenset[Need]] = {
     ProjectType.industry: frozenset({Need.P_INDUSTRY, Need.P_JOB, Need.P_CAPITAL}),
     ProjectType.employment: frozenset({Need.P_JOB}),

@@ -1,4 +1,4 @@
-"""GeoAlchemy2 models of the domain schema (DOMAIN.md §1).
+"""GeoAlchemy2 models of the domain schema (docs/methodology.md#registry).
 
 The DDL itself is owned by the Alembic revisions in ``migrations/``; these models describe the
 same tables for queries, and ``tests/test_schema.py`` checks that both agree column by column.
@@ -40,7 +40,7 @@ class Base(DeclarativeBase):
 
 
 class Validity:
-    """Columns every domain table carries (DOMAIN §1): yearly validity and provenance."""
+    """Columns every domain table carries (docs/methodology.md#registry): yearly validity and provenance."""
 
     valid_from: Mapped[dt.date] = mapped_column(Date)
     valid_to: Mapped[dt.date | None] = mapped_column(Date)
@@ -277,6 +277,8 @@ class AnalysisRun(Base):
     time_limit_s: Mapped[int | None] = mapped_column(Integer)
     queue_job_id: Mapped[int | None] = mapped_column(BigInteger)
     updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    pruned: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):
@@ -312,6 +314,9 @@ class PublishedLayer(Base):
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("analysis_run.run_id", ondelete="CASCADE"))
     keywords: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    listed: Mapped[bool] = mapped_column(Boolean)
+    style: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class AuditLog(Base):

@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -82,6 +83,7 @@ class Extent:
     bbox: tuple[float, float, float, float] | None = None
     interval: tuple[str | None, str | None] | None = None
     count: int = 0
+    regions: tuple[str, ...] = ()  # the regions the features belong to (their ``region`` property)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class Layer:
     # under ``properties:``): each key present in the data becomes a typed, queryable property.
     open_props: ColumnElement[Any] | None = None
     static_props: tuple[Prop, ...] | None = None  # the properties before the open ones were added
+    listed: bool = True  # in /collections; results of executions are not unless published
+    style: Mapping[str, Any] | None = None  # how it is drawn (app.processes.styles)
+    context: Mapping[str, Any] | None = None  # a result's process, job, inputs summary and owner
 
     def prop(self, name: str) -> Prop | None:
         return self._props_by_name.get(name)
@@ -221,12 +226,26 @@ def displaced_point(geom: ColumnElement[Any], key_of: ColumnElement[Any], secret
     return func.geometry(func.ST_Project(func.geography(geom), dist, azimuth))
 
 
+# The township and county of a village (its admin unit's parent and grandparent), by name: several villages share a
+# name (11 demo villages are called 泉村), so a person needs them to tell villages apart.
+_TOWNSHIP = AdminUnit.__table__.alias("township")
+_COUNTY = AdminUnit.__table__.alias("county")
+
+
+def _village_source(v: Any, a: Any) -> Any:
+    return (v.join(a, a.c.code == v.c.code).outerjoin(_TOWNSHIP, _TOWNSHIP.c.code == a.c.parent_code)
+            .outerjoin(_COUNTY, _COUNTY.c.code == _TOWNSHIP.c.parent_code))
+
+
 def _village_head(v: Any, a: Any) -> tuple[Prop, ...]:
-    """The identifying properties every village layer starts with."""
+    """The identifying properties every village layer starts with (its source is :func:`_village_source`)."""
     return (
         _p("region", v.c.region_id, STRING, "Region id"),
         _p("name", a.c.name, STRING, "Village name"),
+        _p("township", _TOWNSHIP.c.name, STRING, "Township (name)"),
+        _p("county", _COUNTY.c.name, STRING, "County (name)"),
         _p("township_code", a.c.parent_code, STRING, "Code of the township the village belongs to"),
+        _p("county_code", _TOWNSHIP.c.parent_code, STRING, "Code of the county"),
         _p("is_poverty_village", v.c.is_poverty_village, BOOLEAN, "Registered poverty village (贫困村)"),
     )
 
@@ -259,7 +278,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         id="villages",
         title="Villages",
         description="Villages with the poverty-village form: population, labour, infrastructure, services.",
-        source=v.join(a, a.c.code == v.c.code),
+        source=_village_source(v, a),
         id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
         props=(
             *_village_head(v, a),
@@ -303,7 +322,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         props=(
             _p("region", p.c.region_id, STRING, "Region id"),
             _p("name", p.c.name, STRING, "Name"),
-            _p("type", p.c.type, enum_schema(codes.ProjectType), "Project type (DOMAIN §2.3)"),
+            _p("type", p.c.type, enum_schema(codes.ProjectType), "Project type (code list: /docs/methodology#codes)"),
             _p("subtype", p.c.subtype, STRING, "Subtype"),
             _p("admin_code", p.c.admin_code, STRING, "Administrative unit"),
             _p("start_date", p.c.start_date, DATE, "Start"),
@@ -444,8 +463,8 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
     return layers
 
 
-# DOMAIN §5.5: public layers show village aggregates of the registry; an aggregate of fewer than 5
-# households is suppressed (a count of 0 reveals nobody and is shown).
+# docs/methodology.md#village-poverty: public layers show village aggregates of the registry; an aggregate of
+# fewer than 5 households is suppressed (a count of 0 reveals nobody and is shown).
 MIN_HOUSEHOLDS = 5
 POOR_STATUSES = ("poor", "returned")
 
@@ -478,7 +497,7 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
         "(poor persons / population). "
         f"Counts of 1–{MIN_HOUSEHOLDS - 1} households are suppressed (null, suppressed = true). The demand "
         "layer of the Stage 1 processes.",
-        source=v.join(a, a.c.code == v.c.code).outerjoin(agg, agg.c.code == v.c.code),
+        source=_village_source(v, a).outerjoin(agg, agg.c.code == v.c.code),
         id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
         props=(
             *_village_head(v, a),
@@ -497,7 +516,7 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
 
 
 def telecom_layers() -> list[Layer]:
-    """Released telecom aggregates (only aggregates ever enter the database; DOMAIN §5).
+    """Released telecom aggregates (only aggregates ever enter the database; docs/methodology.md#telecom-suppression).
 
     Cells are H3 hexagons (``h3_cell``); rows rolled up to a parent cell carry its coarser ``h3_res``. Counts
     are published only for more than k devices; admin-unit rows that would reveal a small group carry
@@ -681,23 +700,32 @@ _INTROSPECT = text(
 )
 
 
-async def published_layers(conn: Any, known: Mapping[str, Layer] | None = None) -> list[Layer]:
-    """Layers for the tables registered in ``published_layer`` (introspected; a layer already ``known`` with
-    the same table is kept as it is — results never change shape, and re-reading hundreds of them after
-    every job made the catalogue refresh grow with the number of results)."""
-    rows = (await conn.execute(text(
-        "SELECT p.layer_id, p.schema_name, p.table_name, p.title, p.description, p.id_column, p.geometry_column, "
-        "p.datetime_column, p.required_role::text AS required_role, p.keywords, "
-        "CASE WHEN p.required_role IS NOT NULL THEN r.owner END AS owner "
-        "FROM published_layer p LEFT JOIN analysis_run r ON r.run_id = p.run_id ORDER BY p.layer_id"
-    ))).mappings().all()
+_PUBLISHED = (
+    "SELECT p.layer_id, p.schema_name, p.table_name, p.title, p.description, p.id_column, p.geometry_column, "
+    "p.datetime_column, p.required_role::text AS required_role, p.keywords, p.listed, p.style, p.context, "
+    "CASE WHEN p.required_role IS NOT NULL THEN r.owner END AS owner "
+    "FROM published_layer p LEFT JOIN analysis_run r ON r.run_id = p.run_id "
+)
+
+
+async def published_layers(conn: Any, known: Mapping[str, Layer] | None = None,
+                           layer_id: str | None = None) -> list[Layer]:
+    """Layers for the tables registered in ``published_layer``: the listed ones (the catalogue), or the one named
+    ``layer_id``, listed or not (a result read by its URL). Introspected; a layer already ``known`` with the same
+    table is kept as it is — results never change shape, and re-reading them after every job made the catalogue
+    refresh grow with the number of results."""
+    if layer_id is None:
+        rows = (await conn.execute(text(_PUBLISHED + "WHERE p.listed ORDER BY p.layer_id"))).mappings().all()
+    else:
+        rows = (await conn.execute(text(_PUBLISHED + "WHERE p.layer_id = :id"), {"id": layer_id})).mappings().all()
     layers = []
     for r in rows:
         old = (known or {}).get(r["layer_id"])
         if old is not None and old.versioned == (f"{r['schema_name']}.{r['table_name']}",):
             role = Role(r["required_role"]) if r["required_role"] else None
             layers.append(replace(old, required_role=role, owner=r["owner"], title=r["title"],
-                                  description=r["description"] or r["title"], keywords=tuple(r["keywords"] or ())))
+                                  description=r["description"] or r["title"], keywords=tuple(r["keywords"] or ()),
+                                  listed=r["listed"], style=r["style"], context=r["context"]))
             continue
         cols = (await conn.execute(_INTROSPECT, {"schema": r["schema_name"], "table": r["table_name"]})).all()
         if not cols:
@@ -731,6 +759,7 @@ async def published_layers(conn: Any, known: Mapping[str, Layer] | None = None) 
             required_role=Role(r["required_role"]) if r["required_role"] else None,
             keywords=tuple(r["keywords"] or ()), owner=r["owner"],
             versioned=(f"{r['schema_name']}.{r['table_name']}",),
+            listed=r["listed"], style=r["style"], context=r["context"],
         ))
     return layers
 
@@ -757,6 +786,9 @@ async def compute_extent(conn: Any, layer: Layer) -> Extent:
         cols.append(func.min(t.start).label("t0"))
         if t.end is not None:
             cols += [func.max(t.end).label("t1"), func.bool_or(t.end.is_(None)).label("open_end")]
+    region = layer.prop("region")
+    if region is not None:
+        cols.append(func.array_agg(func.distinct(region.expr)).label("regions"))
     row = (await conn.execute(select(*cols).select_from(layer.source))).mappings().one()
     bbox = None
     if layer.geom is not None and row["x0"] is not None:
@@ -765,7 +797,8 @@ async def compute_extent(conn: Any, layer: Layer) -> Extent:
     if layer.temporal is not None and row["n"]:
         end = None if row.get("open_end") else row.get("t1")
         interval = (_iso(row["t0"]), _iso(end))
-    return Extent(bbox, interval, int(row["n"]))
+    regions = tuple(sorted(r for r in (row.get("regions") or ()) if r is not None))
+    return Extent(bbox, interval, int(row["n"]), regions)
 
 
 @dataclass(frozen=True)
@@ -785,6 +818,8 @@ class Catalog:
 
 
 _VERSIONS = text("SELECT table_name, version FROM table_version")
+_PUBLISHED_TABLE = "public.published_layer"
+UNLISTED_CACHE = 512  # result layers read by URL kept in memory per process
 _REGIONS = text("SELECT name, attribution FROM region ORDER BY region_id")
 _SRIDS = text("SELECT DISTINCT analysis_crs FROM region")
 
@@ -867,6 +902,8 @@ class LiveCatalog:
         self.catalog: Catalog | None = None
         self._checked = -math.inf  # monotonic time at which the last finished check started reading
         self._lock = asyncio.Lock()
+        # results that are not listed, read by their URL: loaded on demand, forgotten when published_layer changes
+        self._unlisted: OrderedDict[str, Layer] = OrderedDict()
 
     async def current(self, force: bool = False) -> Catalog:
         """The catalogue; with ``force``, as of now (after a write this process made, or a collection not found)."""
@@ -877,12 +914,32 @@ class LiveCatalog:
             if self.catalog is not None and self._checked >= (asked if force else asked - self.min_interval_s):
                 return self.catalog  # a check that started after we asked finished while we waited
             started = time.monotonic()
-            if self.catalog is None:
+            before = self.catalog
+            if before is None:
                 self.catalog = await load_catalog(self.engine, self.security, self.license_url)
             else:
-                self.catalog = await refresh_catalog(self.engine, self.catalog, self.security, self.license_url)
+                self.catalog = await refresh_catalog(self.engine, before, self.security, self.license_url)
+            if before is None or self.catalog.versions.get(_PUBLISHED_TABLE) != before.versions.get(_PUBLISHED_TABLE):
+                self._unlisted.clear()  # dismissed or expired results must not be served from memory
             self._checked = started
             return self.catalog
+
+    async def unlisted(self, layer_id: str) -> Layer | None:
+        """A result collection that is not in the catalogue (not published), by its id; None if there is none."""
+        hit = self._unlisted.get(layer_id)
+        if hit is not None:
+            self._unlisted.move_to_end(layer_id)
+            return hit
+        async with self.engine.connect() as conn:
+            found = await published_layers(conn, layer_id=layer_id)
+            if not found:
+                return None
+            layer = await with_open_props(conn, found[0])
+            layer = replace(layer, extent=await compute_extent(conn, layer))
+        self._unlisted[layer_id] = layer
+        while len(self._unlisted) > UNLISTED_CACHE:
+            self._unlisted.popitem(last=False)
+        return layer
 
     def invalidate(self) -> None:
         """Check the versions again on the next request (this process wrote something)."""

@@ -79,6 +79,8 @@ async def get_landing_page(request: Request) -> Response:
         link(url_for(request, "/processes"), "http://www.opengis.net/def/rel/ogc/1.0/processes", JSON,
              "The analyses offered (OGC API - Processes)"),
         link(url_for(request, "/jobs"), "http://www.opengis.net/def/rel/ogc/1.0/job-list", JSON, "Your jobs"),
+        link(url_for(request, "/regions"), "related", JSON, "The regions held (ids, levels, periods)"),
+        link(url_for(request, "/docs/methodology"), "describedby", HTML, "The method: every indicator and analysis"),
     ]
     body = {"title": settings.api.title, "description": settings.api.description, "links": links}
     return respond(request, body, "landing.html")

@@ -138,10 +138,24 @@ async def _catalog(request: Request, force: bool = False) -> Catalog:
         raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
 
 
-async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:
+async def find_layer(request: Request, collection_id: str) -> Layer | None:
+    """A collection by id: from the catalogue, else a result that is not listed (read by its URL), else the
+    catalogue as of now (published a moment ago, perhaps by another process)."""
     layer = (await _catalog(request)).get(collection_id)
-    if layer is None:  # published a moment ago, perhaps by another process: look again as of now
+    if layer is None:
+        try:
+            layer = await request.app.state.catalog.unlisted(collection_id)
+        except DomainError:
+            raise
+        except Exception:
+            raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
+    if layer is None:
         layer = (await _catalog(request, force=True)).get(collection_id)
+    return layer
+
+
+async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:
+    layer = await find_layer(request, collection_id)
     if layer is not None and layer.hidden_from(role, getattr(request.state, "actor", None)):
         if role is None:  # someone's restricted results: sign in, then the owner (or an admin) reads them
             raise Unauthorized(f"The collection '{collection_id}' holds restricted results: {SIGN_IN}")
@@ -172,6 +186,16 @@ def collection_document(request: Request, layer: Layer, crs: tuple[str, ...], to
     ]
     if layer.license:
         links.append(link(layer.license, "license", HTML, "Licence"))
+    if layer.style:
+        links += [link(url_for(request, path + "/styles/default", {"f": "mapbox"}), "stylesheet", MAPBOX_STYLE,
+                       "Style (MapLibre GL)"),
+                  link(url_for(request, path + "/styles/default", {"f": "qml"}), "stylesheet", QML,
+                       "Style (QGIS QML)")]
+    for rid in layer.extent.regions:
+        links.append(link(url_for(request, f"/regions/{rid}"), "related", JSON, f"Region {rid}"))
+    if layer.context and layer.context.get("job"):
+        links.append(link(url_for(request, f"/jobs/{layer.context['job']}"), "related", JSON,
+                          "The job that computed this result"))
     doc: dict[str, Any] = {
         "id": layer.id,
         "title": layer.title,
@@ -193,6 +217,11 @@ def collection_document(request: Request, layer: Layer, crs: tuple[str, ...], to
         doc["attribution"] = layer.attribution
     if layer.required_role:
         doc["accessRole"] = layer.required_role.value
+    if layer.style:
+        doc["style"] = dict(layer.style)
+    if layer.context:
+        doc["result"] = {k: layer.context.get(k) for k in ("process", "process_title", "job", "output", "inputs",
+                                                           "owner", "created")}
     return doc
 
 
@@ -279,7 +308,8 @@ def sortable_names(layer: Layer) -> set[str]:
 
 
 def items_query(request: Request, catalog: Catalog, layer: Layer, role: Role | None,
-                output: str = "geojson") -> repo.ItemsQuery:
+                output: str = "geojson", html: bool = False) -> repo.ItemsQuery:
+    """The items query of a request; ``html``: a page for a person (html_default_limit, at most html_max_limit)."""
     settings = request.app.state.settings.api
     bbox_crs = _crs(request, catalog, layer, "bbox-crs")
     crs = _crs(request, catalog, layer, "crs")
@@ -303,7 +333,8 @@ def items_query(request: Request, catalog: Catalog, layer: Layer, role: Role | N
         skip_geometry=bool_query(_single(request, "skipGeometry"), "skipGeometry"),
         crs=crs,
         output=output,
-        limit=limit_query(_single(request, "limit"), settings.default_limit, settings.max_limit),
+        limit=limit_query(_single(request, "limit"), settings.html_default_limit if html else settings.default_limit,
+                          settings.html_max_limit if html else settings.max_limit),
         offset=offset_query(_single(request, "offset")),
         cursor=Cursor.decode(_single(request, "cursor")),
     )
@@ -395,7 +426,8 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
     role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request, csv=True)
-    q = items_query(request, await _catalog(request), layer, role, "csv" if fmt is OutputType.csv else "geojson")
+    q = items_query(request, await _catalog(request), layer, role, "csv" if fmt is OutputType.csv else "geojson",
+                    html=fmt is OutputType.html)
     if fmt is OutputType.html and not q.crs.is_storage:
         raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json or f=csv with crs.")
     headers = {"Content-Crs": content_crs_header(q.crs)}
@@ -569,6 +601,44 @@ async def get_collection_item(
         return html_response(request, "item.html", layer=layer, feature=feat, links=links)
     body = text[:-1] + ',"links":' + orjson.dumps(links).decode() + "}"
     return Response(body, media_type=GEOJSON, headers=headers)
+
+
+# --------------------------------------------------------------------------------------------- styles
+MAPBOX_STYLE = "application/vnd.mapbox.style+json"
+QML = "application/vnd.qgis.qml"
+STYLE_FORMATS = {"mapbox": MAPBOX_STYLE, "qml": QML, "json": JSON}
+
+
+@router.get(
+    "/collections/{collectionId}/styles/default",
+    operation_id="get_collection_style",
+    summary="How the collection is drawn: MapLibre GL style JSON (f=mapbox), QGIS QML (f=qml) or the description",
+    description="The class colours of an analysis result (LISA and Gi* classes, coupling bands, need levels, "
+    "coverage), as the HTML map and legend show them. f=json: the style description (property, classes or breaks).",
+    responses={200: {"content": {MAPBOX_STYLE: {"schema": {"type": "object"}}, QML: {"schema": {"type": "string"}},
+                                 JSON: {"schema": {"type": "object"}}}},
+               404: {"description": "No such collection, or it has no style"}},
+    openapi_extra={"parameters": [_q("f", "mapbox (default), qml or json", {"type": "string",
+                                                                           "enum": list(STYLE_FORMATS)})]},
+)
+async def get_collection_style(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
+    from app.processes import styles
+
+    layer = await _schema_request(request, collectionId)
+    if not layer.style:
+        raise NotFound(f"The collection '{layer.id}' declares no style.")
+    f = request.query_params.get("f", "mapbox")
+    if f not in STYLE_FORMATS:
+        raise InvalidParameter(f"The format f={f} is not offered here; this resource is offered as "
+                               f"{', '.join(STYLE_FORMATS)}.")
+    if f == "qml":
+        return Response(styles.qml(dict(layer.style), layer.geometry_type), media_type=QML,
+                        headers={"Content-Disposition": f'attachment; filename="{layer.id}.qml"'})
+    if f == "json":
+        return Response(orjson.dumps(layer.style), media_type=JSON)
+    items = url_for(request, f"/collections/{layer.id}/items", {"f": "json", "limit": 10000})
+    return Response(orjson.dumps(styles.maplibre(dict(layer.style), layer.id, items, layer.geometry_type)),
+                    media_type=MAPBOX_STYLE)
 
 
 # --------------------------------------------------------------------------------------------- queryables

@@ -20,6 +20,7 @@ from app.auth import SIGN_IN, current_role
 from app.db import translated_errors
 from app.errors import DomainError, InvalidParameter, NotFound, Unauthorized
 from app.ogc.common import Link
+from app.ogc.docs import method_link, rendered
 from app.ogc.render import json_response, link, respond, url_for
 from app.processes import jobs
 from app.processes.catalogue import PROCESSES
@@ -63,6 +64,10 @@ class NotReady(DomainError):
         return "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready"
 
 
+class ResultsExpired(DomainError):
+    status, code, title = 404, "ResultsExpired", "The results expired"
+
+
 class OutputRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     transmissionMode: Literal["value", "reference"] | None = Field(  # noqa: N815 (OGC name)
@@ -82,6 +87,7 @@ class StatusInfo(BaseModel):
     finished: str | None = None
     updated: str | None = None
     progress: int | None = None
+    expires: str | None = Field(None, description="When the job's results are deleted (null: kept)")
     links: list[Link] = []
 
 
@@ -167,14 +173,22 @@ def _actor(request: Request) -> str | None:
 
 
 def _summary(request: Request, p: Process) -> dict[str, Any]:
+    links = [link(url_for(request, f"/processes/{p.id}"), "self", JSON, "Process description"),
+             link(url_for(request, f"/processes/{p.id}/execution"), "http://www.opengis.net/def/rel/ogc/1.0/execute",
+                  JSON, "Execute")]
+    links += [link(method_link(request, anchor), "describedby", HTML, f"Method: {title}")
+              for anchor, title in method_sections(p)]
     return {
         "id": p.id, "title": p.title, "description": p.description, "version": p.version,
         "keywords": list(p.keywords), "jobControlOptions": ["sync-execute", "async-execute", "dismiss"],
-        "outputTransmission": ["value", "reference"],
-        "links": [link(url_for(request, f"/processes/{p.id}"), "self", JSON, "Process description"),
-                  link(url_for(request, f"/processes/{p.id}/execution"),
-                       "http://www.opengis.net/def/rel/ogc/1.0/execute", JSON, "Execute")],
+        "outputTransmission": ["value", "reference"], "links": links,
     }
+
+
+def method_sections(p: Process) -> list[tuple[str, str]]:
+    """(anchor, title) of the sections of the method that define what the process computes."""
+    titles = {a: t for _, a, t in rendered()[1]}
+    return [(a, titles[a]) for a in p.method if a in titles]
 
 
 def _inputs_description(p: Process) -> dict[str, Any]:
@@ -236,7 +250,10 @@ async def get_process(request: Request, processId: str = Path(...)) -> Response:
 def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
     jid = str(run["run_id"])
     links = [link(url_for(request, f"/jobs/{jid}"), "self", JSON, "Job status")]
-    if run["status"] == "successful":
+    message = run["message"]
+    if run.get("pruned"):
+        message = f"done; the results expired and were deleted on {_iso(run['pruned'])}"
+    elif run["status"] == "successful":
         links.append(link(url_for(request, f"/jobs/{jid}/results"), "http://www.opengis.net/def/rel/ogc/1.0/results",
                           JSON, "Job results"))
         for out_id, lid in ((run.get("result") or {}).get("collections") or {}).items():
@@ -245,9 +262,9 @@ def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
             links.append(link(url_for(request, f"/collections/{lid}"), "describedby", JSON,
                               f"Collection of output '{out_id}'"))
     return StatusInfo(processID=jobs.process_of(run).id, jobID=jid, status=run["status"],
-                      message=run["message"], created=_iso(run["created"]), started=_iso(run["started"]),
+                      message=message, created=_iso(run["created"]), started=_iso(run["started"]),
                       finished=_iso(run["finished"]), updated=_iso(run["updated"]), progress=run["progress"],
-                      links=links).model_dump()
+                      expires=None if run.get("pruned") else _iso(run.get("expires")), links=links).model_dump()
 
 
 def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +306,9 @@ def _execution_route(p: Process) -> None:
         outputs=(dict[str, OutputRequest] | None,
                  Field(None, description="Outputs to return (default: all): " + ", ".join(p.outputs))),
         response=(Literal["document"], Field("document", description="Results document (one member per output)")),
+        publish=(bool, Field(False, description="List the spatial outputs in /collections and keep them until they "
+                             "are unpublished (analysts and administrators). Unpublished results are readable by "
+                             "their URL and deleted when they expire.")),
     )
 
     async def execute(request: Request, body: Annotated[model, Body()]) -> Response:  # type: ignore[valid-type]
@@ -300,7 +320,8 @@ def _execution_route(p: Process) -> None:
         run_async = _prefers_async(request)
         try:
             async with translated_errors():
-                run = await jobs.submit(request, p, body.inputs, outputs, role, _actor(request), run_async)
+                run = await jobs.submit(request, p, body.inputs, outputs, role, _actor(request), run_async,
+                                        body.publish)
         except AnalysisError as exc:
             raise ProcessFailed(str(exc)) from None
         if run_async:
@@ -382,6 +403,9 @@ async def get_job_results(request: Request, jobId: str = Path(...)) -> Response:
     run = await jobs.visible_run(request, jobId, _actor(request), role)
     if run["status"] != "successful":
         raise NotReady(f"The job is {run['status']}" + (f": {run['message']}" if run["message"] else "") + ".")
+    if run.get("pruned"):
+        raise ResultsExpired(f"The results of the job '{jobId}' expired and were deleted on {_iso(run['pruned'])}; "
+                             "execute the process again (publish results, or `tpa results keep`, to keep them).")
     return json_response(results_document(request, run))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
 import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -15,6 +17,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, s
 
 from app.errors import InvalidParameter
 from app.observability import csp_nonce
+from app.processes.styles import legend
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -127,8 +130,24 @@ def templates(extra_dir: str | None) -> Environment:
     loaders.append(PackageLoader("app", "templates"))
     env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html"]), enable_async=False)
     env.filters["tojson_attr"] = lambda v: orjson.dumps(v).decode()
+    env.filters["num"] = human_number
+    env.globals["legend_rows"] = legend
     env.globals["csp_nonce"] = csp_nonce.get  # the inline scripts' nonce of the Content-Security-Policy
     return env
+
+
+def human_number(value: Any) -> Any:
+    """A value as a person reads it on an HTML page (JSON keeps full precision): floats to three significant digits
+    (0.07500000298023224 → 0.075; 1234.5 → 1,235), whole floats as integers; other values as they are."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return value
+    if not math.isfinite(value):
+        return ""
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return np.format_float_positional(value, precision=3, unique=False, fractional=False, trim="-")
 
 
 def html_response(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -30,6 +30,7 @@ from app.analysis.spatial import (
     representative_lonlat,
     to_metric,
 )
+from app.processes import styles as st
 from app.processes.data import DataInput, Units
 
 
@@ -40,6 +41,7 @@ class LayerOut:
     ids: list[str]
     geoms: np.ndarray | None
     columns: dict[str, tuple[str, Any]]  # name -> (PostgreSQL type, values: a list or a numpy array)
+    unit_column: str | None = None  # the column with each row's unit (area or village), when the id is not it
 
     def __getstate__(self) -> dict[str, Any]:  # geometries as WKB: pickling shapely objects one by one is slow
         state = dict(self.__dict__)
@@ -64,6 +66,7 @@ class OutputSpec:
     description: str
     schema: dict[str, Any]
     layer: bool = False
+    style: st.Style | None = None  # how the published layer is drawn (app.processes.styles)
 
 
 LAYER_SCHEMA = {"type": "object", "contentMediaType": "application/geo+json",
@@ -85,7 +88,8 @@ ANALYSIS_CRS_HELP = ("EPSG code of the metric CRS distances and areas are measur
 
 
 class Weights(Strict):
-    """Spatial weights (DOMAIN §3.1). Default: queen contiguity for polygons, 8 nearest neighbours for points."""
+    """Spatial weights (docs/methodology.md#weights). Default: queen contiguity for polygons, 8 nearest neighbours
+    for points."""
 
     type: Literal["queen", "rook", "knn", "distance"] | None = None
     k: int = Field(8, ge=1, le=100, description="Neighbours of knn weights")
@@ -136,6 +140,8 @@ class Process:
     outputs: ClassVar[dict[str, OutputSpec]]
     data_inputs: ClassVar[tuple[str, ...]]
     context_data: ClassVar[tuple[str, ...]] = ()  # tables the service adds (e.g. the default cause table)
+    # Sections of docs/methodology.md that define what the process computes (linked from its description)
+    method: ClassVar[tuple[str, ...]] = ()
     # Inputs that run as they are on the demo region (the OpenAPI example, the README's bodies; tested)
     example: ClassVar[dict[str, Any]]
     example_summary: ClassVar[str]
@@ -181,6 +187,7 @@ def _unit_variable(inputs: UnitVariableInputs, data: dict[str, Units]) -> tuple[
 
 class SpatialAutocorrelation(Process):
     id = "spatial-autocorrelation"
+    method = ("global-moran", "lisa", "eb-rate", "weights")
     example_summary = "Poor persons per village of the demo (villages whose counts are published)"
     example = POOR_PERSONS_PER_VILLAGE
     title = "Spatial autocorrelation (global and local Moran's I, Geary's C)"
@@ -193,7 +200,7 @@ class SpatialAutocorrelation(Process):
                              {"type": "object", "properties": {k: NUMBER_OR_NULL for k in (
                                  "moran_i", "expected_i", "z_norm", "p_norm", "p_sim", "geary_c", "geary_p_sim")}}),
         "features": OutputSpec("Local Moran (LISA)", "Per feature: local_i, quadrant, p_sim, significant",
-                               LAYER_SCHEMA, layer=True),
+                               LAYER_SCHEMA, layer=True, style=st.LISA),
         "weights": WEIGHTS_OUT,
         "provenance": PROVENANCE,
     }
@@ -226,6 +233,7 @@ class HotspotInputs(UnitVariableInputs):
 
 class Hotspots(Process):
     id = "hotspots"
+    method = ("gi-star", "eb-rate", "weights")
     example_summary = "Hot and cold spots of poor persons per village of the demo"
     example = POOR_PERSONS_PER_VILLAGE
     title = "Hot and cold spots (Getis-Ord Gi*)"
@@ -235,7 +243,8 @@ class Hotspots(Process):
     Inputs = HotspotInputs
     outputs = {
         "summary": OutputSpec("Counts by class", "Features per class", {"type": "object"}),
-        "features": OutputSpec("Gi* per feature", "gi_z, p_norm, p_sim, class", LAYER_SCHEMA, layer=True),
+        "features": OutputSpec("Gi* per feature", "gi_z, p_norm, p_sim, class", LAYER_SCHEMA, layer=True,
+                               style=st.GI_STAR),
         "weights": WEIGHTS_OUT,
         "provenance": PROVENANCE,
     }
@@ -308,6 +317,7 @@ def assign_to_units(units: Units, unit_xy: np.ndarray, crs: Any, projects: Units
 
 class ProjectCoverageCorrelation(Process):
     id = "project-coverage-correlation"
+    method = ("bivariate", "weights")
     example_summary = "Poor-population density against project capacity per km² in the demo"
     example = {"units": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
                "projects": {"href": "/collections/projects/items"},
@@ -315,13 +325,14 @@ class ProjectCoverageCorrelation(Process):
     title = "Projects against the poor population (bivariate Moran)"
     description = ("Bivariate Moran's I between the poor-population density of units and the density (count or "
                    "capacity per km²) of projects around them (esda.Moran_BV, Moran_Local_BV). Candidate siting "
-                   "zones: significant HL units — high poverty surrounded by few projects (DOMAIN §3.2).")
+                   "zones: significant HL units — high poverty surrounded by few projects.")
     keywords = ("bivariate Moran", "siting", "Stage 1")
     Inputs = CoverageCorrelationInputs
     outputs = {
         "global": OutputSpec("Global bivariate Moran", "i_b, p_sim, z_sim", {"type": "object"}),
         "features": OutputSpec("Local bivariate clusters", "poor_density, project_density, local_i, quadrant, "
-                               "p_sim, significant, candidate_zone", LAYER_SCHEMA, layer=True),
+                               "p_sim, significant, cluster, candidate_zone", LAYER_SCHEMA, layer=True,
+                               style=st.BIVARIATE),
         "candidate_zones": OutputSpec("Candidate siting zones", "Count, ids and poor population of the significant "
                                       "high-poverty / low-project units", {"type": "object"}),
         "weights": WEIGHTS_OUT,
@@ -363,6 +374,8 @@ class ProjectCoverageCorrelation(Process):
                              "quadrant": ("text", r.quadrant),
                              "p_sim": ("double precision", _floats(r.p_sim_local)),
                              "significant": ("boolean", [bool(v) for v in r.significant]),
+                             "cluster": ("text", [q if sig else "not-significant" for q, sig in zip(
+                                 r.quadrant, r.significant, strict=True)]),
                              "candidate_zone": ("boolean", [bool(v) for v in zone]),
                          })
         total = float(poor.sum())
@@ -416,6 +429,7 @@ def _cost(demand: Units, supply: Units, matrix: CostMatrix | None) -> tuple[np.n
 
 class Accessibility(Process):
     id = "accessibility"
+    method = ("accessibility", "distances")
     example_summary = "Hospital beds within 30 km of the poor population (E2SFCA) in the demo"
     example = {"demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
                "demand_weight": "poor_persons",
@@ -425,12 +439,14 @@ class Accessibility(Process):
                "max_cost": 30}
     title = "Accessibility (2SFCA, enhanced 2SFCA, Gaussian)"
     description = ("Two-step floating catchment area accessibility of each demand unit to supply sites "
-                   "(access package): R_j = S_j / Σ_k P_k W(d_kj), A_i = Σ_j W(d_ij) R_j (DOMAIN §3.3).")
+                   "(access package): R_j = S_j / Σ_k P_k W(d_kj), A_i = Σ_j W(d_ij) R_j.")
     keywords = ("2SFCA", "accessibility", "Stage 1")
     Inputs = AccessibilityInputs
     outputs = {
-        "features": OutputSpec("Accessibility per demand unit", "access, demand weight", LAYER_SCHEMA, layer=True),
-        "supply": OutputSpec("Supply-to-demand ratio per site", "ratio R_j", LAYER_SCHEMA, layer=True),
+        "features": OutputSpec("Accessibility per demand unit", "access, demand weight", LAYER_SCHEMA, layer=True,
+                               style=st.graduated("access", "Accessibility", st.YLGNBU)),
+        "supply": OutputSpec("Supply-to-demand ratio per site", "ratio R_j", LAYER_SCHEMA, layer=True,
+                             style=st.graduated("ratio", "Supply-to-demand ratio", st.PURPLES)),
         "summary": OutputSpec("Summary", "mean/min/max access, demand with zero access", {"type": "object"}),
         "provenance": PROVENANCE,
     }
@@ -482,6 +498,7 @@ class GapInputs(Strict):
 
 class CoverageGaps(Process):
     id = "coverage-gaps"
+    method = ("coverage-gaps", "distances")
     example_summary = "Villages farther than 3 km from a clinic, 5 km from a primary school or 10 km from a market"
     example = {"demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
                "demand_weight": "poor_persons",
@@ -491,13 +508,14 @@ class CoverageGaps(Process):
                "thresholds": {"clinic": 3, "school_primary": 5, "market": 10}}
     title = "Coverage gaps by project or facility type"
     description = ("Demand units whose nearest supply of a type is farther than the type's threshold, with the "
-                   "poor population affected and its share (DOMAIN §3.4; KD-tree on great-circle distance).")
+                   "poor population affected and its share (KD-tree on great-circle distance).")
     keywords = ("gaps", "coverage", "Stage 1")
     Inputs = GapInputs
     outputs = {
         "summary": OutputSpec("Gaps per type", "threshold, units in the gap, population affected and share",
                               {"type": "object"}),
-        "gaps": OutputSpec("Units in a gap", "One feature per (unit, type) in the gap", LAYER_SCHEMA, layer=True),
+        "gaps": OutputSpec("Units in a gap", "One feature per (unit, type) in the gap", LAYER_SCHEMA, layer=True,
+                           style=st.distinct("type", "Type of supply out of reach")),
         "provenance": PROVENANCE,
     }
     data_inputs = ("demand", "supply")
@@ -546,7 +564,7 @@ class CoverageGaps(Process):
                  "threshold": "double precision", inputs.demand_weight: "double precision"}
         layer = LayerOut("Coverage gaps", "Demand units beyond the threshold of a type", ids,
                          np.array(geoms, dtype=object) if demand.geoms is not None else None,
-                         {k: (types[k], v) for k, v in cols.items()})
+                         {k: (types[k], v) for k, v in cols.items()}, unit_column="unit_id")
         return Outcome({"summary": summary}, {"gaps": layer})
 
 
@@ -607,6 +625,7 @@ def h3_candidates(demand: Units, grid: H3Grid, epsg: int | None = None) -> Units
 
 class LocationAllocation(Process):
     id = "location-allocation"
+    method = ("location-allocation", "distances")
     example_summary = "Ten sites on an H3 grid covering the most poor persons within 10 km (MCLP)"
     example = {"model": "mclp",
                "demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
@@ -616,16 +635,16 @@ class LocationAllocation(Process):
                "service_radius": 10,
                "time_limit_s": 30}
     title = "Location-allocation (LSCP, MCLP, p-median, p-center)"
-    description = ("Where should new projects go? Set cover, maximal cover, p-median and p-center (DOMAIN §3.5) "
+    description = ("Where should new projects go? Set cover, maximal cover, p-median and p-center "
                    "solved with PuLP/CBC; p-median by fast interchange with a Lagrangian lower bound at scale. "
                    "Reports the status (optimal or feasible) and the proven gap; coverage is weighted by demand.")
     keywords = ("location-allocation", "MCLP", "p-median", "Stage 1")
     Inputs = LocationInputs
     outputs = {
         "selected": OutputSpec("Selected sites", "Open sites (existing or new), demand served", LAYER_SCHEMA,
-                               layer=True),
+                               layer=True, style=st.SITE_KIND),
         "assignment": OutputSpec("Assignment", "Demand units with the site serving them and the cost",
-                                 LAYER_SCHEMA, layer=True),
+                                 LAYER_SCHEMA, layer=True, style=st.COVERED),
         "objective": OutputSpec("Objective", "Sites (lscp), weight covered (mclp), weighted cost (pmedian), "
                                 "largest cost (pcenter)", NUMBER),
         "coverage_weighted_pct": OutputSpec("Weighted coverage (%)", "Share of demand weight within the service "

@@ -48,6 +48,7 @@ from app.errors import (
     is_unavailable,
 )
 from app.models.codes import Role
+from app.processes import styles as st
 from app.processes.catalogue import PROCESSES
 from app.processes.data import (
     CollectionRef,
@@ -58,7 +59,7 @@ from app.processes.data import (
     units_from_table,
 )
 from app.processes.definitions import LayerOut, Outcome, Process
-from app.processes.registry import REGISTRY_ROLE, RegistryRef, cause_table, load_registry, region_exists
+from app.processes.registry import REGISTRY_ROLE, RegistryRef, cause_table, load_registry
 from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated, warm_up
 from app.repositories import regions as regions_repo
 from app.settings import Settings, libpq_url
@@ -165,7 +166,7 @@ async def watch_interrupted(rt: Runtime) -> None:
 
 # ----------------------------------------------------------------------------------------- store
 _RUN_COLS = ("run_id, kind, params, status::text AS status, message, progress, created, started, finished, updated, "
-             "owner, owner_role::text AS owner_role, mode, time_limit_s, result")
+             "owner, owner_role::text AS owner_role, mode, time_limit_s, result, expires, pruned")
 
 
 async def get_run(engine: Any, run_id: uuid.UUID) -> dict[str, Any] | None:
@@ -267,11 +268,11 @@ def _items_request(app: Any, collection_id: str, query: str, limit: int) -> Requ
 
 async def check_ref(request: Request, name: str, ref: CollectionRef, role: Role | None) -> tuple[str, Role | None]:
     """Validate a reference at submission (collection, access, query); returns the relative href."""
-    from app.ogc.features import _catalog, items_query
+    from app.ogc.features import _catalog, find_layer, items_query
 
     cid, query = parse_ref(str(request.base_url), request.app.state.settings.api.root_path, ref.href)
+    layer = await find_layer(request, cid)
     catalog = await _catalog(request)
-    layer = catalog.get(cid)
     if layer is None or layer.hidden_from(role, getattr(request.state, "actor", None)):
         raise InvalidParameter(f"{name}: there is no collection '{cid}'.")
     if not allowed(role, layer.required_role):
@@ -289,19 +290,23 @@ async def check_registry(request: Request, name: str, ref: RegistryRef, role: Ro
             raise Unauthorized(f"{name}: authentication is required for the household registry.")
         raise Forbidden(f"{name}: the role '{role.value}' may not read the household registry.")
     async with translated_errors(), request.app.state.engine.connect() as conn:
-        if not await region_exists(conn, ref.region):
-            raise InvalidParameter(f"{name}: there is no region '{ref.region}'.")
+        found = await regions_repo.find_region(conn, ref.region)
+        if found is None:
+            known = ", ".join(f"{rid} ({title})" for rid, title in await regions_repo.known_regions(conn))
+            raise InvalidParameter(f"{name}: there is no region '{ref.region}'. Give a region's id (see /regions): "
+                                   f"{known or 'no region is loaded yet'}.")
+        ref.region = found  # a display name given: the id from here on
 
 
 async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_features: int,
                     actor: str | None = None) -> Units:
-    from app.ogc.features import _catalog, items_query
+    from app.ogc.features import _catalog, find_layer, items_query
     from app.repositories import features as repo
 
     cid, query = parse_ref(None, "", href)
     fake = _items_request(app, cid, query, max_features + 1)
     catalog = await _catalog(fake)
-    layer = catalog.get(cid)
+    layer = await find_layer(fake, cid)
     if layer is None or not layer.readable_by(role, actor):
         raise AnalysisError(f"{name}: the collection '{cid}' is not available.")
     # the page size of /items (api.max_limit) does not bound a process input: read up to max_features + 1
@@ -375,9 +380,16 @@ async def with_region_crs(app: Any, inputs: BaseModel, raw: dict[str, Any], data
 
 # ----------------------------------------------------------------------------------------- submit
 async def submit(request: Request, process: Process, inputs: BaseModel, outputs: dict[str, Any] | None,
-                 role: Role | None, actor: str | None, run_async: bool) -> dict[str, Any]:
-    """Record a job (after checking its references) and queue it, or run it now; returns the run row."""
+                 role: Role | None, actor: str | None, run_async: bool, publish: bool = False) -> dict[str, Any]:
+    """Record a job (after checking its references) and queue it, or run it now; returns the run row.
+
+    Its results expire after ``results_anonymous_ttl_h`` (no key) or ``results_ttl_days``; ``publish`` (analysts
+    and administrators) lists them in ``/collections`` and keeps them until they are unpublished."""
     settings: Settings = request.app.state.settings
+    if publish and not allowed(role, Role.analyst):
+        if role is None:
+            raise Unauthorized(f"Publishing results needs an analyst or administrator key: {SIGN_IN}")
+        raise Forbidden(f"The role '{role.value}' may not publish results.")
     result_role: Role | None = None
     payload = inputs.model_dump(mode="json")  # explicit nulls kept: they may override a default
     inline = False
@@ -390,6 +402,7 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
                 result_role = needed
         elif isinstance(value, RegistryRef):
             await check_registry(request, name, value, role)
+            payload[name]["region"] = value.region
             if ROLE_RANK[REGISTRY_ROLE] > ROLE_RANK[result_role]:
                 result_role = REGISTRY_ROLE
         elif isinstance(value, InlineFeatures | list):
@@ -399,7 +412,10 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
     run_id = uuid.uuid4()
     limit = settings.processes.time_limit_s if run_async else min(settings.processes.sync_time_limit_s,
                                                                     settings.processes.time_limit_s)
-    params = {"inputs": payload, "outputs": outputs or {}, "result_role": result_role.value if result_role else None}
+    params = {"inputs": payload, "outputs": outputs or {}, "result_role": result_role.value if result_role else None,
+              "publish": publish, "owner_name": getattr(request.state, "key_name", None)}
+    keep = None if publish else dt.timedelta(hours=settings.processes.results_anonymous_ttl_h) if role is None \
+        else dt.timedelta(days=settings.processes.results_ttl_days)
     try:
         params_json = orjson.dumps(params).decode()
         input_hash = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -408,11 +424,11 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
     async with request.app.state.engine.begin() as conn:
         await conn.execute(text(
             "INSERT INTO analysis_run (run_id, kind, params, input_hash, status, owner, owner_role, mode, "
-            "time_limit_s) VALUES (:id, :kind, CAST(:params AS jsonb), :hash, 'accepted', :owner, "
-            "CAST(:role AS api_role), :mode, :limit)"),
+            "time_limit_s, expires) VALUES (:id, :kind, CAST(:params AS jsonb), :hash, 'accepted', :owner, "
+            "CAST(:role AS api_role), :mode, :limit, now() + CAST(:keep AS interval))"),
             {"id": run_id, "kind": f"process:{process.id}", "params": params_json, "hash": input_hash,
              "owner": actor, "role": role.value if role else None, "mode": "async" if run_async else "sync",
-             "limit": limit})
+             "limit": limit, "keep": keep})
     if run_async:
         queue: procrastinate.App = request.app.state.queue
         try:
@@ -559,8 +575,9 @@ def _geometry_type(geoms: np.ndarray) -> str:
 
 async def _publish(app: Any, run_id: uuid.UUID, process: Process, params: dict[str, Any], data: dict[str, Units],
                    outcome: Outcome, started: dt.datetime) -> None:
-    """Store every spatial output as a table in ``results``, register it as a collection and mark the job
-    successful — one transaction, so a job's results appear whole or not at all."""
+    """Store every spatial output as a table in ``results``, register it as a collection (listed in ``/collections``
+    only when the execution asked to publish it) with its style and context, and mark the job successful — one
+    transaction, so a job's results appear whole or not at all."""
     result_role = params.get("result_role")
     collections: dict[str, str] = {}
     short = run_id.hex[:8]
@@ -573,19 +590,30 @@ async def _publish(app: Any, run_id: uuid.UUID, process: Process, params: dict[s
         "seed": params["inputs"].get("seed"), "libraries": _library_versions(),
         "started": started.isoformat(), "finished": dt.datetime.now(dt.UTC).isoformat(),
     }
+    context = {"process": process.id, "process_title": process.title, "job": str(run_id),
+               "inputs": inputs_summary(process, provenance["inputs"]), "owner": params.get("owner_name"),
+               "created": started.isoformat()}
     async with app.state.engine.begin() as conn:
+        ancestry = await _ancestry(conn, outcome.layers.values())
         for out_id, layer in outcome.layers.items():
+            layer = with_context(layer, ancestry, data)
             table = f"r_{run_id.hex}_{out_id.replace('-', '_')}"[:63]
             layer_id = f"{process.id}-{short}-{out_id}"
+            spec = process.outputs[out_id]
+            style = st.resolve(spec.style, layer.columns[spec.style["property"]][1]
+                               if spec.style and spec.style["property"] in layer.columns else None)
             await _write_table(conn, table, layer)
             await conn.execute(text(
                 "INSERT INTO published_layer (layer_id, schema_name, table_name, title, description, id_column, "
-                "geometry_column, required_role, run_id, keywords) VALUES (:lid, 'results', :t, :title, :descr, "
-                "'fid', :geom, CAST(:role AS api_role), :run, :kw)"),
+                "geometry_column, required_role, run_id, keywords, listed, style, context) VALUES (:lid, 'results', "
+                ":t, :title, :descr, 'fid', :geom, CAST(:role AS api_role), :run, :kw, :listed, "
+                "CAST(:style AS jsonb), CAST(:context AS jsonb))"),
                 {"lid": layer_id, "t": table, "title": f"{layer.title} (job {short})",
                  "descr": f"{layer.description}. Output '{out_id}' of the process {process.id}, job {run_id}.",
                  "geom": "geom" if layer.geoms is not None else None, "role": result_role, "run": run_id,
-                 "kw": ["analysis result", process.id, f"job {run_id}"]})
+                 "kw": [RESULT_KEYWORD, process.id, f"job {run_id}"], "listed": bool(params.get("publish")),
+                 "style": orjson.dumps(style).decode() if style else None,
+                 "context": orjson.dumps({**context, "output": out_id}).decode()})
             collections[out_id] = layer_id
         result = {"values": outcome.values, "collections": collections, "provenance": provenance}
         await conn.execute(text(
@@ -595,6 +623,66 @@ async def _publish(app: Any, run_id: uuid.UUID, process: Process, params: dict[s
             {"result": orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode(), "id": run_id,
              "rt": (f"r_{run_id.hex}" if collections else None)})
     await _recheck_catalog(app)
+
+
+RESULT_KEYWORD = "analysis result"
+
+
+def inputs_summary(process: Process, inputs: dict[str, Any]) -> str:
+    """The inputs of a job in one line, for people choosing among results: data inputs by reference (or region, or
+    inline count), other inputs as given."""
+    parts = []
+    for k, v in sorted(inputs.items(), key=lambda kv: (kv[0] not in process.data_inputs, kv[0])):
+        if v is None or v == {} or v == []:
+            continue
+        if isinstance(v, dict) and "href" in v:
+            parts.append(f"{k}: {v['href']}")
+        elif isinstance(v, dict) and "region" in v:
+            parts.append(f"{k}: registry of {v['region']}" + (f" ({', '.join(v['statuses'])})"
+                                                               if v.get("statuses") else ""))
+        elif isinstance(v, dict) and v.get("inline"):
+            parts.append(f"{k}: {v.get('features')} features inline")
+        elif k in process.data_inputs:
+            continue
+        else:
+            parts.append(f"{k}: {v if isinstance(v, str) else orjson.dumps(v).decode()}")
+    text_ = "; ".join(parts)
+    return text_ if len(text_) <= 400 else text_[:399] + "…"
+
+
+async def _ancestry(conn: Any, layers: Any) -> dict[str, dict[str, Any]]:
+    """Names and parents of every administrative unit a result row stands for (one query for all outputs)."""
+    keys: set[str] = set()
+    for layer in layers:
+        values = layer.columns[layer.unit_column][1] if layer.unit_column else layer.ids
+        if len(values) <= MAX_CONTEXT_ROWS:
+            keys |= {str(v) for v in values if v is not None}
+    return await regions_repo.admin_ancestry(conn, sorted(keys))
+
+
+MAX_CONTEXT_ROWS = 200_000
+
+
+def with_context(layer: LayerOut, ancestry: dict[str, dict[str, Any]], data: dict[str, Units]) -> LayerOut:
+    """The layer with the name of each row's unit and the names of its parents (prefecture, county, township …) in
+    columns of their own, first: from the administrative units of the database, else the ``name`` of the input
+    feature. Rows of households (pseudonyms) match neither and get no names."""
+    units = layer.columns[layer.unit_column][1] if layer.unit_column else layer.ids
+    keys = [None if u is None else str(u) for u in units]
+    given = {uid: p.get("name") for u in data.values() for uid, p in zip(u.ids, u.props, strict=True)
+             if isinstance(p.get("name"), str)}
+    names = [(ancestry.get(k) or {}).get("name") or given.get(k) if k is not None else None for k in keys]
+    extra: dict[str, tuple[str, Any]] = {}
+    if any(n is not None for n in names) and "name" not in layer.columns:
+        extra["name"] = ("text", names)
+    for level in (2, 3, 4, 5):
+        col = regions_repo.LEVEL_COLUMNS[level]
+        values = [(ancestry.get(k) or {}).get("ancestors", {}).get(col) if k is not None else None for k in keys]
+        if any(v is not None for v in values) and col not in layer.columns:
+            extra[col] = ("text", values)
+    if not extra:
+        return layer
+    return dataclasses.replace(layer, columns={**extra, **layer.columns})
 
 
 async def _recheck_catalog(app: Any) -> None:
@@ -659,6 +747,47 @@ async def _copy_rows(conn: Any, table: str, layer: LayerOut, cols: list[tuple[st
             await raw.reset_type_codec("geometry", schema="public")
 
 
+async def drop_results(conn: Any, run_ids: list[uuid.UUID]) -> int:
+    """Delete the result collections of these jobs and their tables (in the caller's transaction)."""
+    tables = (await conn.execute(text(
+        "DELETE FROM published_layer WHERE run_id = ANY(:ids) RETURNING schema_name, table_name"),
+        {"ids": run_ids})).all()
+    for schema, table in tables:
+        await conn.execute(text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
+    return len(tables)
+
+
+async def prune_expired(engine: Any, now: dt.datetime | None = None, limit: int = 500) -> tuple[int, int]:
+    """Delete the results of jobs whose expiry has passed (as of ``now``): their tables and collections. The job
+    stays, marked ``pruned`` (its results answer 404 "expired"). Returns (jobs, tables)."""
+    jobs_done = tables_done = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = list((await conn.execute(text(
+                "SELECT run_id FROM analysis_run WHERE pruned IS NULL AND expires <= coalesce(:now, now()) "
+                "ORDER BY expires LIMIT :limit FOR UPDATE SKIP LOCKED"), {"now": now, "limit": limit})).scalars())
+            if not ids:
+                return jobs_done, tables_done
+            tables_done += await drop_results(conn, ids)
+            await conn.execute(text("UPDATE analysis_run SET pruned = now(), updated = now() WHERE run_id = ANY(:ids)"),
+                               {"ids": ids})
+            jobs_done += len(ids)
+
+
+async def watch_expired(rt: Runtime) -> None:
+    """The job worker's periodic task: delete expired results (every ``results_prune_every_s``)."""
+    every = rt.app.state.settings.processes.results_prune_every_s
+    while True:
+        try:
+            jobs_done, tables = await prune_expired(rt.app.state.engine)
+            if jobs_done:
+                log.info("deleted the expired results of %d job(s) (%d tables)", jobs_done, tables)
+                await _recheck_catalog(rt.app)
+        except Exception as exc:  # the database may be away; try again next time
+            log.warning("pruning expired results failed: %s", type(exc).__name__)
+        await asyncio.sleep(every)
+
+
 async def dismiss(app: Any, run: dict[str, Any]) -> None:
     """Dismiss a job: stop it (queued or running) and remove its published results."""
     engine = app.state.engine
@@ -666,11 +795,7 @@ async def dismiss(app: Any, run: dict[str, Any]) -> None:
         await conn.execute(text(
             "UPDATE analysis_run SET status = 'dismissed', message = 'dismissed', updated = now(), "
             "finished = coalesce(finished, now()) WHERE run_id = :id"), {"id": run["run_id"]})
-        tables = (await conn.execute(text(
-            "DELETE FROM published_layer WHERE run_id = :id RETURNING schema_name, table_name"),
-            {"id": run["run_id"]})).all()
-        for schema, table in tables:
-            await conn.execute(text(f'DROP TABLE IF EXISTS "{schema}"."{table}"'))
+        await drop_results(conn, [run["run_id"]])
         job_id = await conn.scalar(text("SELECT queue_job_id FROM analysis_run WHERE run_id = :id"),
                                    {"id": run["run_id"]})
     await _recheck_catalog(app)

@@ -101,10 +101,6 @@ async def cause_table(conn: Any, region: str | None) -> Units:
     return Units("cause_table", [r["id"] for r in rows], None, rows, "cause_need_project")
 
 
-async def region_exists(conn: Any, region: str) -> bool:
-    return bool(await conn.scalar(text("SELECT 1 FROM region WHERE region_id = :r"), {"r": region}))
-
-
 async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[str, Units]:
     """Units ``households``, ``groups`` (villages, townships, counties with geometry and telecom indicators),
     ``cause_table`` and ``region`` of one region's registry."""

@@ -17,6 +17,7 @@ from app.analysis import mpi as af
 from app.analysis import needs as nd
 from app.analysis.spatial import AnalysisError, representative_lonlat
 from app.models.codes import SOLID_FUELS, Cause, Need, ProjectType
+from app.processes import styles as st
 from app.processes.data import DataInput, Units
 from app.processes.definitions import (
     LAYER_SCHEMA,
@@ -98,7 +99,7 @@ class RoadQuality(Strict):
 
 
 class RulesInput(Strict):
-    """Parameters of the scoring rules (DOMAIN §6.1). Every one has the documented default."""
+    """Parameters of the scoring rules (docs/methodology.md#needs). Every one has the documented default."""
 
     health_weights: HealthWeights = Field(default_factory=HealthWeights, description="L_HEALTH weights")
     clinic_free_min: float = Field(30.0, ge=0, description="Minutes to a clinic that count as no need")
@@ -149,11 +150,13 @@ def cause_links(rows: Units) -> nd.CauseTable:
 
 class NeedsAssessment(Process):
     id = "needs-assessment"
+    method = ("needs", "living-needs", "production-needs", "priors", "ln",
+              "recommendations", "needs-groups", "cause-table", "poverty-lines")
     example_summary = "Needs of the poor and returned households of the demo registry (analyst key)"
     example = {"households": {"region": "tieling-demo", "statuses": ["poor", "returned"]}}
     title = "Living and production-development needs of households and villages"
     description = ("Scores in [0, 1] of the living needs (L_FOOD … L_WATER) and production-development needs (P_*) "
-                   "of every household by the transparent rules of DOMAIN §6.1 (each score with its inputs), the "
+                   "of every household by the transparent rules of the method (each score with its inputs), the "
                    "living-need index (max and mean), priors of the main cause, and project types recommended "
                    "through the region's cause → need → project table; aggregated per village (or township, "
                    "county) with released telecom indicators where present.")
@@ -161,9 +164,11 @@ class NeedsAssessment(Process):
     Inputs = NeedsInputs
     outputs = {
         "households": OutputSpec("Needs per household", "Scores, active needs, recommended project types, "
-                                 "capacity components and the inputs behind each score", LAYER_SCHEMA, layer=True),
+                                 "capacity components and the inputs behind each score", LAYER_SCHEMA, layer=True,
+                                 style=st.NEED_LEVELS),
         "villages": OutputSpec("Needs per village", "Mean scores, shares of households in need, capacity means, "
-                               "telecom indicators, recommended types", LAYER_SCHEMA, layer=True),
+                               "telecom indicators, recommended types", LAYER_SCHEMA, layer=True,
+                               style=st.NEED_LEVELS),
         "rules": OutputSpec("Rules", "The formula of every score with the parameters in force", OBJECT),
         "summary": OutputSpec("Summary", "Households, share in need per need, mean living-need index", OBJECT),
         "provenance": PROVENANCE,
@@ -201,7 +206,7 @@ class NeedsAssessment(Process):
         for k, v in a.capacity.items():
             cols[k] = ("double precision", _floats(v))
         cols["explain"] = ("json", a.explain)  # json, not jsonb: stored as written (half the time of jsonb)
-        households = LayerOut("Needs per household", "Need scores (DOMAIN §6.1) with their inputs", hh.ids, hh.geoms,
+        households = LayerOut("Needs per household", "Need scores with their inputs", hh.ids, hh.geoms,
                               cols)
         villages, summary = self._aggregate(inputs, hh, a, ln, data.get("groups"))
         return Outcome({"rules": rules.describe(), "summary": summary},
@@ -277,7 +282,7 @@ class MatchingInputs(Strict):
     demand_property: str | None = Field(None, description="Demand of a unit (e.g. households_in_need); default 1")
     priority_property: str | None = Field("ln", description="Living-need index in [0, 1] of a unit (priority)")
     priority: Literal["cost", "penalty", "none"] = Field(
-        "cost", description="cost: distances × (1.5 − LN) (DOMAIN §6.2); penalty: unmet cost × (0.5 + LN); none")
+        "cost", description="cost: distances × (1.5 − LN); penalty: unmet cost × (0.5 + LN); none")
     group_property: str | None = Field("village_code", description="Report unmet demand per this property; null: "
                                        "per unit")
     project_needs_property: str = "addresses_needs"
@@ -293,6 +298,7 @@ class MatchingInputs(Strict):
 
 class NeedsMatching(Process):
     id = "needs-matching"
+    method = ("matching",)
     example_summary = ("Poor households matched to active projects by the needs on their registry form "
                        "(analyst key)")
     example = {"units": {"href": "/collections/households/items?filter=status IN ('poor', 'returned')"},
@@ -303,16 +309,19 @@ class NeedsMatching(Process):
     title = "Match households or villages to projects (capacitated min-cost flow)"
     description = ("Assign units to projects whose addressed needs meet theirs and whose service radius reaches "
                    "them, within project capacities, minimising distance (weighted by priority) plus a penalty for "
-                   "unmet demand (DOMAIN §6.2; OR-Tools min-cost flow).")
+                   "unmet demand (OR-Tools min-cost flow).")
     keywords = ("matching", "min-cost flow", "Stage 2")
     Inputs = MatchingInputs
     outputs = {
         "assignments": OutputSpec("Assignments", "Lines from each unit to its project, with flow and distance",
-                                  LAYER_SCHEMA, layer=True),
+                                  LAYER_SCHEMA, layer=True, style=st.graduated("distance_km", "Distance (km)",
+                                                                               st.YLORRD)),
         "unmet": OutputSpec("Unmet demand per group", "demand, served, unmet, units without a compatible project",
-                            LAYER_SCHEMA, layer=True),
+                            LAYER_SCHEMA, layer=True, style=st.graduated("unmet_share", "Share of demand unmet",
+                                                                         st.YLORRD, [0.0, 0.25, 0.5, 0.75])),
         "utilisation": OutputSpec("Utilisation per project", "capacity, used, utilisation", LAYER_SCHEMA,
-                                  layer=True),
+                                  layer=True, style=st.graduated("utilisation", "Utilisation", st.YLGNBU,
+                                                                 [0.25, 0.5, 0.75, 0.999999])),
         "total_cost": OutputSpec("Total cost", "Σ flow × cost + penalty × unmet", {"type": "number"}),
         "summary": OutputSpec("Summary", "demand, served, unmet, distances, solver status", OBJECT),
         "provenance": PROVENANCE,
@@ -357,7 +366,7 @@ class NeedsMatching(Process):
             "flow": ("integer", [int(v) for v in r.flow]),
             "distance_km": ("double precision", _floats(r.distance_km)),
             "cost": ("double precision", _floats(r.cost)),
-        })
+        }, unit_column="unit_id")
         keys = sorted(set(labels))
         index = {k: i for i, k in enumerate(keys)}
         gi = np.array([index[x] for x in labels], dtype=int)
@@ -438,6 +447,7 @@ class CouplingInputs(Strict):
 
 class CouplingCoordination(Process):
     id = "coupling-coordination"
+    method = ("entropy", "coupling", "coupling-bands", "lag-type")
     example_summary = "Living conditions against production capacity of the demo villages"
     example = {"units": {"href": "/collections/villages/items"},
                "subsystems": [{"name": "living",
@@ -452,12 +462,12 @@ class CouplingCoordination(Process):
     title = "Coupling coordination of living needs and production capacity"
     description = ("Entropy (or given) weights per subsystem, U_i = Σ w_j x'_ij, the coupling C, development T and "
                    "coordination D = √(C·T) with their classes (ten D bands, four C bands, Chinese and English) and "
-                   "the lag type (DOMAIN §7); n subsystems and several periods.")
+                   "the lag type; n subsystems and several periods.")
     keywords = ("coupling coordination", "耦合协调度", "entropy weights", "Stage 3")
     Inputs = CouplingInputs
     outputs = {
         "units": OutputSpec("Coupling per unit and period", "u1…un, c, t, d, classes and lag type", LAYER_SCHEMA,
-                            layer=True),
+                            layer=True, style=st.D_BANDS),
         "weights": OutputSpec("Weights", "Per subsystem and indicator: weight, entropy, divergence", OBJECT),
         "summary": OutputSpec("Summary", "Counts per D band and lag type, means per period", OBJECT),
         "provenance": PROVENANCE,
@@ -518,7 +528,7 @@ class CouplingCoordination(Process):
         lag = [cp.lag_type(a, b, inputs.lag_tolerance) for a, b in zip(u[:, 0], u[:, 1], strict=True)]
         cols["lag_type"] = ("text", lag)
         layer = LayerOut("Coupling coordination", "U per subsystem, C, T, D, bands and lag type", keys, units.geoms,
-                         cols)
+                         cols, unit_column="unit")
         per_period = {}
         for p in sorted(set(periods)):
             m = np.array(periods) == p
@@ -571,7 +581,7 @@ class MPIInputs(Strict):
 
 def registry_deprivations(props: list[dict[str, Any]], poverty_line: float, sanitation: set[str]
                           ) -> dict[str, list[float | None]]:
-    """The global MPI indicators from registry fields (DOMAIN §2.5, 'China registry proxy'); None = no data."""
+    """The global MPI indicators from registry fields (docs/methodology.md#mpi-registry); None = no data."""
 
     def b(v: Any) -> float | None:
         return None if v is None else float(bool(v))
@@ -600,17 +610,19 @@ def registry_deprivations(props: list[dict[str, Any]], poverty_line: float, sani
 
 class MultidimensionalPoverty(Process):
     id = "mpi"
+    method = ("mpi", "mpi-registry")
     example_summary = "The global MPI per county of the demo registry (analyst key)"
     example = {"households": {"region": "tieling-demo"}, "group_by": "county_code"}
     title = "Multidimensional Poverty Index (Alkire–Foster)"
     description = ("Alkire–Foster with the global MPI's dimensions, indicators and weights by default (configurable; "
                    "k = 1/3 applied as c ≥ k − 1e-9): per admin unit and overall H, A, MPI, vulnerable and severe "
-                   "shares, censored headcounts and indicator contributions (DOMAIN §2.5).")
+                   "shares, censored headcounts and indicator contributions.")
     keywords = ("MPI", "Alkire-Foster", "multidimensional poverty")
     Inputs = MPIInputs
     outputs = {
         "units": OutputSpec("MPI per admin unit", "H, A, MPI, vulnerable, severe, censored headcounts, "
-                            "contributions", LAYER_SCHEMA, layer=True),
+                            "contributions", LAYER_SCHEMA, layer=True, style=st.graduated("mpi", "MPI (H × A)",
+                                                                                          st.YLORRD)),
         "overall": OutputSpec("Overall", "H, A, MPI, vulnerable, severe, censored headcounts, contributions", OBJECT),
         "weights": OutputSpec("Weights used", "Per indicator after reweighting, with notes", OBJECT),
         "provenance": PROVENANCE,

@@ -117,3 +117,96 @@ async def regions_at(conn: Any, lon: float, lat: float) -> list[tuple[str, int]]
         "AND ST_Intersects(a.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)) ORDER BY 1"),
         {"lon": lon, "lat": lat})
     return [(r[0], int(r[1])) for r in rows]
+
+
+# Names of the administrative levels as result columns (a region's own names of them are in its metadata).
+LEVEL_COLUMNS = {0: "country", 1: "province", 2: "prefecture", 3: "county", 4: "township", 5: "village"}
+
+_ANCESTRY = text("""
+WITH RECURSIVE up AS (
+  SELECT a.code AS unit, a.name, a.level, a.parent_code, 0 AS depth FROM admin_unit a WHERE a.code = ANY(:codes)
+  UNION ALL
+  SELECT up.unit, p.name, p.level, p.parent_code, up.depth + 1 FROM up JOIN admin_unit p ON p.code = up.parent_code
+  WHERE up.depth < 6
+) SELECT unit, name, level, depth FROM up
+""")
+
+
+async def admin_ancestry(conn: Any, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For each code of an administrative unit: its ``name``, ``level`` and the names of its ancestors by level
+    (``{"county": …, "township": …}``)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not codes:
+        return out
+    for unit, name, level, depth in await conn.execute(_ANCESTRY, {"codes": list(codes)}):
+        entry = out.setdefault(unit, {"ancestors": {}})
+        if depth == 0:
+            entry["name"], entry["level"] = name, level
+        else:
+            entry["ancestors"][LEVEL_COLUMNS.get(level, f"level_{level}")] = name
+    return out
+
+
+# ------------------------------------------------------------------------------------------ regions as a resource
+_REGION_ROWS = text(
+    "SELECT r.region_id, r.name, r.country, r.code_system, r.analysis_crs, r.poverty_line::float8 AS poverty_line, "
+    "r.currency, r.poverty_line_note, r.default_year, r.description, r.attribution, r.metadata, r.created_at "
+    "FROM region r WHERE (CAST(:id AS text) IS NULL OR r.region_id = :id) ORDER BY r.region_id")
+_REGION_COUNTS = text("""
+SELECT r.region_id,
+  (SELECT count(*) FROM village v WHERE v.region_id = r.region_id) AS villages,
+  (SELECT count(*) FROM household h, (SELECT max(valid_from) AS at FROM household WHERE region_id = r.region_id) s
+     WHERE h.region_id = r.region_id AND h.valid_from <= s.at AND (h.valid_to IS NULL OR h.valid_to > s.at))
+     AS households,  -- in the latest registry snapshot, as the village-poverty layer counts them
+  (SELECT count(*) FROM project p WHERE p.region_id = r.region_id) AS projects,
+  (SELECT count(*) FROM facility f WHERE f.region_id = r.region_id) AS facilities,
+  (SELECT jsonb_object_agg(level, n) FROM (SELECT level, count(*) AS n FROM admin_unit a
+     WHERE a.region_id = r.region_id GROUP BY level) l) AS admin_units,
+  (SELECT ARRAY[ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)] FROM (SELECT ST_Extent(coalesce(a.geom, v.geom_point))
+     AS e FROM admin_unit a LEFT JOIN village v ON v.code = a.code WHERE a.region_id = r.region_id) x) AS bbox
+FROM region r WHERE (CAST(:id AS text) IS NULL OR r.region_id = :id)
+""")
+_REGION_PERIODS = text("""
+SELECT
+  (SELECT array_agg(DISTINCT y ORDER BY y) FROM (
+     SELECT extract(year FROM valid_from)::int AS y FROM household WHERE region_id = :id
+     UNION SELECT extract(year FROM valid_from)::int FROM household_history WHERE region_id = :id) ys) AS registry,
+  (SELECT array_agg(DISTINCT to_char(lower(period), 'YYYY-MM') ORDER BY to_char(lower(period), 'YYYY-MM'))
+     FROM telecom_release WHERE region_id = :id) AS telecom,
+  (SELECT count(*) FROM analysis_run WHERE kind = 'process:needs-assessment' AND status = 'successful'
+     AND params->'inputs'->'households'->>'region' = :id) AS needs_runs,
+  (SELECT max(finished) FROM analysis_run WHERE kind = 'process:needs-assessment' AND status = 'successful'
+     AND params->'inputs'->'households'->>'region' = :id) AS needs_latest
+""")
+
+
+async def regions(conn: Any, region_id: str | None = None) -> list[dict[str, Any]]:
+    """Every region (or one) with its counts and extent."""
+    rows = [dict(r) for r in (await conn.execute(_REGION_ROWS, {"id": region_id})).mappings()]
+    counts = {r["region_id"]: dict(r) for r in (await conn.execute(_REGION_COUNTS, {"id": region_id})).mappings()}
+    for r in rows:
+        r["metadata"] = r["metadata"] if isinstance(r["metadata"], dict) else json.loads(r["metadata"] or "{}")
+        r["counts"] = counts.get(r["region_id"], {})
+    return rows
+
+
+async def region_periods(conn: Any, region_id: str) -> dict[str, Any]:
+    """The periods present for each kind of data: registry years, telecom months, needs-assessment runs."""
+    row = (await conn.execute(_REGION_PERIODS, {"id": region_id})).mappings().one()
+    return {"registry_years": list(row["registry"] or []), "telecom_months": list(row["telecom"] or []),
+            "needs_runs": {"count": int(row["needs_runs"] or 0),
+                           "latest": row["needs_latest"].isoformat() if row["needs_latest"] else None}}
+
+
+async def find_region(conn: Any, given: str) -> str | None:
+    """The id of the region named ``given``: its id, or (exactly, any case) its display name when only one region
+    bears it."""
+    if await conn.scalar(text("SELECT 1 FROM region WHERE region_id = :r"), {"r": given}):
+        return given
+    ids = list((await conn.execute(text("SELECT region_id FROM region WHERE lower(name) = lower(:n)"),
+                                   {"n": given.strip()})).scalars())
+    return ids[0] if len(ids) == 1 else None
+
+
+async def known_regions(conn: Any) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in await conn.execute(text("SELECT region_id, name FROM region ORDER BY region_id"))]

@@ -1,4 +1,4 @@
-"""Minimum-count suppression with secondary roll-up, in portable SQL (DOMAIN.md §5).
+"""Minimum-count suppression with secondary roll-up, in portable SQL (docs/methodology.md#telecom-suppression).
 
 A count or a statistic is published only where **more than k distinct devices** contribute (FlowKit's rule).
 Rows that fail are not dropped at once: their devices roll up into the H3 parent cell, one resolution at a time

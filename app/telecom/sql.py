@@ -11,7 +11,7 @@ so that every definition is integer arithmetic and standard aggregates/window fu
 the zone's fixed offset over the period (zones with a DST change inside the period are refused by the caller:
 the arithmetic is DST-free by construction). 1970-01-01 was a Thursday, so ``(day + 3) % 7`` is 0 on Mondays.
 
-Definitions (DOMAIN.md §4; the issue's exact wording):
+Definitions (docs/methodology.md#telecom-indicators; the issue's exact wording):
 
 * night: local 21:00–06:59, counted to the night that starts at 21:00 (night id = floor((t − 21 h) / 1 day));
 * working hours: Monday–Friday 09:00–16:59;
