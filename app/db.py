@@ -16,7 +16,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.errors import ConstraintViolation, DatabaseUnavailable, DomainError, InvalidData, ServiceBusy, is_unavailable
+from app.errors import (
+    ConstraintViolation,
+    DatabaseUnavailable,
+    DomainError,
+    InvalidData,
+    NotFound,
+    ServiceBusy,
+    is_unavailable,
+)
 from app.settings import DatabaseSettings
 
 log = logging.getLogger("tpa.db")
@@ -183,6 +191,9 @@ def translate_db_error(exc: BaseException) -> DomainError:
         return ConstraintViolation(detail, constraint=constraint, sqlstate=sqlstate)
     if sqlstate and sqlstate.startswith("22"):  # data exceptions: bad enum label, SRID mismatch, overflow …
         return InvalidData(f"Invalid value: {message}" if message else "Invalid value.", sqlstate=sqlstate)
+    if sqlstate == "42P01" and '"results.' in message:
+        # a result's table dropped by another process (expired, dismissed) after this one looked the layer up
+        return NotFound("These results have been deleted: they expired or their job was dismissed.")
     if is_unavailable(exc):
         return DatabaseUnavailable("The database is not reachable.")
     log.error("database error %s: %s", sqlstate, message or type(exc).__name__)  # server log only

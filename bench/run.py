@@ -72,7 +72,8 @@ def prepare_database() -> None:
 
 
 def prepare_peers() -> None:
-    if not all(list(PEERS.glob(f"lib/*/site-packages/{pkg}")) for pkg in ("tipg", "pygeoapi", "starlette", "geoalchemy2")):
+    needed = ("tipg", "pygeoapi", "starlette", "geoalchemy2")
+    if not all(list(PEERS.glob(f"lib/*/site-packages/{pkg}")) for pkg in needed):
         print("installing tipg and pygeoapi in bench/.venv-peers …", flush=True)
         sh([sys.executable, "-m", "venv", str(PEERS)])
         sh([str(PEERS / "bin/pip"), "install", "-q", "tipg", "pygeoapi", "starlette", "psycopg2-binary", "GeoAlchemy2",

@@ -49,7 +49,8 @@ def run(url: str, rounds: int) -> None:
                 small.append(timed(c, {"bbox": f"{x:.4f},{y:.4f},{x + 0.02:.4f},{y + 0.02:.4f}", "limit": 10}))
             for _ in range(3):  # zoomed out: the whole view, a few times
                 big.append(timed(c, {"bbox": whole, "limit": 10}))
-    print(f"small bbox, limit 10: p50 {statistics.median(small):.1f} ms, max {max(small):.1f} ms ({len(small)} requests)")
+    print(f"small bbox, limit 10: p50 {statistics.median(small):.1f} ms, max {max(small):.1f} ms "
+          f"({len(small)} requests)")
     print(f"whole-extent bbox after small ones, limit 10: p50 {statistics.median(big):.1f} ms, max {max(big):.1f} ms "
           f"({len(big)} requests)")
 

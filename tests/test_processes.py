@@ -86,7 +86,7 @@ async def test_process_list_and_descriptions(pc: httpx.AsyncClient):
     assert schema["schema"]["$ref"].endswith("/ExecuteAccessibility")
 
 
-async def test_sync_autocorrelation_inline_equals_esda_and_is_published(pc: httpx.AsyncClient):
+async def test_sync_autocorrelation_inline_equals_esda_and_is_readable_by_url(pc: httpx.AsyncClient):
     import esda
     import libpysal
 
@@ -108,7 +108,7 @@ async def test_sync_autocorrelation_inline_equals_esda_and_is_published(pc: http
     assert {f["properties"]["quadrant"] for f in items["features"]} <= {"HH", "LH", "LL", "HL"}
     lid = href.split("/collections/")[1].split("/")[0]
     ids = [c["id"] for c in (await pc.get("/collections")).json()["collections"]]
-    assert lid in ids
+    assert lid not in ids  # readable by its URL, listed only when published (tests/test_results.py)
 
 
 async def test_references_filters_and_access(pc: httpx.AsyncClient, proc_keys: dict[Role, str]):

@@ -863,11 +863,13 @@ async def refresh_catalog(engine: AsyncEngine, catalog: Catalog, security: Secur
             return catalog
         crs = catalog.crs
         layers = {k: v for k, v in catalog.layers.items() if k not in catalog.published_ids}
+        rebuilt: set[str] = set()
         if "public.region" in changed:
+            # Built anew (attribution), with new source selectables: their properties must be read again from the
+            # new sources (properties of the old ones would name a second copy of the subquery in SQL).
             builtins, crs = await _builtins(conn, security, license_url)
-            layers = {lyr.id: replace(lyr, extent=layers[lyr.id].extent, props=layers[lyr.id].props,
-                                      static_props=layers[lyr.id].static_props) if lyr.id in layers else lyr
-                      for lyr in builtins}
+            layers = {lyr.id: lyr for lyr in builtins}
+            rebuilt = set(layers)
         published_ids = catalog.published_ids
         if "public.published_layer" in changed:
             published = await published_layers(
@@ -879,7 +881,7 @@ async def refresh_catalog(engine: AsyncEngine, catalog: Catalog, security: Secur
         for lyr in [*layers.values(), *published]:
             old = catalog.layers.get(lyr.id)
             stale = old is None or bool(set(lyr.versioned) & changed)
-            if stale:
+            if stale or lyr.id in rebuilt:
                 lyr = await with_open_props(conn, lyr)
             out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr) if stale else old.extent)
     return Catalog(out, crs, versions, published_ids)

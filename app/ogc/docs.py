@@ -24,6 +24,11 @@ METHODOLOGY = Path(__file__).resolve().parent.parent.parent / "docs" / "methodol
 _ANCHOR = re.compile(r"\s*\{#([a-z0-9][a-z0-9-]*)\}\s*$")
 
 
+class MarkdownResponse(Response):
+    media_type = "text/markdown"
+    charset = "utf-8"
+
+
 def method_link(request: Request, anchor: str) -> str:
     return url_for(request, "/docs/methodology") + f"#{anchor}"
 
@@ -64,6 +69,7 @@ async def get_methodology(request: Request) -> Response:
 
 
 @router.get("/docs/methodology.md", operation_id="get_methodology_markdown", summary="The method as Markdown",
+            response_class=MarkdownResponse,
             responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}}})
 async def get_methodology_markdown() -> Response:
-    return Response(METHODOLOGY.read_bytes(), media_type="text/markdown; charset=utf-8")
+    return MarkdownResponse(METHODOLOGY.read_bytes())

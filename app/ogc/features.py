@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -53,6 +54,8 @@ from app.ogc.render import (
     url_for,
 )
 from app.repositories import features as repo
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["Data"])
 
@@ -135,6 +138,7 @@ async def _catalog(request: Request, force: bool = False) -> Catalog:
     except DomainError:
         raise
     except Exception:
+        log.exception("the layer catalogue could not be read")
         raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
 
 
@@ -148,6 +152,7 @@ async def find_layer(request: Request, collection_id: str) -> Layer | None:
         except DomainError:
             raise
         except Exception:
+            log.exception("the result collection %s could not be read", collection_id)
             raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
     if layer is None:
         layer = (await _catalog(request, force=True)).get(collection_id)
@@ -442,10 +447,19 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
         if fmt is OutputType.html:
             feats = orjson.loads(f"[{page.body}]")
             return html_response(request, "items.html", layer=layer, features=feats, matched=matched, links=links,
-                                 geojson={"type": "FeatureCollection", "features": feats})
+                                 geojson=map_features(feats, layer.style))
         body = HEAD + page.body.encode() + _envelope_tail(matched, page.returned, links)
         return Response(body, media_type=GEOJSON, headers=headers)
     return await _streamed_items(request, layer, role, q, headers)
+
+
+def map_features(features: list[dict[str, Any]], style: dict[str, Any] | None) -> dict[str, Any]:
+    """What the page's map needs of the features: geometry, id, name (tooltip) and the styled property. The table
+    shows the rest; a page of 500 results was several times larger with every property embedded twice."""
+    keep = {"name"} | ({style["property"]} if style and style.get("property") else set())
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": f.get("id"), "geometry": f.get("geometry"),
+         "properties": {k: v for k, v in (f.get("properties") or {}).items() if k in keep}} for f in features]}
 
 
 def _csv_value(value: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, create_model
 
 from app.analysis.spatial import AnalysisError
 from app.auth import SIGN_IN, current_role
@@ -306,9 +306,9 @@ def _execution_route(p: Process) -> None:
         outputs=(dict[str, OutputRequest] | None,
                  Field(None, description="Outputs to return (default: all): " + ", ".join(p.outputs))),
         response=(Literal["document"], Field("document", description="Results document (one member per output)")),
-        publish=(bool, Field(False, description="List the spatial outputs in /collections and keep them until they "
-                             "are unpublished (analysts and administrators). Unpublished results are readable by "
-                             "their URL and deleted when they expire.")),
+        publish=(StrictBool, Field(False, description="List the spatial outputs in /collections and keep them until "
+                                   "they are unpublished (analysts and administrators). Unpublished results are "
+                                   "readable by their URL and deleted when they expire.")),
     )
 
     async def execute(request: Request, body: Annotated[model, Body()]) -> Response:  # type: ignore[valid-type]

@@ -97,7 +97,9 @@ def _current(layer: Layer) -> Any:
 
 
 async def _locked(conn: AsyncConnection, layer: Layer, fid: Any) -> tuple[str, str] | None:
-    row = (await conn.execute(_current(layer).where(layer.id_expr == fid).with_for_update())).first()
+    # only the edited table's row: the layer's outer joins (parent names) cannot be locked
+    of = layer.editable.table if layer.editable is not None else None
+    row = (await conn.execute(_current(layer).where(layer.id_expr == fid).with_for_update(of=of))).first()
     return (row.f, row.etag) if row else None
 
 

@@ -171,8 +171,9 @@ SELECT
   (SELECT array_agg(DISTINCT y ORDER BY y) FROM (
      SELECT extract(year FROM valid_from)::int AS y FROM household WHERE region_id = :id
      UNION SELECT extract(year FROM valid_from)::int FROM household_history WHERE region_id = :id) ys) AS registry,
-  (SELECT array_agg(DISTINCT to_char(lower(period), 'YYYY-MM') ORDER BY to_char(lower(period), 'YYYY-MM'))
-     FROM telecom_release WHERE region_id = :id) AS telecom,
+  (SELECT array_agg(m ORDER BY m) FROM (
+     SELECT DISTINCT to_char(lower(period), 'YYYY-MM') AS m FROM telecom_agg WHERE region_id = :id
+     UNION SELECT to_char(lower(period), 'YYYY-MM') FROM telecom_od WHERE region_id = :id) ms) AS telecom,
   (SELECT count(*) FROM analysis_run WHERE kind = 'process:needs-assessment' AND status = 'successful'
      AND params->'inputs'->'households'->>'region' = :id) AS needs_runs,
   (SELECT max(finished) FROM analysis_run WHERE kind = 'process:needs-assessment' AND status = 'successful'
