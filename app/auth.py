@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Forbidden, Unauthorized
-from app.models.codes import Role
+from app.models.codes import Role, allowed
 from app.repositories import keys as keys_repo
 
 KEY_PREFIX = "tpa_"
@@ -136,11 +136,6 @@ async def current_role(request: Request) -> Role | None:
 RoleDep = Annotated[Role | None, Depends(current_role)]
 
 
-ROLE_RANK = {None: 0, Role.analyst: 1, Role.admin: 2}
-
-
-def allowed(role: Role | None, needed: Role | None) -> bool:
-    return ROLE_RANK[role] >= ROLE_RANK[needed]
 
 
 def require(role: Role | None, needed: Role | None, what: str = "this resource") -> None:

@@ -21,10 +21,10 @@ from app.auth import KeyCache, document_security
 from app.db import create_engine, create_read_pool, create_sessionmaker
 from app.errors import add_exception_handlers, document_problems
 from app.health import router as health_router
+from app.layers.catalog import LiveCatalog
 from app.middleware import ServiceMiddleware
 from app.observability import Metrics, configure_logging
 from app.ogc import common, docs, edits, features, processes, regions
-from app.ogc.catalog import LiveCatalog
 from app.ogc.render import document_media_types, templates
 from app.openapi30 import to_openapi30
 from app.processes.jobs import (

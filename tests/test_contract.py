@@ -13,6 +13,7 @@ import pytest
 from ogc_validation import validate_problem
 from tpa_testing import chromium, fetch, screenshot
 
+from app.layers.query import ItemsQuery
 from app.models.codes import Role
 from app.processes.catalogue import PROCESSES
 
@@ -242,7 +243,7 @@ async def test_whole_extent_bbox_after_small_ones_is_planned_with_its_box(demo_s
     from pydantic import SecretStr
 
     from app.db import create_read_pool
-    from app.ogc.catalog import builtin_layers
+    from app.layers.catalog import builtin_layers
     from app.repositories import features as repo
     from app.settings import DatabaseSettings, SecuritySettings
 
@@ -253,9 +254,9 @@ async def test_whole_extent_bbox_after_small_ones_is_planned_with_its_box(demo_s
         await pool.execute("ANALYZE household")  # with statistics, "auto" prefers the generic plan
         for i in range(12):
             small = (123.80 + 0.01 * i, 42.30, 123.81 + 0.01 * i, 42.31)
-            await repo.fetch_page(pool, households, Role.admin, repo.ItemsQuery(bbox=small, limit=10))
+            await repo.fetch_page(pool, households, Role.admin, ItemsQuery(bbox=small, limit=10))
         for _ in range(8):  # the whole view, as a user pans and zooms out
-            page = await repo.fetch_page(pool, households, Role.admin, repo.ItemsQuery(bbox=(100, 20, 140, 50),
+            page = await repo.fetch_page(pool, households, Role.admin, ItemsQuery(bbox=(100, 20, 140, 50),
                                                                                          limit=10))
             assert page.returned == 10
         plans = await pool.fetch("SELECT generic_plans, custom_plans FROM pg_prepared_statements "

@@ -1,6 +1,6 @@
 """Share a region in standard forms: one GeoPackage of its public layers, or a pygeoapi configuration.
 
-Both read the public collections exactly as the OGC API publishes them (``app.ogc.catalog.builtin_layers``:
+Both read the public collections exactly as the OGC API publishes them (``app.layers.catalog.builtin_layers``:
 same properties, same names), restricted to one region. Restricted collections (households, persons, the
 audit trail) are never exported.
 """
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import NullType
 
 from app.errors import InvalidParameter, NotFound
-from app.ogc.catalog import Layer, builtin_layers
+from app.layers.catalog import Layer, builtin_layers
 from app.settings import Settings, libpq_url
 
 GPKG_GEOMETRY = {"Point": "Point", "MultiPolygon": "MultiPolygon", "Geometry": "Unknown"}

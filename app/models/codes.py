@@ -228,6 +228,14 @@ class Role(StrEnum):
     admin = "admin"
 
 
+ROLE_RANK = {None: 0, Role.analyst: 1, Role.admin: 2}
+
+
+def allowed(role: Role | None, needed: Role | None) -> bool:
+    """Whether ``role`` (None: anonymous) reaches ``needed`` (None: public)."""
+    return ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
 # Postgres enum type name -> Python enum, used by the ORM and the drift test.
 PG_ENUMS: dict[str, type[StrEnum]] = {
     "cause": Cause,

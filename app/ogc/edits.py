@@ -25,9 +25,9 @@ from sqlalchemy import Text, bindparam, func
 
 from app.auth import current_role, require
 from app.errors import DomainError, InvalidData, UnsupportedMediaType
+from app.layers.catalog import Layer, Prop
+from app.layers.crs import CRS84_DEF, Crs, content_crs_header, parse_crs
 from app.models.codes import Role
-from app.ogc.catalog import Layer, Prop
-from app.ogc.crs import CRS84_DEF, Crs, content_crs_header, parse_crs
 from app.ogc.features import Feature, _catalog, feature_id, get_layer
 from app.ogc.render import GEOJSON, url_for
 from app.repositories import edits as repo

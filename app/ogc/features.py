@@ -22,23 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth import SIGN_IN, RoleDep, current_role, require
 from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFound, Unauthorized
+from app.layers.catalog import Catalog, Layer, Prop
+from app.layers.cql2 import GEOMETRY_NAME, ID_NAME, queryable_names
+from app.layers.crs import CRS84, content_crs_header
+from app.layers.query import Cursor, ItemsQuery, PageLimits, Params, crs_param
+from app.layers.query import items_query as build_items_query
 from app.models.codes import Role
-from app.ogc.catalog import Catalog, Layer, Prop
 from app.ogc.common import Conformance, Link
-from app.ogc.crs import CRS84, CRS84_DEF, Crs, content_crs_header, parse_crs
-from app.ogc.filters import GEOMETRY_NAME, ID_NAME, parse_filter, queryable_names
-from app.ogc.filters import check as check_filter
-from app.ogc.params import (
-    Cursor,
-    bbox_query,
-    bool_query,
-    datetime_query,
-    limit_query,
-    offset_query,
-    parse_scalar,
-    properties_query,
-    sortby_query,
-)
 from app.ogc.render import (
     CSV,
     GEOJSON,
@@ -71,8 +61,6 @@ CONFORMANCE: tuple[str, ...] = (
     _CQL2 + "property-property", _CQL2 + "arithmetic",
 )
 GREGORIAN = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
-STANDARD_PARAMS = frozenset({"f", "limit", "offset", "bbox", "datetime", "cursor", "bbox-crs", "crs", "filter",
-                             "filter-lang", "filter-crs", "sortby", "properties", "skipGeometry"})
 STREAM_ABOVE = 1000  # rows
 
 
@@ -143,20 +131,14 @@ async def _catalog(request: Request, force: bool = False) -> Catalog:
 
 
 async def find_layer(request: Request, collection_id: str) -> Layer | None:
-    """A collection by id: from the catalogue, else a result that is not listed (read by its URL), else the
-    catalogue as of now (published a moment ago, perhaps by another process)."""
-    layer = (await _catalog(request)).get(collection_id)
-    if layer is None:
-        try:
-            layer = await request.app.state.catalog.unlisted(collection_id)
-        except DomainError:
-            raise
-        except Exception:
-            log.exception("the result collection %s could not be read", collection_id)
-            raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
-    if layer is None:
-        layer = (await _catalog(request, force=True)).get(collection_id)
-    return layer
+    """A collection by id (``LiveCatalog.find``): listed, a result read by its URL, or published a moment ago."""
+    try:
+        return await request.app.state.catalog.find(collection_id)
+    except DomainError:
+        raise
+    except Exception:
+        log.exception("the collection %s could not be read", collection_id)
+        raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
 
 
 async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:
@@ -261,92 +243,17 @@ async def get_collection(request: Request, role: RoleDep, collectionId: str = Pa
     return respond(request, doc, "collection.html", layer=layer)
 
 
-def _equality_filters(request: Request, layer: Layer) -> tuple[tuple[Prop, Any], ...]:
-    out = []
-    for name in request.query_params:
-        if name in STANDARD_PARAMS:
-            continue
-        prop = layer.prop(name)
-        if prop is None or not prop.filterable:
-            allowed = sorted(STANDARD_PARAMS | {p.name for p in layer.props if p.filterable})
-            raise InvalidParameter(f"Unknown query parameter '{name}'. Allowed: {', '.join(allowed)}.")
-    for name, raw in request.query_params.multi_items():
-        if name in STANDARD_PARAMS:
-            continue
-        prop = layer.prop(name)
-        assert prop is not None
-        try:
-            out.append((prop, parse_scalar(raw, prop.schema)))
-        except (ValueError, InvalidParameter):
-            raise InvalidParameter(f"'{raw}' is not a valid value for {name} ({prop.schema.get('type')}).") from None
-    return tuple(out)
-
-
-def _single(request: Request, name: str) -> str | None:
-    values = request.query_params.getlist(name)
-    if len(values) > 1:
-        raise InvalidParameter(f"{name} may be given only once.")
-    return values[0] if values else None
-
-
-def _listed(request: Request, name: str) -> str | None:
-    """An array parameter, comma-separated (``bbox=1,2,3,4``, OGC's form) or repeated (``bbox=1&bbox=2…``, as
-    many generated clients send arrays): both read as the comma-separated text."""
-    values = request.query_params.getlist(name)
-    return ",".join(values) if values else None
-
-
-def _crs(request: Request, catalog: Catalog, layer: Layer, name: str) -> Crs:
-    raw = _single(request, name)
-    if raw is None:
-        return CRS84_DEF
-    if layer.geom is None:
-        raise InvalidParameter(f"{name}: the collection '{layer.id}' has no geometry.")
-    return parse_crs(raw, catalog.crs, name)
-
-
-def sortable_names(layer: Layer) -> set[str]:
-    names = {p.name for p in layer.props if p.schema.get("type") not in ("object", "array")}
-    if layer.prop(ID_NAME) is None:
-        names.add(ID_NAME)
-    return names
-
-
 def items_query(request: Request, catalog: Catalog, layer: Layer, role: Role | None,
-                output: str = "geojson", html: bool = False) -> repo.ItemsQuery:
+                output: str = "geojson", html: bool = False) -> ItemsQuery:
     """The items query of a request; ``html``: a page for a person (html_default_limit, at most html_max_limit)."""
-    settings = request.app.state.settings.api
-    bbox_crs = _crs(request, catalog, layer, "bbox-crs")
-    crs = _crs(request, catalog, layer, "crs")
-    flt = None
-    raw_filter = _single(request, "filter")
-    lang = _single(request, "filter-lang")
-    filter_crs = _crs(request, catalog, layer, "filter-crs")
-    if raw_filter is not None:
-        flt = parse_filter(raw_filter, lang or "cql2-text", filter_crs)
-        check_filter(flt, layer, role)
-    elif lang is not None or _single(request, "filter-crs") is not None:
-        raise InvalidParameter("filter-lang and filter-crs need a filter.")
-    return repo.ItemsQuery(
-        bbox=bbox_query(_listed(request, "bbox"), bbox_crs.geographic, bbox_crs.lat_first),
-        bbox_crs=bbox_crs,
-        interval=datetime_query(_single(request, "datetime")),
-        equals=_equality_filters(request, layer),
-        filter=flt,
-        sortby=sortby_query(_listed(request, "sortby"), sortable_names(layer)),
-        properties=properties_query(_listed(request, "properties"), [p.name for p in layer.props]),
-        skip_geometry=bool_query(_single(request, "skipGeometry"), "skipGeometry"),
-        crs=crs,
-        output=output,
-        limit=limit_query(_single(request, "limit"), settings.html_default_limit if html else settings.default_limit,
-                          settings.html_max_limit if html else settings.max_limit),
-        offset=offset_query(_single(request, "offset")),
-        cursor=Cursor.decode(_single(request, "cursor")),
-    )
+    api = request.app.state.settings.api
+    limits = PageLimits(api.html_default_limit, api.html_max_limit) if html else PageLimits(api.default_limit,
+                                                                                             api.max_limit)
+    return build_items_query(Params(request.query_params.multi_items()), catalog, layer, role, limits, output)
 
 
 def _page_links(
-    request: Request, layer: Layer, q: repo.ItemsQuery, first: list | None, last: list | None,
+    request: Request, layer: Layer, q: ItemsQuery, first: list | None, last: list | None,
     more_after: bool, more_before: bool,
 ) -> list[dict[str, Any]]:
     path = f"/collections/{layer.id}/items"
@@ -486,7 +393,7 @@ def _csv_lines(records: list[Any], with_geometry: bool) -> bytes:
     return out.getvalue().encode()
 
 
-def _csv_header(layer: Layer, q: repo.ItemsQuery) -> bytes:
+def _csv_header(layer: Layer, q: ItemsQuery) -> bytes:
     out = io.StringIO()
     names = ["id"] + [p.name for p in repo.selected_props(layer, q.properties)]
     if layer.geom is not None and not q.skip_geometry:
@@ -495,7 +402,7 @@ def _csv_header(layer: Layer, q: repo.ItemsQuery) -> bytes:
     return out.getvalue().encode()
 
 
-async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: repo.ItemsQuery,
+async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: ItemsQuery,
                           headers: dict[str, str]) -> Response:
     pool = request.app.state.read_pool
     cache = request.app.state.count_cache
@@ -596,7 +503,7 @@ async def get_collection_item(
     unknown = set(request.query_params) - {"f", "crs"}
     if unknown:
         raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
-    crs = _crs(request, await _catalog(request), layer, "crs")
+    crs = crs_param(Params(request.query_params.multi_items()), await _catalog(request), layer, "crs")
     if fmt is OutputType.html and not crs.is_storage:
         raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json with crs.")
     fid = feature_id(layer, featureId)

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.db import translated_errors
 from app.errors import NotFound
+from app.layers.crs import CRS84, EPSG_URI, supported_uris
 from app.ogc.common import Link
-from app.ogc.crs import CRS84, EPSG_URI, supported_uris
 from app.ogc.render import HTML, JSON, link, respond, self_links, url_for
 from app.repositories import regions as repo
 

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import orjson
@@ -35,7 +35,7 @@ from sqlalchemy import text
 from starlette.requests import Request
 
 from app.analysis.spatial import AnalysisError, representative_lonlat
-from app.auth import ROLE_RANK, SIGN_IN, allowed
+from app.auth import SIGN_IN
 from app.db import translated_errors
 from app.errors import (
     DatabaseUnavailable,
@@ -47,7 +47,9 @@ from app.errors import (
     Unauthorized,
     is_unavailable,
 )
-from app.models.codes import Role
+from app.layers.catalog import Catalog, Layer, LiveCatalog
+from app.layers.query import PageLimits, Params, items_query
+from app.models.codes import ROLE_RANK, Role, allowed
 from app.processes import styles as st
 from app.processes.catalogue import PROCESSES
 from app.processes.data import (
@@ -258,28 +260,28 @@ def parse_ref(request_base: str | None, root_path: str, href: str) -> tuple[str,
     return m.group(1), parts.query
 
 
-def _items_request(app: Any, collection_id: str, query: str, limit: int) -> Request:
+def _ref_params(query: str, limit: int) -> Params:
+    """The query of a reference, read as the items query of up to ``limit`` features (its own paging dropped)."""
     pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ("f", "limit", "cursor")]
-    pairs.append(("limit", str(limit)))
-    scope = {"type": "http", "app": app, "method": "GET", "path": f"/collections/{collection_id}/items",
-             "query_string": urlencode(pairs).encode(), "headers": [], "root_path": ""}
-    return Request(scope)
+    return Params([*pairs, ("limit", str(limit))])
+
+
+async def _ref_layer(live: LiveCatalog, collection_id: str) -> tuple[Catalog, Layer | None]:
+    async with translated_errors():
+        return await live.current(), await live.find(collection_id)
 
 
 async def check_ref(request: Request, name: str, ref: CollectionRef, role: Role | None) -> tuple[str, Role | None]:
     """Validate a reference at submission (collection, access, query); returns the relative href."""
-    from app.ogc.features import _catalog, find_layer, items_query
-
     cid, query = parse_ref(str(request.base_url), request.app.state.settings.api.root_path, ref.href)
-    layer = await find_layer(request, cid)
-    catalog = await _catalog(request)
+    catalog, layer = await _ref_layer(request.app.state.catalog, cid)
     if layer is None or layer.hidden_from(role, getattr(request.state, "actor", None)):
         raise InvalidParameter(f"{name}: there is no collection '{cid}'.")
     if not allowed(role, layer.required_role):
         if role is None:
             raise Unauthorized(f"{name}: authentication is required for the collection '{cid}'.")
         raise Forbidden(f"{name}: the role '{role.value}' may not read the collection '{cid}'.")
-    items_query(_items_request(request.app, cid, query, 1), catalog, layer, role)
+    items_query(_ref_params(query, 1), catalog, layer, role, PageLimits(1, 1))
     return f"/collections/{cid}/items" + (f"?{query}" if query else ""), layer.required_role
 
 
@@ -300,17 +302,15 @@ async def check_registry(request: Request, name: str, ref: RegistryRef, role: Ro
 
 async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_features: int,
                     actor: str | None = None) -> Units:
-    from app.ogc.features import _catalog, find_layer, items_query
     from app.repositories import features as repo
 
     cid, query = parse_ref(None, "", href)
-    fake = _items_request(app, cid, query, max_features + 1)
-    catalog = await _catalog(fake)
-    layer = await find_layer(fake, cid)
+    catalog, layer = await _ref_layer(app.state.catalog, cid)
     if layer is None or not layer.readable_by(role, actor):
         raise AnalysisError(f"{name}: the collection '{cid}' is not available.")
     # the page size of /items (api.max_limit) does not bound a process input: read up to max_features + 1
-    q = dataclasses.replace(items_query(fake, catalog, layer, role), limit=max_features + 1)
+    n = max_features + 1
+    q = items_query(_ref_params(query, n), catalog, layer, role, PageLimits(n, n))
     texts: list[str] = []
     async for rows, _ in repo.stream_page(app.state.read_pool, layer, role, q):
         texts += [r[0] for r in rows]

@@ -80,7 +80,7 @@ def _shown_point(role: Role | None, secret: str) -> tuple[str, dict[str, Any]]:
     expression (``catalog.displaced_point``), rendered with named parameters for ``text()``."""
     from sqlalchemy import literal_column
 
-    from app.ogc.catalog import displaced_point
+    from app.layers.catalog import displaced_point
 
     if role == Role.admin:
         return "h.geom", {}
@@ -104,7 +104,7 @@ async def cause_table(conn: Any, region: str | None) -> Units:
 async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[str, Units]:
     """Units ``households``, ``groups`` (villages, townships, counties with geometry and telecom indicators),
     ``cause_table`` and ``region`` of one region's registry."""
-    from app.auth import allowed
+    from app.models.codes import allowed
 
     if not allowed(role, REGISTRY_ROLE):
         raise AnalysisError("The registry is not available to this role.")

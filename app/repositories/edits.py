@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import translated_errors
 from app.errors import Conflict, ConstraintViolation, DomainError, InvalidData, NotFound, PreconditionFailed
+from app.layers.catalog import Layer
 from app.models.codes import Role
 from app.models.orm import AuditLog
-from app.ogc.catalog import Layer
 from app.repositories.features import feature_text
 
 DEFAULT = literal_column("DEFAULT")

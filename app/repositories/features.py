@@ -49,36 +49,15 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.db import ReadPool, translated_errors
 from app.errors import InvalidParameter
+from app.layers.catalog import Layer, Prop
+from app.layers.cql2 import ID_NAME, Filter, expand_metres, to_sql
+from app.layers.crs import CRS84_DEF, Crs, epsg
+from app.layers.query import ItemsQuery, variant
 from app.models.codes import Role
 from app.models.orm import TableVersion
-from app.ogc.catalog import Layer, Prop
-from app.ogc.crs import CRS84_DEF, Crs, epsg
-from app.ogc.filters import ID_NAME, Filter, expand_metres, to_sql
-from app.ogc.params import Cursor, Interval
 
 STREAM_BATCH = 500
 _DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")
-
-
-@dataclass(frozen=True)
-class ItemsQuery:
-    bbox: tuple[float, float, float, float] | None = None
-    interval: Interval | None = None
-    equals: tuple[tuple[Prop, Any], ...] = ()
-    limit: int = 10
-    offset: int = 0
-    cursor: Cursor | None = None
-    bbox_crs: Crs = CRS84_DEF  # the bbox's CRS; its values are already in x/y (easting, northing) order
-    filter: Filter | None = None
-    sortby: tuple[tuple[str, bool], ...] = ()  # (queryable name, descending)
-    properties: tuple[str, ...] | None = None  # None: all
-    skip_geometry: bool = False
-    crs: Crs = CRS84_DEF  # output CRS
-    output: str = "geojson"  # or "csv"
-
-    def count_key(self, layer: Layer, role: Role | None) -> tuple[Any, ...]:
-        return (layer.id, variant(layer, role), self.bbox, self.bbox_crs.srid, self.interval,
-                tuple((p.name, v) for p, v in self.equals), self.filter)
 
 
 @dataclass
@@ -90,11 +69,6 @@ class Page:
     more_after: bool
     more_before: bool
     version: int
-
-
-def variant(layer: Layer, role: Role | None) -> str:
-    """Which geometry a role sees: the true one, or the displaced one for restricted point layers."""
-    return "true" if layer.geom_for_role is None or role == Role.admin else "displaced"
 
 
 # --------------------------------------------------------------------------------------------- expressions

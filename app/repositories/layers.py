@@ -10,10 +10,10 @@ from app.errors import InvalidData
 
 
 def reserved_ids() -> frozenset[str]:
-    """The ids of the built-in collections (app/ogc/catalog.py), which a published table may not take."""
+    """The ids of the built-in collections (app/layers/catalog.py), which a published table may not take."""
     from pydantic import SecretStr
 
-    from app.ogc.catalog import builtin_layers
+    from app.layers.catalog import builtin_layers
     from app.settings import SecuritySettings
 
     return frozenset(lyr.id for lyr in builtin_layers(SecuritySettings(jitter_key=SecretStr("ids only"))))

@@ -54,9 +54,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.errors import InvalidParameter
+from app.layers.catalog import Layer, Prop
+from app.layers.crs import CRS84_DEF, Crs
 from app.models.codes import Role
-from app.ogc.catalog import Layer, Prop
-from app.ogc.crs import CRS84_DEF, Crs
 
 LANGS = ("cql2-text", "cql2-json")
 GEOMETRY_NAME = "geometry"  # the queryable name of a collection's geometry

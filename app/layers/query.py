@@ -1,4 +1,7 @@
-"""Parsing and validating OGC API query parameters. Every malformed value is an InvalidParameter (400)."""
+"""The items query: OGC API query parameters parsed and validated into an :class:`ItemsQuery`, from plain values
+(the query's (name, value) pairs), never from an HTTP request, so the Features and Tiles routes, process inputs
+(collection references) and the CLI build queries the same way. Every malformed value is an InvalidParameter (400).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,18 @@ import binascii
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from app.errors import InvalidParameter
+from app.layers.catalog import Catalog, Layer, Prop
+from app.layers.cql2 import ID_NAME, Filter, parse_filter
+from app.layers.cql2 import check as check_filter
+from app.layers.crs import CRS84_DEF, Crs, parse_crs
+from app.models.codes import Role
 
 Interval = tuple[dt.datetime | None, dt.datetime | None]
 
@@ -217,3 +225,134 @@ def parse_scalar(raw: str, schema: Mapping[str, Any]) -> Any:
     if "enum" in schema and raw not in schema["enum"]:
         raise ValueError(raw)
     return raw
+
+
+# --------------------------------------------------------------------------------------------- the items query
+STANDARD_PARAMS = frozenset({"f", "limit", "offset", "bbox", "datetime", "cursor", "bbox-crs", "crs", "filter",
+                             "filter-lang", "filter-crs", "sortby", "properties", "skipGeometry"})
+
+
+def variant(layer: Layer, role: Role | None) -> str:
+    """Which geometry a role sees: the true one, or the displaced one for restricted point layers."""
+    return "true" if layer.geom_for_role is None or role == Role.admin else "displaced"
+
+
+@dataclass(frozen=True)
+class ItemsQuery:
+    bbox: tuple[float, float, float, float] | None = None
+    interval: Interval | None = None
+    equals: tuple[tuple[Prop, Any], ...] = ()
+    limit: int = 10
+    offset: int = 0
+    cursor: Cursor | None = None
+    bbox_crs: Crs = CRS84_DEF  # the bbox's CRS; its values are already in x/y (easting, northing) order
+    filter: Filter | None = None
+    sortby: tuple[tuple[str, bool], ...] = ()  # (queryable name, descending)
+    properties: tuple[str, ...] | None = None  # None: all
+    skip_geometry: bool = False
+    crs: Crs = CRS84_DEF  # output CRS
+    output: str = "geojson"  # or "csv"
+
+    def count_key(self, layer: Layer, role: Role | None) -> tuple[Any, ...]:
+        return (layer.id, variant(layer, role), self.bbox, self.bbox_crs.srid, self.interval,
+                tuple((p.name, v) for p, v in self.equals), self.filter)
+
+
+class Params:
+    """A query's parameters as (name, value) pairs, in order (repeated names kept)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.pairs = list(pairs)
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(k for k, _ in self.pairs))
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.pairs if k == name]
+
+    def single(self, name: str) -> str | None:
+        values = self.all(name)
+        if len(values) > 1:
+            raise InvalidParameter(f"{name} may be given only once.")
+        return values[0] if values else None
+
+    def listed(self, name: str) -> str | None:
+        """An array parameter, comma-separated (``bbox=1,2,3,4``, OGC's form) or repeated (``bbox=1&bbox=2…``, as
+        many generated clients send arrays): both read as the comma-separated text."""
+        values = self.all(name)
+        return ",".join(values) if values else None
+
+
+@dataclass(frozen=True)
+class PageLimits:
+    default: int
+    maximum: int
+
+
+def sortable_names(layer: Layer) -> set[str]:
+    names = {p.name for p in layer.props if p.schema.get("type") not in ("object", "array")}
+    if layer.prop(ID_NAME) is None:
+        names.add(ID_NAME)
+    return names
+
+
+def _equality_filters(params: Params, layer: Layer) -> tuple[tuple[Prop, Any], ...]:
+    for name in params.names():
+        if name in STANDARD_PARAMS:
+            continue
+        prop = layer.prop(name)
+        if prop is None or not prop.filterable:
+            allowed = sorted(STANDARD_PARAMS | {p.name for p in layer.props if p.filterable})
+            raise InvalidParameter(f"Unknown query parameter '{name}'. Allowed: {', '.join(allowed)}.")
+    out = []
+    for name, raw in params.pairs:
+        if name in STANDARD_PARAMS:
+            continue
+        prop = layer.prop(name)
+        assert prop is not None
+        try:
+            out.append((prop, parse_scalar(raw, prop.schema)))
+        except (ValueError, InvalidParameter):
+            raise InvalidParameter(f"'{raw}' is not a valid value for {name} ({prop.schema.get('type')}).") from None
+    return tuple(out)
+
+
+def crs_param(params: Params, catalog: Catalog, layer: Layer, name: str) -> Crs:
+    raw = params.single(name)
+    if raw is None:
+        return CRS84_DEF
+    if layer.geom is None:
+        raise InvalidParameter(f"{name}: the collection '{layer.id}' has no geometry.")
+    return parse_crs(raw, catalog.crs, name)
+
+
+def items_query(params: Params, catalog: Catalog, layer: Layer, role: Role | None, limits: PageLimits,
+                output: str = "geojson") -> ItemsQuery:
+    """The items query of a collection's query parameters, for ``role``; page sizes by ``limits``."""
+    bbox_crs = crs_param(params, catalog, layer, "bbox-crs")
+    crs = crs_param(params, catalog, layer, "crs")
+    flt = None
+    raw_filter = params.single("filter")
+    lang = params.single("filter-lang")
+    filter_crs = crs_param(params, catalog, layer, "filter-crs")
+    if raw_filter is not None:
+        flt = parse_filter(raw_filter, lang or "cql2-text", filter_crs)
+        check_filter(flt, layer, role)
+    elif lang is not None or params.single("filter-crs") is not None:
+        raise InvalidParameter("filter-lang and filter-crs need a filter.")
+    return ItemsQuery(
+        bbox=bbox_query(params.listed("bbox"), bbox_crs.geographic, bbox_crs.lat_first),
+        bbox_crs=bbox_crs,
+        interval=datetime_query(params.single("datetime")),
+        equals=_equality_filters(params, layer),
+        filter=flt,
+        sortby=sortby_query(params.listed("sortby"), sortable_names(layer)),
+        properties=properties_query(params.listed("properties"), [p.name for p in layer.props]),
+        skip_geometry=bool_query(params.single("skipGeometry"), "skipGeometry"),
+        crs=crs,
+        output=output,
+        limit=limit_query(params.single("limit"), limits.default, limits.maximum),
+        offset=offset_query(params.single("offset")),
+        cursor=Cursor.decode(params.single("cursor")),
+    )
+

@@ -37,9 +37,9 @@ from sqlalchemy.types import (
     Uuid,
 )
 
-from app.auth import allowed
+from app.layers.crs import supported_uris
 from app.models import codes
-from app.models.codes import Role
+from app.models.codes import Role, allowed
 from app.models.orm import (
     AdminUnit,
     AuditLog,
@@ -52,7 +52,6 @@ from app.models.orm import (
     TelecomOD,
     Village,
 )
-from app.ogc.crs import supported_uris
 from app.settings import SecuritySettings
 
 JsonSchema = dict[str, Any]
@@ -941,6 +940,16 @@ class LiveCatalog:
         self._unlisted[layer_id] = layer
         while len(self._unlisted) > UNLISTED_CACHE:
             self._unlisted.popitem(last=False)
+        return layer
+
+    async def find(self, layer_id: str) -> Layer | None:
+        """A collection by id: from the catalogue, else a result that is not listed (read by its URL), else the
+        catalogue as of now (published a moment ago, perhaps by another process)."""
+        layer = (await self.current()).get(layer_id)
+        if layer is None:
+            layer = await self.unlisted(layer_id)
+        if layer is None:
+            layer = (await self.current(force=True)).get(layer_id)
         return layer
 
     def invalidate(self) -> None:
