@@ -308,7 +308,7 @@ def results_prune(
     TPA_PROCESSES_RESULTS_PRUNE_EVERY_S)."""
     import datetime as dt
 
-    from app.processes.jobs import prune_expired
+    from app.repositories.results import prune_expired
 
     when = None
     if as_of:

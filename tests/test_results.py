@@ -16,7 +16,7 @@ from tpa_testing import ThrowawayDatabase, chromium, client_for, fetch, screensh
 
 from app.models.codes import Role
 from app.processes.catalogue import PROCESSES
-from app.processes.jobs import prune_expired
+from app.repositories.results import prune_expired
 
 
 @pytest.fixture(scope="module")

@@ -51,3 +51,9 @@ def test_the_layer_catalogue_knows_nothing_of_http_processes_or_sql_repositories
 def test_process_inputs_are_read_without_a_made_up_request():
     jobs = (APP / "processes" / "jobs.py").read_text(encoding="utf-8")
     assert "Request(scope)" not in jobs and "import _catalog" not in jobs and "app.ogc" not in jobs
+
+
+def test_every_package_is_found_by_setuptools():
+    """A folder of modules without __init__.py imports from a checkout but is left out of an installed build."""
+    folders = {p.parent for p in APP.rglob("*.py")}
+    assert sorted(str(f.relative_to(APP)) for f in folders if not (f / "__init__.py").exists()) == []

@@ -23,6 +23,7 @@ from sqlalchemy.types import NullType
 
 from app.errors import InvalidParameter, NotFound
 from app.layers.catalog import Layer, builtin_layers
+from app.repositories.regions import region_exists
 from app.settings import Settings, libpq_url
 
 GPKG_GEOMETRY = {"Point": "Point", "MultiPolygon": "MultiPolygon", "Geometry": "Unknown"}
@@ -65,7 +66,7 @@ def layer_select(layer: Layer, region_id: str, for_view: bool = False) -> Any:
 
 async def _check_region(engine: AsyncEngine, region_id: str) -> None:
     async with engine.connect() as conn:
-        if not await conn.scalar(text("SELECT count(*) FROM region WHERE region_id = :r"), {"r": region_id}):
+        if not await region_exists(conn, region_id):
             raise NotFound(f"no region {region_id!r}")
 
 

@@ -22,7 +22,7 @@ from app.errors import DomainError, InvalidParameter, NotFound, Unauthorized
 from app.ogc.common import Link
 from app.ogc.docs import method_link, rendered
 from app.ogc.render import json_response, link, respond, url_for
-from app.processes import jobs
+from app.processes import jobs, store
 from app.processes.catalogue import PROCESSES
 from app.processes.definitions import Process
 
@@ -261,7 +261,7 @@ def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
                               f"Output '{out_id}' as a collection"))
             links.append(link(url_for(request, f"/collections/{lid}"), "describedby", JSON,
                               f"Collection of output '{out_id}'"))
-    return StatusInfo(processID=jobs.process_of(run).id, jobID=jid, status=run["status"],
+    return StatusInfo(processID=store.process_of(run).id, jobID=jid, status=run["status"],
                       message=message, created=_iso(run["created"]), started=_iso(run["started"]),
                       finished=_iso(run["finished"]), updated=_iso(run["updated"]), progress=run["progress"],
                       expires=None if run.get("pruned") else _iso(run.get("expires")), links=links).model_dump()
@@ -269,7 +269,7 @@ def status_info(request: Request, run: dict[str, Any]) -> dict[str, Any]:
 
 def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
     """One member per output id: values as they are, spatial outputs as links to their collections."""
-    p = jobs.process_of(run)
+    p = store.process_of(run)
     result = run.get("result") or {}
     wanted = set((run["params"].get("outputs") or {}).keys()) or set(p.outputs)
     body: dict[str, Any] = {}
@@ -379,7 +379,7 @@ async def get_jobs(
                            f"readable): {SIGN_IN}")
     owner = None if role.value == "admin" else _actor(request)
     async with translated_errors():
-        rows, total = await jobs.list_runs(request.app.state.engine, owner, limit, offset, status, processID)
+        rows, total = await store.list_runs(request.app.state.engine, owner, limit, offset, status, processID)
     links = [link(url_for(request, "/jobs", {"limit": limit, "offset": offset}), "self", JSON, "Jobs")]
     if offset + len(rows) < total:
         links.append(link(url_for(request, "/jobs", {"limit": limit, "offset": offset + limit}), "next", JSON,
@@ -392,7 +392,7 @@ async def get_jobs(
             responses={200: {"content": {HTML: {}}}, 404: {"description": "No such job"}})
 async def get_job(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
     role = await current_role(request)
-    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    run = await store.visible_run(request, jobId, _actor(request), role)
     return respond(request, status_info(request, run), "job.html")
 
 
@@ -400,7 +400,7 @@ async def get_job(request: Request, jobId: str = Path(...)) -> Response:  # noqa
             response_model=JobResults, responses={404: {"description": "No such job, or no results yet"}})
 async def get_job_results(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
     role = await current_role(request)
-    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    run = await store.visible_run(request, jobId, _actor(request), role)
     if run["status"] != "successful":
         raise NotReady(f"The job is {run['status']}" + (f": {run['message']}" if run["message"] else "") + ".")
     if run.get("pruned"):
@@ -413,11 +413,11 @@ async def get_job_results(request: Request, jobId: str = Path(...)) -> Response:
                response_model=StatusInfo, responses={404: {"description": "No such job"}})
 async def dismiss_job(request: Request, jobId: str = Path(...)) -> Response:  # noqa: N803
     role = await current_role(request)
-    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    run = await store.visible_run(request, jobId, _actor(request), role)
     if run["status"] == "dismissed":
         raise NotFound(f"The job '{jobId}' was already dismissed.")
     await jobs.dismiss(request.app, run)
-    run = await jobs.visible_run(request, jobId, _actor(request), role)
+    run = await store.visible_run(request, jobId, _actor(request), role)
     return json_response(status_info(request, run))
 
 

@@ -97,9 +97,10 @@ async def region_fingerprint(session: AsyncSession, region_id: str) -> dict[str,
     return out
 
 
-async def region_exists(session: AsyncSession, region_id: str) -> bool:
+async def region_exists(conn: AsyncSession | Any, region_id: str) -> bool:
+    """Whether the region exists (a session or a connection: both answer ``scalar``)."""
     async with translated_errors():
-        return bool(await session.scalar(select(func.count()).where(Region.region_id == region_id)))
+        return bool(await conn.scalar(select(func.count()).where(Region.region_id == region_id)))
 
 
 async def analysis_crs_of(conn: Any, region_ids: Sequence[str]) -> dict[str, int]:
@@ -202,7 +203,7 @@ async def region_periods(conn: Any, region_id: str) -> dict[str, Any]:
 async def find_region(conn: Any, given: str) -> str | None:
     """The id of the region named ``given``: its id, or (exactly, any case) its display name when only one region
     bears it."""
-    if await conn.scalar(text("SELECT 1 FROM region WHERE region_id = :r"), {"r": given}):
+    if await region_exists(conn, given):
         return given
     ids = list((await conn.execute(text("SELECT region_id FROM region WHERE lower(name) = lower(:n)"),
                                    {"n": given.strip()})).scalars())
