@@ -16,7 +16,7 @@ from app.analysis import autocorrelation as ac
 from app.analysis.spatial import WeightsSpec, build_weights, great_circle_km
 from app.ingest.regions import IPL_PER_DAY_USD
 from app.processes.catalogue import PROCESSES
-from app.processes.stage23 import registry_deprivations
+from app.processes.poverty import registry_deprivations
 from app.telecom.release import _laplace_counts
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -57,3 +57,14 @@ def test_every_package_is_found_by_setuptools():
     """A folder of modules without __init__.py imports from a checkout but is left out of an installed build."""
     folders = {p.parent for p in APP.rglob("*.py")}
     assert sorted(str(f.relative_to(APP)) for f in folders if not (f / "__init__.py").exists()) == []
+
+
+def test_processes_are_grouped_by_domain():
+    from app.processes.catalogue import PROCESSES
+
+    where = {pid: type(p).__module__.rsplit(".", 1)[1] for pid, p in PROCESSES.items()}
+    assert where == {
+        "spatial-autocorrelation": "siting", "hotspots": "siting", "project-coverage-correlation": "siting",
+        "accessibility": "siting", "coverage-gaps": "siting", "location-allocation": "siting",
+        "needs-assessment": "needs", "needs-matching": "needs", "coupling-coordination": "coupling", "mpi": "poverty",
+    }

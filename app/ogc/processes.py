@@ -23,8 +23,8 @@ from app.ogc.common import Link
 from app.ogc.docs import method_link, rendered
 from app.ogc.render import json_response, link, respond, url_for
 from app.processes import jobs, store
+from app.processes.base import Process
 from app.processes.catalogue import PROCESSES
-from app.processes.definitions import Process
 
 router = APIRouter(tags=["Processes"])
 PROCESS_ID = Literal[tuple(PROCESSES)]  # the ids of the processes offered, as an enum in the API description

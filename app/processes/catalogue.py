@@ -1,8 +1,11 @@
-"""Every process the service offers, by id (the ids are part of the API)."""
+"""Every process the service offers, by id (the ids are part of the API), grouped by domain."""
 
 from __future__ import annotations
 
-from app.processes.definitions import STAGE1, Process
-from app.processes.stage23 import STAGE23
+from app.processes.base import Process
+from app.processes.coupling import COUPLING
+from app.processes.needs import NEEDS
+from app.processes.poverty import POVERTY
+from app.processes.siting import SITING
 
-PROCESSES: dict[str, Process] = {p.id: p for p in (*STAGE1, *STAGE23)}
+PROCESSES: dict[str, Process] = {p.id: p for p in (*SITING, *NEEDS, *COUPLING, *POVERTY)}

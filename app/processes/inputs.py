@@ -24,6 +24,7 @@ from app.errors import (
 from app.layers.catalog import Catalog, Layer, LiveCatalog
 from app.layers.query import PageLimits, Params, items_query
 from app.models.codes import Role, allowed
+from app.processes.base import Process
 from app.processes.data import (
     CollectionRef,
     InlineFeatures,
@@ -31,7 +32,6 @@ from app.processes.data import (
     units_from_geojson,
     units_from_table,
 )
-from app.processes.definitions import Process
 from app.processes.registry import REGISTRY_ROLE, RegistryRef, cause_table, load_registry
 from app.repositories import regions as regions_repo
 

@@ -43,12 +43,12 @@ from app.errors import (
 from app.models.codes import ROLE_RANK, Role, allowed
 from app.processes import inputs as job_inputs
 from app.processes import publish, store
+from app.processes.base import Outcome, Process
 from app.processes.data import (
     CollectionRef,
     InlineFeatures,
     big_ints_as_floats,
 )
-from app.processes.definitions import Outcome, Process
 from app.processes.registry import REGISTRY_ROLE, RegistryRef
 from app.processes.runner import JobCrashed, JobStopped, JobTimeout, run_isolated, warm_up
 from app.repositories import results as results_repo

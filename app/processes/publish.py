@@ -18,8 +18,8 @@ import orjson
 from sqlalchemy import text
 
 from app.processes import styles as st
+from app.processes.base import LayerOut, Outcome, Process
 from app.processes.data import Units
-from app.processes.definitions import LayerOut, Outcome, Process
 from app.repositories import layers as layers_repo
 from app.repositories import regions as regions_repo
 from app.repositories import results as results_repo

@@ -16,11 +16,11 @@ from app.errors import (
     Unauthorized,
 )
 from app.models.codes import Role
+from app.processes.base import Process
 from app.processes.catalogue import PROCESSES
 from app.processes.data import (
     big_ints_as_floats,
 )
-from app.processes.definitions import Process
 
 log = logging.getLogger("tpa.jobs")
 _RUN_COLS = ("run_id, kind, params, status::text AS status, message, progress, created, started, finished, updated, "

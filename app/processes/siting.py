@@ -1,18 +1,14 @@
-"""The Stage 1 processes: typed inputs (pydantic → JSON Schema), outputs, and the analysis each runs.
-
-Each ``run`` takes the parsed inputs and the resolved data (``Units``) and calls the pure functions of
-``app.analysis``; it knows nothing of HTTP or SQL. Spatial outputs come back as ``LayerOut`` and are
-published as collections by the job machinery.
+"""Where projects should land (Stage 1): spatial autocorrelation and hot spots of the poor population, projects
+against poor density, accessibility, coverage gaps and location-allocation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import shapely
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from app.analysis import accessibility as acc
 from app.analysis import autocorrelation as ac
@@ -20,8 +16,6 @@ from app.analysis import gaps as gp
 from app.analysis import location as loc
 from app.analysis.spatial import (
     AnalysisError,
-    WeightsSpec,
-    build_weights,
     geodesic_area_km2,
     geoms_to_metric,
     great_circle_km,
@@ -31,124 +25,24 @@ from app.analysis.spatial import (
     to_metric,
 )
 from app.processes import styles as st
+from app.processes.base import (
+    ANALYSIS_CRS_HELP,
+    LAYER_SCHEMA,
+    NUMBER,
+    NUMBER_OR_NULL,
+    PROVENANCE,
+    Inference,
+    LayerOut,
+    Outcome,
+    OutputSpec,
+    Process,
+    Strict,
+    Weights,
+    as_floats,
+    metric_xy,
+    spatial_weights,
+)
 from app.processes.data import DataInput, Units
-
-
-@dataclass
-class LayerOut:
-    title: str
-    description: str
-    ids: list[str]
-    geoms: np.ndarray | None
-    columns: dict[str, tuple[str, Any]]  # name -> (PostgreSQL type, values: a list or a numpy array)
-    unit_column: str | None = None  # the column with each row's unit (area or village), when the id is not it
-
-    def __getstate__(self) -> dict[str, Any]:  # geometries as WKB: pickling shapely objects one by one is slow
-        state = dict(self.__dict__)
-        state["geoms"] = None if self.geoms is None else shapely.to_wkb(self.geoms)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if state["geoms"] is not None:
-            self.geoms = np.asarray(shapely.from_wkb(state["geoms"]), dtype=object)
-
-
-@dataclass
-class Outcome:
-    values: dict[str, Any]
-    layers: dict[str, LayerOut] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    title: str
-    description: str
-    schema: dict[str, Any]
-    layer: bool = False
-    style: st.Style | None = None  # how the published layer is drawn (app.processes.styles)
-
-
-LAYER_SCHEMA = {"type": "object", "contentMediaType": "application/geo+json",
-                "description": "Published as an OGC API - Features collection; returned as a link by default."}
-NUMBER = {"type": "number"}
-NUMBER_OR_NULL = {"type": ["number", "null"]}  # null where a statistic is undefined (no permutations: no p_sim)
-PROVENANCE = OutputSpec("Provenance", "Inputs, parameters, library versions and seed of the run.", {"type": "object"})
-
-
-class Strict(BaseModel):
-    """Process inputs: unknown members are refused, and values are taken as their JSON type says (no "1" for 1,
-    no true for 1), as the OpenAPI document declares them."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-ANALYSIS_CRS_HELP = ("EPSG code of the metric CRS distances and areas are measured in; default: the CRS the data's "
-                     "region declares, else the UTM zone of the data")
-
-
-class Weights(Strict):
-    """Spatial weights (docs/methodology.md#weights). Default: queen contiguity for polygons, 8 nearest neighbours
-    for points."""
-
-    type: Literal["queen", "rook", "knn", "distance"] | None = None
-    k: int = Field(8, ge=1, le=100, description="Neighbours of knn weights")
-    threshold_km: float | None = Field(None, gt=0, description="Band of distance weights (km)")
-
-    def spec(self) -> WeightsSpec:
-        return WeightsSpec(self.type, self.k, self.threshold_km)
-
-
-class Inference(Strict):
-    permutations: int = Field(999, ge=0, le=99_999, description="Random permutations for pseudo p-values")
-    seed: int = Field(12345, ge=0, le=2**32 - 1, description="Seed of the permutations (reproducible results)")
-    analysis_crs: int | None = Field(None, description=ANALYSIS_CRS_HELP)
-
-
-def _metric(units: Units, epsg: int | None) -> tuple[np.ndarray, np.ndarray, Any]:
-    geoms = units.need_geometry()
-    lonlat = representative_lonlat(geoms)
-    crs = metric_crs(lonlat, epsg)
-    return lonlat, to_metric(lonlat, crs), crs
-
-
-def _weights(units: Units, spec: Weights, epsg: int | None,
-             metric: tuple[np.ndarray, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Weights for the units; ``metric`` = (xy, crs) when the caller has projected them already."""
-    geoms = units.need_geometry()
-    xy, crs = metric if metric is not None else _metric(units, epsg)[1:]
-    metric_geoms = geoms_to_metric(geoms, crs) if spec.type in (None, "queen", "rook") else geoms
-    built = build_weights(metric_geoms, xy, spec.spec())
-    return built.w, {"type": built.type, "k": spec.k if built.type == "knn" else None,
-                     "threshold_km": spec.threshold_km, "islands_attached": built.islands_attached,
-                     "mean_neighbours": round(built.mean_neighbours, 6), "analysis_crs": f"EPSG:{crs.to_epsg()}"}
-
-
-def _floats(a: Any) -> np.ndarray:
-    """A float column of a result layer (NaN and ±inf are stored as null). Kept as an array: it travels back
-    from the analysis process pickled, where a list of 25,000 Python floats costs a hundred times more."""
-    return np.asarray(a, dtype=float)
-
-
-class Process:
-    id: ClassVar[str]
-    title: ClassVar[str]
-    description: ClassVar[str]
-    version: ClassVar[str] = "1.0.0"
-    keywords: ClassVar[tuple[str, ...]] = ()
-    Inputs: ClassVar[type[BaseModel]]
-    outputs: ClassVar[dict[str, OutputSpec]]
-    data_inputs: ClassVar[tuple[str, ...]]
-    context_data: ClassVar[tuple[str, ...]] = ()  # tables the service adds (e.g. the default cause table)
-    # Sections of docs/methodology.md that define what the process computes (linked from its description)
-    method: ClassVar[tuple[str, ...]] = ()
-    # Inputs that run as they are on the demo region (the OpenAPI example, the README's bodies; tested)
-    example: ClassVar[dict[str, Any]]
-    example_summary: ClassVar[str]
-
-    def run(self, inputs: Any, data: dict[str, Units], threads: int) -> Outcome:
-        raise AnalysisError(f"The process {self.id} cannot run.")
-
 
 # --------------------------------------------------------------------------------- autocorrelation
 # Poor persons in the demo's villages whose counts are published, with 8 nearest neighbours (example inputs)
@@ -181,7 +75,7 @@ def _unit_variable(inputs: UnitVariableInputs, data: dict[str, Units]) -> tuple[
     y = units.column(inputs.variable)
     if inputs.rate_base:
         y = ac.eb_rate(y, units.column(inputs.rate_base))
-    w, wdesc = _weights(units, inputs.weights, inputs.analysis_crs)
+    w, wdesc = spatial_weights(units, inputs.weights, inputs.analysis_crs)
     return units, y, w, wdesc
 
 
@@ -212,10 +106,10 @@ class SpatialAutocorrelation(Process):
         lo = ac.local_moran(y, w, inputs.permutations, inputs.seed, inputs.alpha, inputs.fdr)
         layer = LayerOut(
             "Local Moran (LISA)", f"LISA of {inputs.variable}", units.ids, units.geoms, {
-                inputs.variable: ("double precision", _floats(y)),
-                "local_i": ("double precision", _floats(lo.local_i)),
+                inputs.variable: ("double precision", as_floats(y)),
+                "local_i": ("double precision", as_floats(lo.local_i)),
                 "quadrant": ("text", lo.quadrant),
-                "p_sim": ("double precision", _floats(lo.p_sim)),
+                "p_sim": ("double precision", as_floats(lo.p_sim)),
                 "significant": ("boolean", [bool(v) for v in lo.significant]),
                 "cluster": ("text", [q if s else "not-significant" for q, s in zip(lo.quadrant, lo.significant,
                                                                                   strict=True)]),
@@ -257,10 +151,10 @@ class Hotspots(Process):
         for c in r.classes:
             counts[c] = counts.get(c, 0) + 1
         layer = LayerOut("Getis-Ord Gi*", f"Gi* of {inputs.variable}", units.ids, units.geoms, {
-            inputs.variable: ("double precision", _floats(y)),
-            "gi_z": ("double precision", _floats(r.gi_z)),
-            "p_norm": ("double precision", _floats(r.p_norm)),
-            "p_sim": ("double precision", _floats(r.p_sim)),
+            inputs.variable: ("double precision", as_floats(y)),
+            "gi_z": ("double precision", as_floats(r.gi_z)),
+            "p_norm": ("double precision", as_floats(r.p_norm)),
+            "p_sim": ("double precision", as_floats(r.p_sim)),
             "class": ("text", r.classes),
         })
         return Outcome({"summary": counts, "weights": wdesc}, {"features": layer})
@@ -346,7 +240,7 @@ class ProjectCoverageCorrelation(Process):
             keep = np.array([t in inputs.project_types for t in projects.text(inputs.type_property)], dtype=bool)
             projects = projects.subset(keep)
         poor = units.column(inputs.poor_variable)
-        _, xy, crs = _metric(units, inputs.analysis_crs)
+        _, xy, crs = metric_xy(units, inputs.analysis_crs)
         area, area_method = unit_areas_km2(units, xy, crs)
         if (area <= 0).any():
             raise AnalysisError("Some units have no area; give polygons or distinct points.")
@@ -360,19 +254,19 @@ class ProjectCoverageCorrelation(Process):
             np.add.at(measure, which[ok], amount[ok])
         x = poor / area
         y = measure / area
-        w, wdesc = _weights(units, inputs.weights, inputs.analysis_crs, (xy, crs))
+        w, wdesc = spatial_weights(units, inputs.weights, inputs.analysis_crs, (xy, crs))
         r = ac.bivariate(x, y, w, inputs.permutations, inputs.seed, inputs.alpha, inputs.fdr)
         zone = np.array([q == "HL" for q in r.quadrant]) & r.significant
         layer = LayerOut("Poverty against projects (bivariate LISA)", "Local bivariate Moran of poor density and "
                          "the lag of project density", units.ids, units.geoms, {
-                             inputs.poor_variable: ("double precision", _floats(poor)),
-                             "area_km2": ("double precision", _floats(area)),
-                             "poor_density": ("double precision", _floats(x)),
-                             "projects": ("double precision", _floats(measure)),
-                             "project_density": ("double precision", _floats(y)),
-                             "local_i": ("double precision", _floats(r.local_i)),
+                             inputs.poor_variable: ("double precision", as_floats(poor)),
+                             "area_km2": ("double precision", as_floats(area)),
+                             "poor_density": ("double precision", as_floats(x)),
+                             "projects": ("double precision", as_floats(measure)),
+                             "project_density": ("double precision", as_floats(y)),
+                             "local_i": ("double precision", as_floats(r.local_i)),
                              "quadrant": ("text", r.quadrant),
-                             "p_sim": ("double precision", _floats(r.p_sim_local)),
+                             "p_sim": ("double precision", as_floats(r.p_sim_local)),
                              "significant": ("boolean", [bool(v) for v in r.significant]),
                              "cluster": ("text", [q if sig else "not-significant" for q, sig in zip(
                                  r.quadrant, r.significant, strict=True)]),
@@ -469,10 +363,11 @@ class Accessibility(Process):
                          "max_access": float(a.max()) if len(a) else None,
                          "zero_access_units": int(zero.sum()), "zero_access_weight": float(p[zero].sum())}},
             {"features": LayerOut("Accessibility", f"{inputs.method} accessibility", demand.ids, demand.geoms, {
-                inputs.demand_weight: ("double precision", _floats(p)), "access": ("double precision", _floats(a))}),
+                inputs.demand_weight: ("double precision", as_floats(p)),
+                "access": ("double precision", as_floats(a))}),
              "supply": LayerOut("Supply-to-demand ratio", "R_j of each supply site", supply.ids, supply.geoms, {
-                 inputs.supply_capacity: ("double precision", _floats(s)),
-                 "ratio": ("double precision", _floats(ratio))})})
+                 inputs.supply_capacity: ("double precision", as_floats(s)),
+                 "ratio": ("double precision", as_floats(ratio))})})
 
 
 # --------------------------------------------------------------------------------- coverage gaps
@@ -697,9 +592,9 @@ class LocationAllocation(Process):
                                 "demand_served": ("double precision", [float(served[j]) for j in sel]),
                             })
         assignment = LayerOut("Assignment", "Demand units and the site serving them", demand.ids, demand.geoms, {
-            inputs.demand_weight: ("double precision", _floats(a)),
+            inputs.demand_weight: ("double precision", as_floats(a)),
             "site_id": ("text", [sites_ids[j] if j >= 0 else None for j in r.assignment]),
-            "cost": ("double precision", _floats(r.cost_to_site)),
+            "cost": ("double precision", as_floats(r.cost_to_site)),
             "covered": ("boolean", [bool(v) for v in (r.covered if r.covered is not None else ok)]),
         })
         return Outcome({
@@ -710,5 +605,7 @@ class LocationAllocation(Process):
         }, {"selected": selected, "assignment": assignment})
 
 
-STAGE1: tuple[Process, ...] = (SpatialAutocorrelation(), Hotspots(), ProjectCoverageCorrelation(), Accessibility(),
-                               CoverageGaps(), LocationAllocation())
+
+
+SITING: tuple[Process, ...] = (SpatialAutocorrelation(), Hotspots(), ProjectCoverageCorrelation(), Accessibility(),
+                                CoverageGaps(), LocationAllocation())
