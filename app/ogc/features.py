@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from importlib import metadata
 from typing import Any, Literal
 
 import orjson
@@ -37,6 +39,7 @@ from app.ogc.render import (
     SCHEMA_JSON,
     OutputType,
     html_response,
+    json_response,
     link,
     negotiate,
     respond,
@@ -46,6 +49,9 @@ from app.ogc.render import (
 from app.repositories import features as repo
 
 log = logging.getLogger(__name__)
+SERVICE_VERSION = metadata.version("tpa-gis")
+NOT_MODIFIED = {"description": "Not modified: If-None-Match named the current ETag (JSON answers; the ETag is weak "
+                "and changes with the data, the caller's role and the query)"}
 
 router = APIRouter(tags=["Data"])
 
@@ -217,17 +223,23 @@ def collection_document(request: Request, layer: Layer, crs: tuple[str, ...], to
     operation_id="get_collections",
     summary="The feature collections the caller may read",
     response_model=Collections,
-    responses={200: {"content": {HTML: {}}}},
+    responses={200: {"content": {HTML: {}}}, 304: NOT_MODIFIED},
 )
 async def get_collections(request: Request, role: RoleDep) -> Response:
     catalog = await _catalog(request)
-    body = {
-        "links": self_links(request, "/collections", JSON, "Collections"),
-        "collections": [collection_document(request, lyr, catalog.crs)
-                        for lyr in catalog.visible(role, getattr(request.state, "actor", None))],
-        "crs": list(catalog.crs),
-    }
-    return respond(request, body, "collections.html")
+
+    def body() -> dict[str, Any]:
+        return {
+            "links": self_links(request, "/collections", JSON, "Collections"),
+            "collections": [collection_document(request, lyr, catalog.crs)
+                            for lyr in catalog.visible(role, getattr(request.state, "actor", None))],
+            "crs": list(catalog.crs),
+        }
+
+    if negotiate(request) is OutputType.html:
+        return respond(request, body(), "collections.html")
+    etag = _document_etag(request, role, sorted(catalog.versions.items()))
+    return _conditional(request, etag, role, lambda h: json_response(body(), headers=h))
 
 
 @router.get(
@@ -235,12 +247,18 @@ async def get_collections(request: Request, role: RoleDep) -> Response:
     operation_id="get_collection",
     summary="One feature collection",
     response_model=Collection,
-    responses={200: {"content": {HTML: {}}}, 404: {"description": "No such collection"}},
+    responses={200: {"content": {HTML: {}}}, 304: NOT_MODIFIED, 404: {"description": "No such collection"}},
 )
 async def get_collection(request: Request, role: RoleDep, collectionId: str = Path(...)) -> Response:  # noqa: N803
     layer = await get_layer(request, collectionId, role)
-    doc = collection_document(request, layer, (await _catalog(request)).crs, top=True)
-    return respond(request, doc, "collection.html", layer=layer)
+    catalog = await _catalog(request)
+    if negotiate(request) is OutputType.html:
+        return respond(request, collection_document(request, layer, catalog.crs, top=True), "collection.html",
+                       layer=layer)
+    etag = _document_etag(request, role, sorted(catalog.versions.items()), layer.extent)
+    return _conditional(request, etag, role,
+                        lambda h: json_response(collection_document(request, layer, catalog.crs, top=True),
+                                                headers=h))
 
 
 def items_query(request: Request, catalog: Catalog, layer: Layer, role: Role | None,
@@ -328,7 +346,8 @@ HEAD = b'{"type":"FeatureCollection","features":['
     "(`cursor`). Geometries are in `crs` (stated by the `Content-Crs` header).",
     response_model=FeatureCollection,
     openapi_extra={"parameters": ITEMS_PARAMETERS},
-    responses={200: {"content": {GEOJSON: {}, HTML: {}, CSV: {}}}, 400: {"description": "Invalid parameter"},
+    responses={200: {"content": {GEOJSON: {}, HTML: {}, CSV: {}}}, 304: NOT_MODIFIED,
+               400: {"description": "Invalid parameter"},
                401: {"description": "Authentication required"}, 403: {"description": "Role too low"},
                404: {"description": "No such collection"}},
 )
@@ -347,6 +366,11 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
     cache = request.app.state.count_cache
     if fmt is OutputType.csv:
         return await _streamed_items(request, layer, role, q, headers)
+    if fmt is OutputType.json and q.limit <= STREAM_ABOVE and request.headers.get("if-none-match"):
+        # the tables' version first (one small query): a client that holds this page gets 304 without the page
+        held = _document_etag(request, role, await repo.current_version(pool, layer))
+        if _etag_matches(request.headers.get("if-none-match"), held):
+            return _conditional(request, held, role, lambda h: Response(status_code=304, headers=h))
     if fmt is OutputType.html or q.limit <= STREAM_ABOVE:
         page = await repo.fetch_page(pool, layer, role, q)
         matched = await repo.number_matched(pool, cache, layer, role, q, page.version)
@@ -356,7 +380,9 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
             return html_response(request, "items.html", layer=layer, features=feats, matched=matched, links=links,
                                  geojson=map_features(feats, layer.style))
         body = HEAD + page.body.encode() + _envelope_tail(matched, page.returned, links)
-        return Response(body, media_type=GEOJSON, headers=headers)
+        etag = _document_etag(request, role, page.version)
+        return _conditional(request, etag, role,
+                            lambda h: Response(body, media_type=GEOJSON, headers={**headers, **h}))
     return await _streamed_items(request, layer, role, q, headers)
 
 
@@ -482,6 +508,29 @@ def _etag_matches(header: str | None, etag: str) -> bool:
         return False
     tags = [t.strip() for t in header.split(",")]
     return "*" in tags or f'"{etag}"' in tags or f'W/"{etag}"' in tags
+
+
+def _document_etag(request: Request, role: Role | None, *parts: Any) -> str:
+    """A weak validator of a JSON document: what it is built from (the tables' versions, the caller's role and
+    identity, the query, the address it was asked at, the service's version). ``timeStamp`` is left out: weak."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in (SERVICE_VERSION, request.url.path, request.url.query, str(request.base_url),
+                 role.value if role else "", getattr(request.state, "actor", None) or "", *parts):
+        h.update(str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _conditional(request: Request, etag: str, role: Role | None, build: Callable[[dict[str, str]], Response]
+                 ) -> Response:
+    """304 when the caller holds this version (If-None-Match), else the document with its ETag. HTML pages are not
+    validated: each carries a fresh script nonce that a 304 would pair with an old page."""
+    headers = {"ETag": f'W/"{etag}"'}
+    if role is None:
+        headers["Cache-Control"] = "public, no-cache"  # shared caches may keep it, revalidating every time
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return build(headers)
 
 
 @router.get(
