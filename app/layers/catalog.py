@@ -926,7 +926,8 @@ class LiveCatalog:
             return self.catalog
 
     async def unlisted(self, layer_id: str) -> Layer | None:
-        """A result collection that is not in the catalogue (not published), by its id; None if there is none."""
+        """A layer of ``published_layer`` that is not in this catalogue (a result not published, or one published
+        since the catalogue was read), by its id; None if there is none."""
         hit = self._unlisted.get(layer_id)
         if hit is not None:
             self._unlisted.move_to_end(layer_id)
@@ -943,14 +944,10 @@ class LiveCatalog:
         return layer
 
     async def find(self, layer_id: str) -> Layer | None:
-        """A collection by id: from the catalogue, else a result that is not listed (read by its URL), else the
-        catalogue as of now (published a moment ago, perhaps by another process)."""
+        """A collection by id: from the catalogue, else from ``published_layer`` (a result read by its URL, or a
+        layer published a moment ago, perhaps by another process, that the catalogue has not read yet)."""
         layer = (await self.current()).get(layer_id)
-        if layer is None:
-            layer = await self.unlisted(layer_id)
-        if layer is None:
-            layer = (await self.current(force=True)).get(layer_id)
-        return layer
+        return layer if layer is not None else await self.unlisted(layer_id)
 
     def invalidate(self) -> None:
         """Check the versions again on the next request (this process wrote something)."""

@@ -13,9 +13,9 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Path, Request
@@ -49,6 +49,7 @@ from app.ogc.render import (
 from app.repositories import features as repo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SERVICE_VERSION = metadata.version("tpa-gis")
 NOT_MODIFIED = {"description": "Not modified: If-None-Match named the current ETag (JSON answers; the ETag is weak "
                 "and changes with the data, the caller's role and the query)"}
@@ -125,26 +126,25 @@ class FeatureCollection(BaseModel):
     links: list[Link] | None = None
 
 
-async def _catalog(request: Request, force: bool = False) -> Catalog:
-    """The catalogue, kept in step with the data (``LiveCatalog``); ``force``: as of now."""
+async def _catalogue_read(read: Awaitable[T], what: str) -> T:
+    """A read of the catalogue; an unexpected failure is logged with its cause and answered 503."""
     try:
-        return await request.app.state.catalog.current(force)
+        return await read
     except DomainError:
         raise
     except Exception:
-        log.exception("the layer catalogue could not be read")
+        log.exception("%s could not be read", what)
         raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
+
+
+async def _catalog(request: Request, force: bool = False) -> Catalog:
+    """The catalogue, kept in step with the data (``LiveCatalog``); ``force``: as of now."""
+    return await _catalogue_read(request.app.state.catalog.current(force), "the layer catalogue")
 
 
 async def find_layer(request: Request, collection_id: str) -> Layer | None:
-    """A collection by id (``LiveCatalog.find``): listed, a result read by its URL, or published a moment ago."""
-    try:
-        return await request.app.state.catalog.find(collection_id)
-    except DomainError:
-        raise
-    except Exception:
-        log.exception("the collection %s could not be read", collection_id)
-        raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
+    """A collection by id (``LiveCatalog.find``): listed, or a result read by its URL."""
+    return await _catalogue_read(request.app.state.catalog.find(collection_id), f"the collection {collection_id}")
 
 
 async def get_layer(request: Request, collection_id: str, role: Role | None) -> Layer:
@@ -370,7 +370,7 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
         # the tables' version first (one small query): a client that holds this page gets 304 without the page
         held = _document_etag(request, role, await repo.current_version(pool, layer))
         if _etag_matches(request.headers.get("if-none-match"), held):
-            return _conditional(request, held, role, lambda h: Response(status_code=304, headers=h))
+            return Response(status_code=304, headers=_validators(held, role))
     if fmt is OutputType.html or q.limit <= STREAM_ABOVE:
         page = await repo.fetch_page(pool, layer, role, q)
         matched = await repo.number_matched(pool, cache, layer, role, q, page.version)
@@ -521,16 +521,20 @@ def _document_etag(request: Request, role: Role | None, *parts: Any) -> str:
     return h.hexdigest()
 
 
+def _validators(etag: str, role: Role | None) -> dict[str, str]:
+    headers = {"ETag": f'W/"{etag}"'}
+    if role is None:
+        headers["Cache-Control"] = "public, no-cache"  # shared caches may keep it, revalidating every time
+    return headers
+
+
 def _conditional(request: Request, etag: str, role: Role | None, build: Callable[[dict[str, str]], Response]
                  ) -> Response:
     """304 when the caller holds this version (If-None-Match), else the document with its ETag. HTML pages are not
     validated: each carries a fresh script nonce that a 304 would pair with an old page."""
-    headers = {"ETag": f'W/"{etag}"'}
-    if role is None:
-        headers["Cache-Control"] = "public, no-cache"  # shared caches may keep it, revalidating every time
     if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    return build(headers)
+        return Response(status_code=304, headers=_validators(etag, role))
+    return build(_validators(etag, role))
 
 
 @router.get(

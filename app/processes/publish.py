@@ -80,7 +80,8 @@ async def publish_results(app: Any, run_id: uuid.UUID, process: Process, params:
             "AND status = 'running'"),
             {"result": orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode(), "id": run_id,
              "rt": (f"r_{run_id.hex}" if collections else None)})
-    await recheck_catalog(app)
+    if collections and params.get("publish"):  # unlisted results are found by their URL (LiveCatalog.find)
+        await recheck_catalog(app)
 
 
 RESULT_KEYWORD = "analysis result"
@@ -144,8 +145,8 @@ def with_context(layer: LayerOut, ancestry: dict[str, dict[str, Any]], data: dic
 
 
 async def recheck_catalog(app: Any) -> None:
-    """This process's catalogue as of now, so a result link handed out next answers at once (other processes
-    look again when asked for a collection they do not know)."""
+    """This process's catalogue as of now, after results were published or deleted: /collections lists them (or no
+    longer) at once, and results read by URL are not served from memory after they were deleted."""
     catalog = getattr(app.state, "catalog", None)
     if catalog is not None:
         try:

@@ -175,10 +175,10 @@ SELECT
   (SELECT array_agg(m ORDER BY m) FROM (
      SELECT DISTINCT to_char(lower(period), 'YYYY-MM') AS m FROM telecom_agg WHERE region_id = :id
      UNION SELECT to_char(lower(period), 'YYYY-MM') FROM telecom_od WHERE region_id = :id) ms) AS telecom,
-  (SELECT count(*) FROM analysis_run WHERE kind = 'process:needs-assessment' AND status = 'successful'
-     AND params->'inputs'->'households'->>'region' = :id) AS needs_runs,
-  (SELECT max(finished) FROM analysis_run WHERE kind = 'process:needs-assessment' AND status = 'successful'
-     AND params->'inputs'->'households'->>'region' = :id) AS needs_latest
+  n.needs_runs, n.needs_latest
+FROM (SELECT count(*) AS needs_runs, max(finished) AS needs_latest FROM analysis_run
+      WHERE kind = 'process:needs-assessment' AND status = 'successful'
+        AND params->'inputs'->'households'->>'region' = :id) n
 """)
 
 
