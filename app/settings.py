@@ -95,6 +95,23 @@ class ApiSettings(BaseSettings):
                                     "request names no limit (a page a person reads; JSON keeps default_limit).")
     html_max_limit: int = Field(default=500, ge=1, description="Most features on one HTML items page (larger "
                                 "limits are capped; JSON and CSV go to max_limit).")
+    bulk_max_limit: int = Field(default=1_000_000, ge=1, description="Most features in one FlatGeobuf or GeoParquet "
+                                "answer (f=fgb, f=parquet): bulk downloads are written through a temporary file, so "
+                                "memory stays bounded whatever the size.")
+
+
+class TileSettings(BaseSettings):
+    """OGC API - Tiles (Mapbox Vector Tiles built by PostGIS)."""
+
+    model_config = SettingsConfigDict(env_prefix="TPA_TILES_", env_file=".env", extra="ignore")
+
+    extent: int = Field(default=4096, ge=256, le=16384, description="Integer grid of a tile (MVT extent).")
+    buffer: int = Field(default=64, ge=0, le=1024, description="Margin around a tile, in grid units, whose features "
+                        "are kept (clipped) so lines and symbols continue across tile edges.")
+    max_features: int = Field(default=10_000, ge=1, description="Most features of one collection in one tile (as "
+                              "tipg and pg_tileserv); a denser tile shows this many, zoom in for the rest.")
+    max_zoom: int = Field(default=22, ge=0, le=24, description="Deepest tile matrix served and declared in "
+                          "the tile matrix set limits and TileJSON.")
 
 
 class SecuritySettings(BaseSettings):
@@ -151,5 +168,6 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     processes: ProcessSettings = Field(default_factory=ProcessSettings)
+    tiles: TileSettings = Field(default_factory=TileSettings)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object per line.")

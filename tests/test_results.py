@@ -172,7 +172,9 @@ async def test_pages_for_people_and_styles_for_maps(rc, results_db):
     renderer = root.find("renderer-v2")
     assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class"
     assert len(renderer.find("categories")) == 8 and len(renderer.find("symbols")) == 8
-    assert (await rc.get("/collections/villages/styles/default")).status_code == 404
+    villages = (await rc.get("/collections/villages/styles/default")).json()  # any collection: one colour, its tiles
+    assert villages["sources"]["villages"]["type"] == "vector" and "metadata" not in villages
+    assert (await rc.get("/collections/villages/styles/default", params={"f": "qml"})).status_code == 404
     # villages pages say where the village is: several share a name
     dupes = fetch(results_db.name, "SELECT a.code FROM admin_unit a WHERE a.level = 5 AND a.name IN (SELECT name FROM "
                                    "admin_unit WHERE level = 5 GROUP BY name HAVING count(*) > 1) ORDER BY a.code")

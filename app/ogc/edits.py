@@ -28,7 +28,7 @@ from app.errors import DomainError, InvalidData, UnsupportedMediaType
 from app.layers.catalog import Layer, Prop
 from app.layers.crs import CRS84_DEF, Crs, content_crs_header, parse_crs
 from app.models.codes import Role
-from app.ogc.features import Feature, _catalog, feature_id, get_layer
+from app.ogc.features import Feature, current_catalog, feature_id, get_layer
 from app.ogc.render import GEOJSON, url_for
 from app.repositories import edits as repo
 from app.repositories import features as features_repo
@@ -309,7 +309,7 @@ _CONTENT_CRS = {"name": "Content-Crs", "in": "header", "required": False, "schem
 )
 async def create_item(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
     layer, role, actor = await _writable(request, collectionId)
-    catalog = await _catalog(request)
+    catalog = await current_catalog(request)
     body = _feature_body(await _json_body(request, (GEOJSON, "application/json")))
     raw_id = body.get("id")
     fid = None  # none given: the server assigns one in the collection's scheme
@@ -337,7 +337,7 @@ async def create_item(request: Request, collectionId: str = Path(...)) -> Respon
 async def replace_item(request: Request, collectionId: str = Path(...),  # noqa: N803
                        featureId: str = Path(...)) -> Response:  # noqa: N803
     layer, role, actor = await _writable(request, collectionId)
-    catalog = await _catalog(request)
+    catalog = await current_catalog(request)
     fid = feature_id(layer, featureId)
     body = _feature_body(await _json_body(request, (GEOJSON, "application/json")))
     if "id" in body and str(body["id"]) != str(fid):
@@ -365,7 +365,7 @@ async def replace_item(request: Request, collectionId: str = Path(...),  # noqa:
 async def update_item(request: Request, collectionId: str = Path(...),  # noqa: N803
                       featureId: str = Path(...)) -> Response:  # noqa: N803
     layer, role, actor = await _writable(request, collectionId)
-    catalog = await _catalog(request)
+    catalog = await current_catalog(request)
     fid = feature_id(layer, featureId)
     body = await _json_body(request, (MERGE_PATCH, "application/json", GEOJSON))
     if not isinstance(body, dict):

@@ -137,7 +137,7 @@ async def _catalogue_read(read: Awaitable[T], what: str) -> T:
         raise DatabaseUnavailable("The layer catalogue cannot be read: the database is not reachable.") from None
 
 
-async def _catalog(request: Request, force: bool = False) -> Catalog:
+async def current_catalog(request: Request, force: bool = False) -> Catalog:
     """The catalogue, kept in step with the data (``LiveCatalog``); ``force``: as of now."""
     return await _catalogue_read(request.app.state.catalog.current(force), "the layer catalogue")
 
@@ -179,11 +179,13 @@ def collection_document(request: Request, layer: Layer, crs: tuple[str, ...], to
     ]
     if layer.license:
         links.append(link(layer.license, "license", HTML, "Licence"))
+    if layer.geom is not None:
+        links += [link(url_for(request, path + "/tiles"), TILESETS_REL, JSON, "Vector tiles"),
+                  link(url_for(request, path + "/styles/default", {"f": "mapbox"}), "stylesheet", MAPBOX_STYLE,
+                       "Style (MapLibre GL, on the vector tiles)")]
     if layer.style:
-        links += [link(url_for(request, path + "/styles/default", {"f": "mapbox"}), "stylesheet", MAPBOX_STYLE,
-                       "Style (MapLibre GL)"),
-                  link(url_for(request, path + "/styles/default", {"f": "qml"}), "stylesheet", QML,
-                       "Style (QGIS QML)")]
+        links.append(link(url_for(request, path + "/styles/default", {"f": "qml"}), "stylesheet", QML,
+                          "Style (QGIS QML)"))
     for rid in layer.extent.regions:
         links.append(link(url_for(request, f"/regions/{rid}"), "related", JSON, f"Region {rid}"))
     if layer.context and layer.context.get("job"):
@@ -226,7 +228,7 @@ def collection_document(request: Request, layer: Layer, crs: tuple[str, ...], to
     responses={200: {"content": {HTML: {}}}, 304: NOT_MODIFIED},
 )
 async def get_collections(request: Request, role: RoleDep) -> Response:
-    catalog = await _catalog(request)
+    catalog = await current_catalog(request)
 
     def body() -> dict[str, Any]:
         return {
@@ -238,8 +240,8 @@ async def get_collections(request: Request, role: RoleDep) -> Response:
 
     if negotiate(request) is OutputType.html:
         return respond(request, body(), "collections.html")
-    etag = _document_etag(request, role, sorted(catalog.versions.items()))
-    return _conditional(request, etag, role, lambda h: json_response(body(), headers=h))
+    etag = document_etag(request, role, sorted(catalog.versions.items()))
+    return conditional(request, etag, role is None, lambda h: json_response(body(), headers=h))
 
 
 @router.get(
@@ -251,12 +253,12 @@ async def get_collections(request: Request, role: RoleDep) -> Response:
 )
 async def get_collection(request: Request, role: RoleDep, collectionId: str = Path(...)) -> Response:  # noqa: N803
     layer = await get_layer(request, collectionId, role)
-    catalog = await _catalog(request)
+    catalog = await current_catalog(request)
     if negotiate(request) is OutputType.html:
         return respond(request, collection_document(request, layer, catalog.crs, top=True), "collection.html",
                        layer=layer)
-    etag = _document_etag(request, role, sorted(catalog.versions.items()), layer.extent)
-    return _conditional(request, etag, role,
+    etag = document_etag(request, role, sorted(catalog.versions.items()), layer.extent)
+    return conditional(request, etag, is_public(layer),
                         lambda h: json_response(collection_document(request, layer, catalog.crs, top=True),
                                                 headers=h))
 
@@ -357,7 +359,7 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
     role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request, csv=True)
-    q = items_query(request, await _catalog(request), layer, role, "csv" if fmt is OutputType.csv else "geojson",
+    q = items_query(request, await current_catalog(request), layer, role, "csv" if fmt is OutputType.csv else "geojson",
                     html=fmt is OutputType.html)
     if fmt is OutputType.html and not q.crs.is_storage:
         raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json or f=csv with crs.")
@@ -368,9 +370,9 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
         return await _streamed_items(request, layer, role, q, headers)
     if fmt is OutputType.json and q.limit <= STREAM_ABOVE and request.headers.get("if-none-match"):
         # the tables' version first (one small query): a client that holds this page gets 304 without the page
-        held = _document_etag(request, role, await repo.current_version(pool, layer))
-        if _etag_matches(request.headers.get("if-none-match"), held):
-            return Response(status_code=304, headers=_validators(held, role))
+        held = document_etag(request, role, await repo.current_version(pool, layer))
+        if etag_matches(request.headers.get("if-none-match"), held):
+            return Response(status_code=304, headers=validators(held, is_public(layer)))
     if fmt is OutputType.html or q.limit <= STREAM_ABOVE:
         page = await repo.fetch_page(pool, layer, role, q)
         matched = await repo.number_matched(pool, cache, layer, role, q, page.version)
@@ -380,8 +382,8 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
             return html_response(request, "items.html", layer=layer, features=feats, matched=matched, links=links,
                                  geojson=map_features(feats, layer.style))
         body = HEAD + page.body.encode() + _envelope_tail(matched, page.returned, links)
-        etag = _document_etag(request, role, page.version)
-        return _conditional(request, etag, role,
+        etag = document_etag(request, role, page.version)
+        return conditional(request, etag, is_public(layer),
                             lambda h: Response(body, media_type=GEOJSON, headers={**headers, **h}))
     return await _streamed_items(request, layer, role, q, headers)
 
@@ -503,14 +505,14 @@ def feature_id(layer: Layer, raw: str) -> Any:
     return raw
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
     if header is None:
         return False
     tags = [t.strip() for t in header.split(",")]
     return "*" in tags or f'"{etag}"' in tags or f'W/"{etag}"' in tags
 
 
-def _document_etag(request: Request, role: Role | None, *parts: Any) -> str:
+def document_etag(request: Request, role: Role | None, *parts: Any) -> str:
     """A weak validator of a JSON document: what it is built from (the tables' versions, the caller's role and
     identity, the query, the address it was asked at, the service's version). ``timeStamp`` is left out: weak."""
     h = hashlib.blake2b(digest_size=12)
@@ -521,20 +523,24 @@ def _document_etag(request: Request, role: Role | None, *parts: Any) -> str:
     return h.hexdigest()
 
 
-def _validators(etag: str, role: Role | None) -> dict[str, str]:
-    headers = {"ETag": f'W/"{etag}"'}
-    if role is None:
-        headers["Cache-Control"] = "public, no-cache"  # shared caches may keep it, revalidating every time
-    return headers
+def validators(etag: str, public: bool) -> dict[str, str]:
+    """The ETag, and who may keep the answer: shared caches (``public``: a public layer, or what anyone is shown) or
+    only the caller's own (``private``: restricted layers, and what depends on who asks). Either way a cache
+    revalidates each time (``no-cache``): the data may change at any moment and a 304 is cheap."""
+    return {"ETag": f'W/"{etag}"', "Cache-Control": "public, no-cache" if public else "private, no-cache"}
 
 
-def _conditional(request: Request, etag: str, role: Role | None, build: Callable[[dict[str, str]], Response]
-                 ) -> Response:
+def is_public(layer: Layer) -> bool:
+    return layer.required_role is None and layer.owner is None
+
+
+def conditional(request: Request, etag: str, public: bool, build: Callable[[dict[str, str]], Response]
+                ) -> Response:
     """304 when the caller holds this version (If-None-Match), else the document with its ETag. HTML pages are not
     validated: each carries a fresh script nonce that a 304 would pair with an old page."""
-    if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=_validators(etag, role))
-    return build(_validators(etag, role))
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=validators(etag, public))
+    return build(validators(etag, public))
 
 
 @router.get(
@@ -556,7 +562,7 @@ async def get_collection_item(
     unknown = set(request.query_params) - {"f", "crs"}
     if unknown:
         raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
-    crs = crs_param(Params(request.query_params.multi_items()), await _catalog(request), layer, "crs")
+    crs = crs_param(Params(request.query_params.multi_items()), await current_catalog(request), layer, "crs")
     if fmt is OutputType.html and not crs.is_storage:
         raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json with crs.")
     fid = feature_id(layer, featureId)
@@ -565,7 +571,7 @@ async def get_collection_item(
         raise NotFound(f"There is no feature '{featureId}' in '{layer.id}'.")
     text, etag = found
     headers = {"ETag": f'"{etag}"', "Content-Crs": content_crs_header(crs)}
-    if _etag_matches(request.headers.get("if-none-match"), etag):
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     path = f"/collections/{layer.id}/items/{featureId}"
     links = self_links(request, path, GEOJSON, "This feature") + [
@@ -579,6 +585,7 @@ async def get_collection_item(
 
 # --------------------------------------------------------------------------------------------- styles
 MAPBOX_STYLE = "application/vnd.mapbox.style+json"
+TILESETS_REL = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 QML = "application/vnd.qgis.qml"
 STYLE_FORMATS = {"mapbox": MAPBOX_STYLE, "qml": QML, "json": JSON}
 
@@ -587,11 +594,13 @@ STYLE_FORMATS = {"mapbox": MAPBOX_STYLE, "qml": QML, "json": JSON}
     "/collections/{collectionId}/styles/default",
     operation_id="get_collection_style",
     summary="How the collection is drawn: MapLibre GL style JSON (f=mapbox), QGIS QML (f=qml) or the description",
-    description="The class colours of an analysis result (LISA and Gi* classes, coupling bands, need levels, "
-    "coverage), as the HTML map and legend show them. f=json: the style description (property, classes or breaks).",
+    description="f=mapbox (every collection with geometry): a MapLibre style drawing the collection's vector tiles, "
+    "in the class colours of an analysis result (LISA and Gi* classes, coupling bands, need levels, coverage) as the "
+    "HTML map and legend show them, or in one colour. f=qml and f=json (the style description: property, classes or "
+    "breaks): collections that declare style classes.",
     responses={200: {"content": {MAPBOX_STYLE: {"schema": {"type": "object"}}, QML: {"schema": {"type": "string"}},
                                  JSON: {"schema": {"type": "object"}}}},
-               404: {"description": "No such collection, or it has no style"}},
+               404: {"description": "No such collection, no geometry, or (qml, json) no declared style"}},
     openapi_extra={"parameters": [_q("f", "mapbox (default), qml or json", {"type": "string",
                                                                            "enum": list(STYLE_FORMATS)})]},
 )
@@ -599,20 +608,22 @@ async def get_collection_style(request: Request, collectionId: str = Path(...)) 
     from app.processes import styles
 
     layer = await _schema_request(request, collectionId)
-    if not layer.style:
-        raise NotFound(f"The collection '{layer.id}' declares no style.")
     f = request.query_params.get("f", "mapbox")
     if f not in STYLE_FORMATS:
         raise InvalidParameter(f"The format f={f} is not offered here; this resource is offered as "
                                f"{', '.join(STYLE_FORMATS)}.")
+    if layer.geom is None:
+        raise NotFound(f"The collection '{layer.id}' has no geometry to draw.")
+    if f == "mapbox":  # every collection: drawn from its vector tiles
+        tilejson = url_for(request, f"/collections/{layer.id}/tiles/WebMercatorQuad/tilejson.json")
+        return Response(orjson.dumps(styles.maplibre(dict(layer.style) if layer.style else None, layer.id, tilejson,
+                                                     layer.geometry_type, layer.title)), media_type=MAPBOX_STYLE)
+    if not layer.style:
+        raise NotFound(f"The collection '{layer.id}' declares no style classes (f=mapbox draws it in one colour).")
     if f == "qml":
         return Response(styles.qml(dict(layer.style), layer.geometry_type), media_type=QML,
                         headers={"Content-Disposition": f'attachment; filename="{layer.id}.qml"'})
-    if f == "json":
-        return Response(orjson.dumps(layer.style), media_type=JSON)
-    items = url_for(request, f"/collections/{layer.id}/items", {"f": "json", "limit": 10000})
-    return Response(orjson.dumps(styles.maplibre(dict(layer.style), layer.id, items, layer.geometry_type)),
-                    media_type=MAPBOX_STYLE)
+    return Response(orjson.dumps(layer.style), media_type=JSON)
 
 
 # --------------------------------------------------------------------------------------------- queryables

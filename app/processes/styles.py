@@ -146,24 +146,34 @@ def _key(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def maplibre(style: Style, layer_id: str, items_url: str, geometry_type: str) -> dict[str, Any]:
-    """A MapLibre GL style (version 8) drawing the layer's GeoJSON by the style's classes."""
-    color = _color_expression(style)
+DEFAULT_COLOR = "#b5352b"  # the HTML pages' colour for layers without a declared style
+
+
+def maplibre(style: Style | None, layer_id: str, tilejson_url: str, geometry_type: str,
+             title: str | None = None) -> dict[str, Any]:
+    """A MapLibre GL style (version 8) drawing the collection's vector tiles (source layer = collection id), by the
+    declared style's classes, or in one colour for collections that declare none."""
+    color = _color_expression(style) if style else DEFAULT_COLOR
+    outline = "#555555" if style else DEFAULT_COLOR
     kind = geometry_type.removeprefix("Multi")
+    common = {"source": layer_id, "source-layer": layer_id}
     layers: list[dict[str, Any]]
     if kind == "Polygon":
-        layers = [{"id": f"{layer_id}-fill", "type": "fill", "source": layer_id,
-                   "paint": {"fill-color": color, "fill-opacity": 0.75, "fill-outline-color": "#555555"}}]
+        layers = [{"id": f"{layer_id}-fill", "type": "fill", **common,
+                   "paint": {"fill-color": color, "fill-opacity": 0.75 if style else 0.25,
+                             "fill-outline-color": outline}}]
     elif kind == "LineString":
-        layers = [{"id": f"{layer_id}-line", "type": "line", "source": layer_id,
+        layers = [{"id": f"{layer_id}-line", "type": "line", **common,
                    "paint": {"line-color": color, "line-width": 1.5}}]
     else:
-        layers = [{"id": f"{layer_id}-circle", "type": "circle", "source": layer_id,
-                   "paint": {"circle-color": color, "circle-radius": 5, "circle-stroke-color": "#555555",
+        layers = [{"id": f"{layer_id}-circle", "type": "circle", **common,
+                   "paint": {"circle-color": color, "circle-radius": 4, "circle-stroke-color": "#555555",
                              "circle-stroke-width": 0.5}}]
-    return {"version": 8, "name": style.get("title", layer_id),
-            "metadata": {"tpa:legend": legend(style), "tpa:property": style["property"]},
-            "sources": {layer_id: {"type": "geojson", "data": items_url}}, "layers": layers}
+    doc: dict[str, Any] = {"version": 8, "name": (style or {}).get("title") or title or layer_id,
+                           "sources": {layer_id: {"type": "vector", "url": tilejson_url}}, "layers": layers}
+    if style:
+        doc["metadata"] = {"tpa:legend": legend(style), "tpa:property": style["property"]}
+    return doc
 
 
 # --------------------------------------------------------------------------------------------- QGIS

@@ -72,7 +72,7 @@ class Page:
 
 
 # --------------------------------------------------------------------------------------------- expressions
-def _const(text: str) -> ColumnElement[str]:
+def const_text(text: str) -> ColumnElement[str]:
     """A SQL string constant (our own JSON fragments and property names), inlined rather than bound so
     each execution sends only the request's values. Quotes are doubled; standard_conforming_strings is on
     (the PostgreSQL default), so backslashes are not special."""
@@ -98,21 +98,21 @@ def _json_value(prop: Prop) -> ColumnElement[str]:
     elif kind == "boolean":
         text = cast(e, Text)
     elif kind == "string" and fmt == "date":
-        text = _const('"') + cast(e, Text) + _const('"')
+        text = const_text('"') + cast(e, Text) + const_text('"')
     else:
         text = cast(func.to_json(e), Text)
-    return func.coalesce(text, _const("null"))
+    return func.coalesce(text, const_text("null"))
 
 
 def _json_object(props: Sequence[Prop]) -> ColumnElement[str]:
     if not props:
-        return _const("{}")
+        return const_text("{}")
     out: ColumnElement[str] | None = None
     for i, p in enumerate(props):
         key = ("{" if i == 0 else ",") + orjson.dumps(p.name).decode() + ":"
-        part = _const(key) + _json_value(p)
+        part = const_text(key) + _json_value(p)
         out = part if out is None else out + part
-    return out + _const("}")
+    return out + const_text("}")
 
 
 def output_geometry(layer: Layer, role: Role | None, crs: Crs) -> ColumnElement[Any] | None:
@@ -140,12 +140,12 @@ def feature_text(layer: Layer, role: Role | None, crs: Crs = CRS84_DEF, props: t
     geom = None if skip_geometry else output_geometry(layer, role, crs)
     # options 0: no "crs" member (the CRS is stated by the Content-Crs header, as Part 2 requires)
     geometry = (func.coalesce(func.ST_AsGeoJSON(geom, literal_column(str(crs.precision)), literal_column("0")),
-                              _const("null")) if geom is not None else _const("null"))
+                              const_text("null")) if geom is not None else const_text("null"))
     properties = _json_object(selected_props(layer, props))
     return (
-        _const('{"type":"Feature","id":') + cast(func.to_json(layer.id_expr), Text)
-        + _const(',"geometry":') + geometry
-        + _const(',"properties":') + properties + _const("}")
+        const_text('{"type":"Feature","id":') + cast(func.to_json(layer.id_expr), Text)
+        + const_text(',"geometry":') + geometry
+        + const_text(',"properties":') + properties + const_text("}")
     )
 
 
@@ -331,7 +331,7 @@ def cursor_values(layer: Layer, sort: tuple[tuple[str, bool], ...], key: tuple[A
     return out
 
 
-def _where(shape: Shape, role: Role | None) -> list[ColumnElement[bool]]:
+def where_clauses(shape: Shape, role: Role | None) -> list[ColumnElement[bool]]:
     layer = shape.layer
     conds: list[ColumnElement[bool]] = []
     if shape.boxes:
@@ -383,7 +383,7 @@ def shape_crs(srid: int) -> Crs:
     return epsg(srid)
 
 
-def _versions(layer: Layer) -> ColumnElement[int]:
+def versions_expr(layer: Layer) -> ColumnElement[int]:
     tv = TableVersion.__table__
     return (
         select(func.coalesce(func.sum(tv.c.version), 0))
@@ -433,10 +433,10 @@ def _page_stmt(shape: Shape, role: Role | None, forward: bool) -> Select[Any]:
     key_cols = [k[0].label(f"k{i}") for i, k in enumerate(keys)]
     if not shape.offset:
         return (select(*_row_columns(shape, role), *key_cols).select_from(layer.source)
-                .where(*_where(shape, role)).order_by(*order).limit(shape.limit + 1))
+                .where(*where_clauses(shape, role)).order_by(*order).limit(shape.limit + 1))
     # With an offset, pick the page's keys first (an index-only walk), then build GeoJSON for those
     # rows alone: a Limit node still evaluates its input's projection for every skipped row.
-    ids = (select(layer.id_expr.label("pk")).select_from(layer.source).where(*_where(shape, role))
+    ids = (select(layer.id_expr.label("pk")).select_from(layer.source).where(*where_clauses(shape, role))
            .order_by(*order).limit(shape.limit + 1).offset(shape.offset).subquery("keys"))
     return (select(*_row_columns(shape, role), *key_cols)
             .select_from(layer.source.join(ids, layer.id_expr == ids.c.pk)).order_by(*order))
@@ -477,11 +477,11 @@ def page_agg_sql(shape: Shape, role: Role | None, forward: bool) -> Compiled:
         head, tail = tail, head
     order = numbered.c.rn.asc() if forward else numbered.c.rn.desc()
     stmt = select(
-        func.string_agg(numbered.c.f, aggregate_order_by(_const(","), order)).filter(within).label("body"),
+        func.string_agg(numbered.c.f, aggregate_order_by(const_text(","), order)).filter(within).label("body"),
         func.count().label("n"),
         func.max(_key_json(nk)).filter(head).label("kfirst"),
         func.max(_key_json(nk)).filter(tail).label("klast"),
-        _versions(shape.layer).label("v"),
+        versions_expr(shape.layer).label("v"),
     )
     return compile_stmt(stmt)
 
@@ -489,12 +489,12 @@ def page_agg_sql(shape: Shape, role: Role | None, forward: bool) -> Compiled:
 @lru_cache(maxsize=1024)
 def count_sql(shape: Shape, role: Role | None) -> Compiled:
     layer = shape.layer
-    return compile_stmt(select(func.count()).select_from(layer.source).where(*_where(shape, role)))
+    return compile_stmt(select(func.count()).select_from(layer.source).where(*where_clauses(shape, role)))
 
 
 @lru_cache(maxsize=256)
 def version_sql(layer: Layer) -> Compiled:
-    return compile_stmt(select(_versions(layer)))
+    return compile_stmt(select(versions_expr(layer)))
 
 
 @lru_cache(maxsize=256)
@@ -512,11 +512,11 @@ def boundary_sql(shape: Shape, role: Role | None) -> Compiled:
     layer = shape.layer
     keys = order_keys(layer, shape.sort)
     return compile_stmt(select(_key_json([k[0] for k in keys])).select_from(layer.source)
-                        .where(*_where(shape, role)).order_by(*_order(keys, False))
+                        .where(*where_clauses(shape, role)).order_by(*_order(keys, False))
                         .offset(shape.limit - 1).limit(2))
 
 
-def _role_key(layer: Layer, role: Role | None) -> Role | None:
+def role_key(layer: Layer, role: Role | None) -> Role | None:
     """Roles that see the same SQL share compiled statements: only layers whose geometry depends on the
     role (displaced points) compile per role."""
     return None if layer.geom_for_role is None else role
@@ -530,7 +530,7 @@ def _key(text_: str | None) -> list[Any] | None:
 async def fetch_page(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery) -> Page:
     shape, values = shape_and_values(layer, role, q)
     forward = q.cursor is None or q.cursor.forward
-    c = page_agg_sql(shape, _role_key(layer, role), forward)
+    c = page_agg_sql(shape, role_key(layer, role), forward)
     async with translated_errors():
         row = await pool.fetchrow(c.sql, *c.args(values), custom_plans=shape.filtered)
     n = int(row["n"])
@@ -552,7 +552,7 @@ async def current_version(pool: ReadPool, layer: Layer) -> int:
 async def count(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery) -> int:
     shape, values = shape_and_values(layer, role, ItemsQuery(q.bbox, q.interval, q.equals, bbox_crs=q.bbox_crs,
                                                               filter=q.filter))
-    c = count_sql(shape, _role_key(layer, role))
+    c = count_sql(shape, role_key(layer, role))
     async with translated_errors():
         return int(await pool.fetchval(c.sql, *c.args(values), custom_plans=shape.filtered))
 
@@ -561,7 +561,7 @@ async def fetch_feature(
     pool: ReadPool, layer: Layer, role: Role | None, feature_id: Any, crs: Crs = CRS84_DEF
 ) -> tuple[str, str] | None:
     """The feature's GeoJSON text and ETag, or None."""
-    c = feature_sql(layer, _role_key(layer, role), crs)
+    c = feature_sql(layer, role_key(layer, role), crs)
     async with translated_errors():
         row = await pool.fetchrow(c.sql, *c.args({"fid": feature_id}))
     return (row["f"], row["etag"]) if row is not None else None
@@ -614,7 +614,7 @@ async def stream_page(
     ever held whole in memory.
     """
     shape, values = shape_and_values(layer, role, q)
-    rkey = _role_key(layer, role)
+    rkey = role_key(layer, role)
     forward = q.cursor is None or q.cursor.forward
     more_before = False
     async with pool.acquire(custom_plans=shape.filtered) as conn:
