@@ -117,7 +117,7 @@ async def test_head_and_allow_where_get_is_not_served(api):
 
 
 @pytest.mark.parametrize(("path", "offered"), [("/collections", "json, html"),
-                                               ("/collections/villages/items", "json, html, csv"),
+                                               ("/collections/villages/items", "json, html, csv, fgb, parquet"),
                                                ("/api", "json, html")])
 async def test_unknown_format_is_refused_in_the_negotiated_type(api, path, offered):
     page = await api.get(path, params={"f": "xml"}, headers=BROWSER)

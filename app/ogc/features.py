@@ -14,6 +14,7 @@ import io
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from importlib import metadata
 from typing import Any, Literal, TypeVar
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth import SIGN_IN, RoleDep, current_role, require
 from app.errors import DatabaseUnavailable, DomainError, InvalidParameter, NotFound, Unauthorized
+from app.ingest import bulk
 from app.layers.catalog import Catalog, Layer, Prop
 from app.layers.cql2 import GEOMETRY_NAME, ID_NAME, queryable_names
 from app.layers.crs import CRS84, content_crs_header
@@ -33,9 +35,11 @@ from app.models.codes import Role
 from app.ogc.common import Conformance, Link
 from app.ogc.render import (
     CSV,
+    FLATGEOBUF,
     GEOJSON,
     HTML,
     JSON,
+    PARQUET,
     SCHEMA_JSON,
     OutputType,
     html_response,
@@ -265,10 +269,15 @@ async def get_collection(request: Request, role: RoleDep, collectionId: str = Pa
 
 def items_query(request: Request, catalog: Catalog, layer: Layer, role: Role | None,
                 output: str = "geojson", html: bool = False) -> ItemsQuery:
-    """The items query of a request; ``html``: a page for a person (html_default_limit, at most html_max_limit)."""
+    """The items query of a request; ``html``: a page for a person (html_default_limit, at most html_max_limit);
+    output ``wkb`` (the bulk formats): the whole selection by default, up to bulk_max_limit."""
     api = request.app.state.settings.api
-    limits = PageLimits(api.html_default_limit, api.html_max_limit) if html else PageLimits(api.default_limit,
-                                                                                             api.max_limit)
+    if html:
+        limits = PageLimits(api.html_default_limit, api.html_max_limit)
+    elif output == "wkb":
+        limits = PageLimits(api.bulk_max_limit, api.bulk_max_limit)
+    else:
+        limits = PageLimits(api.default_limit, api.max_limit)
     return build_items_query(Params(request.query_params.multi_items()), catalog, layer, role, limits, output)
 
 
@@ -279,7 +288,9 @@ def _page_links(
     path = f"/collections/{layer.id}/items"
     keep = {k: v for k, v in request.query_params.multi_items() if k not in ("f", "offset", "cursor")}
     fmt = negotiate(request, csv=True)
-    ftype, fparam = {OutputType.html: (HTML, "html"), OutputType.csv: (CSV, "csv")}.get(fmt, (GEOJSON, "json"))
+    ftype, fparam = {OutputType.html: (HTML, "html"), OutputType.csv: (CSV, "csv"),
+                     OutputType.fgb: (FLATGEOBUF, "fgb"), OutputType.parquet: (PARQUET, "parquet")}.get(
+        fmt, (GEOJSON, "json"))
     links = self_links(request, path, GEOJSON, f"{layer.title} items", csv=True)
     links.append(link(url_for(request, f"/collections/{layer.id}"), "collection", JSON, layer.title))
     if more_after and last is not None:
@@ -333,8 +344,10 @@ ITEMS_PARAMETERS = [
     CRS_PARAMETER,
     _q("offset", "Features to skip (prefer the next links).", {"type": "integer", "minimum": 0}),
     _q("cursor", "Opaque paging token from a next/prev link.", {"type": "string"}),
-    _q("f", "Output format: GeoJSON, HTML or CSV (geometry as WKT).",
-       {"type": "string", "enum": ["json", "html", "csv"]}),
+    _q("f", "Output format: GeoJSON, HTML, CSV (geometry as WKT), or for downloads FlatGeobuf (fgb) and GeoParquet "
+       "1.1 (parquet): these two return the whole selection by default, up to TPA_API_BULK_MAX_LIMIT (1,000,000) "
+       "features, with the count and paging links in the OGC-NumberMatched and Link headers.",
+       {"type": "string", "enum": ["json", "html", "csv", "fgb", "parquet"]}),
 ]
 HEAD = b'{"type":"FeatureCollection","features":['
 
@@ -348,7 +361,9 @@ HEAD = b'{"type":"FeatureCollection","features":['
     "(`cursor`). Geometries are in `crs` (stated by the `Content-Crs` header).",
     response_model=FeatureCollection,
     openapi_extra={"parameters": ITEMS_PARAMETERS},
-    responses={200: {"content": {GEOJSON: {}, HTML: {}, CSV: {}}}, 304: NOT_MODIFIED,
+    responses={200: {"content": {GEOJSON: {}, HTML: {}, CSV: {},
+                                 FLATGEOBUF: {"schema": {"type": "string", "format": "binary"}},
+                                 PARQUET: {"schema": {"type": "string", "format": "binary"}}}}, 304: NOT_MODIFIED,
                400: {"description": "Invalid parameter"},
                401: {"description": "Authentication required"}, 403: {"description": "Role too low"},
                404: {"description": "No such collection"}},
@@ -359,8 +374,8 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
     role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request, csv=True)
-    q = items_query(request, await current_catalog(request), layer, role, "csv" if fmt is OutputType.csv else "geojson",
-                    html=fmt is OutputType.html)
+    output = {OutputType.csv: "csv", OutputType.fgb: "wkb", OutputType.parquet: "wkb"}.get(fmt, "geojson")
+    q = items_query(request, await current_catalog(request), layer, role, output, html=fmt is OutputType.html)
     if fmt is OutputType.html and not q.crs.is_storage:
         raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json or f=csv with crs.")
     headers = {"Content-Crs": content_crs_header(q.crs)}
@@ -368,6 +383,8 @@ async def get_collection_items(request: Request, collectionId: str = Path(...)) 
     cache = request.app.state.count_cache
     if fmt is OutputType.csv:
         return await _streamed_items(request, layer, role, q, headers)
+    if fmt in (OutputType.fgb, OutputType.parquet):
+        return await _bulk_items(request, layer, role, q, headers, bulk.FORMATS[fmt.value])
     if fmt is OutputType.json and q.limit <= STREAM_ABOVE and request.headers.get("if-none-match"):
         # the tables' version first (one small query): a client that holds this page gets 304 without the page
         held = document_etag(request, role, await repo.current_version(pool, layer))
@@ -488,6 +505,33 @@ async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: 
                                 if lk["rel"] in ("next", "prev", "collection"))
     content = _csv_header(layer, q) + _csv_lines([r[0] for r in records], layer.geom is not None)
     return Response(content, media_type=CSV + "; charset=utf-8", headers=headers)
+
+
+async def _bulk_items(request: Request, layer: Layer, role: Role | None, q: ItemsQuery, headers: dict[str, str],
+                      fmt: bulk.BulkFormat) -> Response:
+    """FlatGeobuf or GeoParquet: written to a temporary file from the streaming cursor (bounded memory), then sent.
+    Count and paging links travel in headers (OGC-NumberMatched, Link), as for CSV."""
+    with_geometry = layer.geom is not None and not q.skip_geometry
+    if fmt.name == "fgb" and not with_geometry:
+        raise InvalidParameter("FlatGeobuf holds features with geometry; this selection has none (use f=parquet or "
+                               "f=csv).")
+    q = replace(q, crs=replace(q.crs, lat_first=False))  # both formats are x/y (easting, longitude first)
+    pool = request.app.state.read_pool
+    version = await repo.current_version(pool, layer)
+    matched = await repo.number_matched(pool, request.app.state.count_cache, layer, role, q, version)
+    table = bulk.BulkTable(layer, repo.selected_props(layer, q.properties), with_geometry, q.crs, fmt)
+    state: dict[str, Any] = {}
+    path = await bulk.write(table, repo.stream_page(pool, layer, role, q), state)
+    forward = q.cursor is None or q.cursor.forward
+    more = bool(state.get("more"))
+    links = _page_links(request, layer, q, orjson.loads(state["first"]) if "first" in state else None,
+                        orjson.loads(state["last"]) if "last" in state else None, more if forward else True,
+                        (q.cursor is not None or q.offset > 0) if forward else more)
+    headers = {**headers, "OGC-NumberMatched": str(matched), "OGC-NumberReturned": str(state.get("n", 0)),
+               "Content-Disposition": f'attachment; filename="{layer.id}{fmt.suffix}"',
+               "Link": ", ".join(f'<{lk["href"]}>; rel="{lk["rel"]}"; type="{lk["type"]}"' for lk in links
+                                 if lk["rel"] in ("next", "prev", "collection"))}
+    return StreamingResponse(bulk.chunks(path), media_type=fmt.media_type, headers=headers)
 
 
 def feature_id(layer: Layer, raw: str) -> Any:

@@ -25,16 +25,22 @@ HTML = "text/html"
 OPENAPI_JSON = "application/vnd.oai.openapi+json;version=3.0"
 CSV = "text/csv"
 SCHEMA_JSON = "application/schema+json"
+FLATGEOBUF = "application/flatgeobuf"
+PARQUET = "application/vnd.apache.parquet"
 
 
 class OutputType(StrEnum):
     json = "json"
     html = "html"
     csv = "csv"
+    fgb = "fgb"
+    parquet = "parquet"
 
 
 _F_VALUES = {"json": OutputType.json, "geojson": OutputType.json, "html": OutputType.html}
-_F_WITH_CSV = {**_F_VALUES, "csv": OutputType.csv}
+# items also come as CSV and in the bulk formats (FlatGeobuf, GeoParquet)
+_F_WITH_CSV = {**_F_VALUES, "csv": OutputType.csv, "fgb": OutputType.fgb, "parquet": OutputType.parquet}
+_BULK_MEDIA = {FLATGEOBUF: OutputType.fgb, PARQUET: OutputType.parquet, "application/x-parquet": OutputType.parquet}
 
 
 def _accept(header: str) -> list[tuple[str, float, int]]:
@@ -77,6 +83,8 @@ def negotiate(request: Request, csv: bool = False) -> OutputType:
             kind = OutputType.html
         elif csv and media == CSV:
             kind = OutputType.csv
+        elif csv and media in _BULK_MEDIA:
+            kind = _BULK_MEDIA[media]
         elif media in (JSON, GEOJSON, OPENAPI_JSON.split(";")[0], "application/*", "*/*", "application/problem+json"):
             kind = OutputType.json
         else:

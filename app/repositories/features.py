@@ -412,12 +412,14 @@ def compile_stmt(stmt: Select[Any]) -> Compiled:
 def _row_columns(shape: Shape, role: Role | None) -> list[ColumnElement[Any]]:
     """What one row carries: the feature's GeoJSON text, or for CSV the id, the properties and WKT."""
     layer = shape.layer
-    if shape.output == "csv":
+    if shape.output in ("csv", "wkb"):
         cols: list[ColumnElement[Any]] = [layer.id_expr.label("c_id")]
         cols += [p.expr.label(f"c_{i}") for i, p in enumerate(selected_props(layer, shape.props))]
         geom = None if shape.skip_geometry else output_geometry(layer, role, shape.crs)
-        if geom is not None:
+        if geom is not None and shape.output == "csv":
             cols.append(func.ST_AsText(geom, shape.crs.precision + 8).label("c_wkt"))
+        elif geom is not None:  # bulk formats (FlatGeobuf, GeoParquet): WKB, always x/y (easting/lon first)
+            cols.append(func.ST_AsBinary(geom).label("c_wkb"))
         return cols
     return [feature_text(layer, role, shape.crs, shape.props, shape.skip_geometry).label("f")]
 
@@ -608,7 +610,7 @@ async def stream_page(
 ) -> AsyncIterator[tuple[list[tuple[Any, str]], bool]]:
     """Yield ``(rows, more)`` batches of (row, sort key as JSON text) from a server-side cursor, in order.
 
-    A row is the feature's GeoJSON text, or for CSV the asyncpg record. ``more`` (meaningful on the
+    A row is the feature's GeoJSON text, or for CSV and the bulk formats the asyncpg record. ``more`` (meaningful on the
     last batch) says whether rows remain beyond the page: after it when reading forward, before it for
     a ``prev`` cursor. A ``prev`` page is read forward too: its first key is found first, so no page is
     ever held whole in memory.
@@ -632,7 +634,7 @@ async def stream_page(
         c = page_sql(shape, rkey, True)
         seen = 0
         more = False
-        csv = q.output == "csv"
+        csv = q.output in ("csv", "wkb")  # records, not GeoJSON text
         async with conn.transaction(readonly=True):
             async with translated_errors():
                 cur = await conn.cursor(c.sql, *c.args(values))
