@@ -37,6 +37,7 @@ from app.processes.jobs import (
     watch_interrupted,
 )
 from app.repositories.features import CountCache
+from app.repositories.tiles import TileCache
 from app.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.count_cache = CountCache()
+    app.state.tile_cache = TileCache(settings.tiles.cache_mb * 1024 * 1024)
     app.state.key_cache = KeyCache()
     app.state.templates = templates(settings.api.templates_dir)
     app.state.conformance = tuple(c for _, classes in OGC_MODULES for c in classes)

@@ -112,6 +112,8 @@ class TileSettings(BaseSettings):
                               "tipg and pg_tileserv); a denser tile shows this many, zoom in for the rest.")
     max_zoom: int = Field(default=22, ge=0, le=24, description="Deepest tile matrix served and declared in "
                           "the tile matrix set limits and TileJSON.")
+    cache_mb: int = Field(default=64, ge=0, description="Memory per worker for rendered tiles, kept while the tables "
+                          "they come from are unchanged (0: no cache; every tile is rendered by PostGIS).")
 
 
 class SecuritySettings(BaseSettings):

@@ -122,13 +122,14 @@ class Server:
     port: int
     proc: subprocess.Popen | None = None
     workdir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "DATABASE_URL": f"{PG}/{DB}"}
+        env = {**os.environ, "DATABASE_URL": f"{PG}/{DB}", **self.extra_env}
         if self.name == "tpa-gis":
             cmd = [str(ROOT / ".venv/bin/uvicorn"), "--factory", "app.main:create_app"]
             env.update(TPA_LOG_LEVEL="WARNING")

@@ -14,6 +14,7 @@ An empty tile inside the limits is answered 204 (the OGC recommendation); outsid
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from app.auth import current_role
 from app.errors import InvalidParameter, NotFound
 from app.layers.catalog import Layer
-from app.layers.query import ItemsQuery, PageLimits, Params, datetime_query
+from app.layers.query import ItemsQuery, PageLimits, Params, datetime_query, variant
 from app.layers.query import items_query as build_items_query
 from app.layers.tms import TileGrid, center_zoom, grids
 from app.models.codes import Role
@@ -87,7 +88,8 @@ DATETIME = _q("datetime", "Only features valid at this instant or in this interv
 TILE_PARAMETERS = [
     F_MVT, DATETIME,
     _q("properties", "Properties to put in the tile (comma-separated); default all, empty none. The feature id is "
-       "always there (as `id`).", {"type": "array", "items": {"type": "string"}}),
+       "always there: the MVT feature id where the collection's ids are integers, else the property `id`.",
+       {"type": "array", "items": {"type": "string"}}),
     _q("filter", "CQL2 filter over the collection's queryables (as for the items).", {"type": "string"}),
     _q("filter-lang", "cql2-text (when not given) or cql2-json.", {"type": "string",
                                                                    "enum": ["cql2-text", "cql2-json"]}),
@@ -221,7 +223,7 @@ def _limits(request: Request, grid: TileGrid, layers: list[Layer]) -> tuple[list
 
 def _layer_description(request: Request, layer: Layer, max_zoom: int) -> dict[str, Any]:
     dims = {"Point": 0, "MultiPoint": 0, "LineString": 1, "MultiLineString": 1, "Polygon": 2, "MultiPolygon": 2}
-    props: dict[str, Any] = {"id": {"title": "Feature id", **layer.id_schema}}
+    props: dict[str, Any] = {} if repo.integer_id(layer) else {"id": {"title": "Feature id", **layer.id_schema}}
     props.update({p.name: {"title": p.description or p.name, **p.schema} for p in layer.props})
     out: dict[str, Any] = {
         "id": layer.id, "title": layer.title, "description": layer.description, "dataType": "vector",
@@ -375,16 +377,38 @@ async def get_collection_tile(
     if not grid.within(limits, z, row, col):
         raise NotFound(f"The tile {z}/{row}/{col} is outside the limits of '{layer.id}' in {grid.id} "
                        "(see its tileset's tileMatrixSetLimits).")
-    pool = request.app.state.read_pool
-    public = is_public(layer)
-    if request.headers.get("if-none-match"):
-        held = document_etag(request, role, await features_repo.current_version(pool, layer))
-        if etag_matches(request.headers.get("if-none-match"), held):
-            return Response(status_code=304, headers=validators(held, public))
-    tile = repo.Tile(grid, z, row, col)
-    body, version = await repo.fetch_tile(pool, layer, role, q, tile, settings.extent, settings.buffer,
-                                          settings.max_features)
-    return _tile_response(request, body, document_etag(request, role, version), public)
+    async def render() -> tuple[bytes, int]:
+        return await repo.fetch_tile(request.app.state.read_pool, layer, role, q, repo.Tile(grid, z, row, col),
+                                     settings.extent, settings.buffer, settings.max_features)
+
+    async def version() -> int:
+        return await features_repo.current_version(request.app.state.read_pool, layer)
+
+    return await _cached_tile(request, role, [layer], version, render)
+
+
+async def _cached_tile(request: Request, role: Role | None, layers: list[Layer], version: Callable[[], Awaitable[Any]],
+                       render: Callable[[], Awaitable[tuple[bytes, Any]]]) -> Response:
+    """A tile by its tables' version: 304 when the caller holds it, from the tile cache when it was rendered at this
+    version, else rendered (and kept). The version is read first (one small query) only when it can spare the
+    rendering: with If-None-Match, or with the cache on."""
+    cache: repo.TileCache = request.app.state.tile_cache
+    public = all(is_public(lyr) for lyr in layers)
+    held = request.headers.get("if-none-match")
+    key = (request.url.path, request.url.query, tuple(variant(lyr, role) for lyr in layers))
+    current = None
+    if held or cache.enabled:
+        current = await version()
+        etag = document_etag(request, role, [lyr.id for lyr in layers], current)
+        if etag_matches(held, etag):
+            return Response(status_code=304, headers=validators(etag, public))
+        body = cache.get(key, current)
+        if body is not None:
+            return _tile_response(request, body, etag, public)
+    body, rendered = await render()
+    if rendered == current:
+        cache.put(key, rendered, body)
+    return _tile_response(request, body, document_etag(request, role, [lyr.id for lyr in layers], rendered), public)
 
 
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json", operation_id="get_collection_tilejson",
@@ -418,7 +442,7 @@ def _tilejson(request: Request, path: str, tms_id: str, layers: list[Layer], nam
         "tiles": [tiles.replace("%7B", "{").replace("%7D", "}")],
         "minzoom": 0, "maxzoom": settings.max_zoom,
         "vector_layers": [{"id": lyr.id, "description": lyr.title, "minzoom": 0, "maxzoom": settings.max_zoom,
-                           "fields": {"id": repo.mvt_type(lyr.id_schema),
+                           "fields": {**({} if repo.integer_id(lyr) else {"id": "String"}),
                                       **{p.name: repo.mvt_type(p.schema) for p in lyr.props
                                          if "properties" not in keep or p.name in keep["properties"].split(",")}}}
                           for lyr in layers],
@@ -511,21 +535,21 @@ async def get_dataset_tile(
     if not grid.within(limits, z, row, col):
         raise NotFound(f"The tile {z}/{row}/{col} is outside the limits of the dataset in {grid.id}.")
     pool = request.app.state.read_pool
-    public = all(is_public(lyr) for lyr in layers)
-    if request.headers.get("if-none-match"):
-        versions = [await features_repo.current_version(pool, lyr) for lyr in layers]
-        held = document_etag(request, role, [lyr.id for lyr in layers], versions)
-        if etag_matches(request.headers.get("if-none-match"), held):
-            return Response(status_code=304, headers=validators(held, public))
     settings = request.app.state.settings.tiles
     tile = repo.Tile(grid, z, row, col)
-    parts: list[bytes] = []
-    versions = []
-    for lyr in layers:  # one MVT layer per collection; MVT layers concatenate into one tile
-        body, version = await repo.fetch_tile(pool, lyr, role, ItemsQuery(interval=interval), tile, settings.extent,
-                                              settings.buffer, settings.max_features)
-        parts.append(body)
-        versions.append(version)
-    return _tile_response(request, b"".join(parts), document_etag(request, role, [lyr.id for lyr in layers], versions),
-                          public)
+
+    async def render() -> tuple[bytes, tuple[int, ...]]:
+        parts: list[bytes] = []
+        versions = []
+        for lyr in layers:  # one MVT layer per collection; MVT layers concatenate into one tile
+            body, v = await repo.fetch_tile(pool, lyr, role, ItemsQuery(interval=interval), tile, settings.extent,
+                                            settings.buffer, settings.max_features)
+            parts.append(body)
+            versions.append(v)
+        return b"".join(parts), tuple(versions)
+
+    async def version() -> tuple[int, ...]:
+        return await repo.current_versions(pool, layers)
+
+    return await _cached_tile(request, role, layers, version, render)
 

@@ -12,14 +12,17 @@ simplification tolerance and the filter values are parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
+from threading import Lock
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, Text, cast, func, literal_column, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.db import ReadPool, translated_errors
+from app.db import TILE_SESSION, ReadPool, translated_errors
 from app.layers.catalog import Layer, Prop
 from app.layers.cql2 import ID_NAME
 from app.layers.query import ItemsQuery
@@ -78,6 +81,11 @@ def _mvt_value(prop: Prop) -> ColumnElement[Any]:
     return cast(prop.expr, Text)
 
 
+def integer_id(layer: Layer) -> bool:
+    """Whether the collection's ids are the tile's feature ids (integers); otherwise they are the property ``id``."""
+    return layer.id_schema.get("type") == "integer"
+
+
 def mvt_type(prop_schema: dict[str, Any]) -> str:
     """The TileJSON ``fields`` type of a property (Number, Boolean or String)."""
     kind = prop_schema.get("type")
@@ -99,15 +107,16 @@ def tile_sql(shape: Shape, role: Role | None, spec: TileSpec) -> Compiled:
     mvt_geom = func.ST_AsMVTGeom(geom, func.Box2D(env), literal_column(str(spec.extent)),
                                  literal_column(str(spec.buffer)), true())
     cols: list[ColumnElement[Any]] = []
-    if layer.prop(ID_NAME) is None:
-        cols.append(cast(layer.id_expr, BigInteger if layer.id_schema.get("type") == "integer" else Text)
-                    .label(ID_NAME))
-    cols += [_mvt_value(p).label(p.name) for p in selected_props(layer, shape.props)]
-    integer_ids = layer.id_schema.get("type") == "integer"
-    if integer_ids:  # MVT feature ids are unsigned integers: set where the collection's ids are
+    integer_ids = integer_id(layer)
+    if integer_ids:  # MVT feature ids are unsigned integers: the collection's own ids where they are integers
         cols.append(cast(layer.id_expr, BigInteger).label(FID_COLUMN))
+    elif layer.prop(ID_NAME) is None:  # text ids travel as the property "id"
+        cols.append(cast(layer.id_expr, Text).label(ID_NAME))
+    cols += [_mvt_value(p).label(p.name) for p in selected_props(layer, shape.props)]
+    # in id order: a tile denser than the limit holds the same features every time (its ETag stays honest), and a
+    # dense tile stops reading after ``limit`` rows of the id index
     rows = (select(*cols, mvt_geom.label(GEOM_COLUMN)).select_from(layer.source)
-            .where(*where_clauses(shape, role)).limit(shape.limit).subquery("t"))
+            .where(*where_clauses(shape, role)).order_by(layer.id_expr).limit(shape.limit).subquery("t"))
     args = [literal_column("t"), const_text(layer.id), literal_column(str(spec.extent)), const_text(GEOM_COLUMN)]
     if integer_ids:
         args.append(const_text(FID_COLUMN))
@@ -133,5 +142,55 @@ async def fetch_tile(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQu
         values["tol"] = tile.grid.degrees_per_unit(tile.z, tile.row, tile.col, extent)
     c = tile_sql(shape, role_key(layer, role), spec)
     async with translated_errors():
-        row = await pool.fetchrow(c.sql, *c.args(values), custom_plans=shape.filtered)
+        row = await pool.fetchrow(c.sql, *c.args(values), custom_plans=TILE_SESSION)
     return bytes(row["tile"] or b""), int(row["v"])
+
+
+@lru_cache(maxsize=256)
+def versions_sql(layers: tuple[Layer, ...]) -> Compiled:
+    """The versions of the tables each layer reads, in one row (a dataset tile's validator in one round trip)."""
+    return compile_stmt(select(*(versions_expr(lyr).label(f"v{i}") for i, lyr in enumerate(layers))))
+
+
+async def current_versions(pool: ReadPool, layers: Sequence[Layer]) -> tuple[int, ...]:
+    c = versions_sql(tuple(layers))
+    async with translated_errors():
+        row = await pool.fetchrow(c.sql, *c.args({}))
+    return tuple(int(v) for v in row.values())
+
+
+@dataclass
+class TileCache:
+    """Rendered tiles by request (path, query, the geometry variant the role sees), each kept with the version of the
+    tables it was built from and served only while that version is current: an edit or an import makes every tile it
+    touches stale at once. LRU, bounded in bytes (TPA_TILES_CACHE_MB; 0 turns it off)."""
+
+    max_bytes: int
+    _data: OrderedDict[Hashable, tuple[Hashable, bytes]] = field(default_factory=OrderedDict)
+    _size: int = 0
+    _lock: Lock = field(default_factory=Lock)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def get(self, key: Hashable, version: Hashable) -> bytes | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None or hit[0] != version:
+                return None
+            self._data.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: Hashable, version: Hashable, body: bytes) -> None:
+        if len(body) > self.max_bytes // 8:  # one huge tile must not empty the cache
+            return
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._size -= len(old[1])
+            self._data[key] = (version, body)
+            self._size += len(body)
+            while self._size > self.max_bytes and self._data:
+                _, (_, dropped) = self._data.popitem(last=False)
+                self._size -= len(dropped)
