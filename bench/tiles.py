@@ -102,7 +102,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tiles", type=int, default=300, help="random tiles per zoom")
+    ap.add_argument("--buffer-bytes", action="store_true",
+                    help="only the bytes per tile of tpa-gis with TPA_TILES_BUFFER=0 (tipg keeps no buffer points)")
     args = ap.parse_args()
+    if args.buffer_bytes:
+        return buffer_bytes(args.tiles)
     seconds, reps = (5, 1) if args.quick else (10, 2)
     run.prepare_database()
     run.prepare_peers()
@@ -112,7 +116,7 @@ def main() -> None:
     rows: dict[tuple[str, str, int, str], list[dict[str, float]]] = {}
     sizes: dict[tuple[str, str, int], tuple[float, int]] = {}
     statuses: set[int] = set()
-    for rep in range(reps):
+    for _rep in range(reps):
         for name, env in configs.items():
             server = run.Server("tipg" if name == "tipg" else "tpa-gis", run.PORTS["tipg" if name == "tipg" else
                                                                                "tpa-gis"], extra_env=env)
@@ -135,6 +139,24 @@ def main() -> None:
     write(rows, sizes, statuses, seconds, reps, args.tiles)
 
 
+def buffer_bytes(ntiles: int) -> None:
+    """Bytes per tile without the buffer: tipg selects the features of the bare tile, so its point tiles lack the
+    points just outside it that a client needs to draw symbols across tile edges; this separates encoding size from
+    that choice."""
+    run.prepare_database()
+    rng = random.Random(19)
+    drawn = {z: tiles_at(z, ntiles, rng) for z in ZOOMS}
+    server = run.Server("tpa-gis", run.PORTS["tpa-gis"], extra_env={"TPA_TILES_BUFFER": "0", "TPA_TILES_CACHE_MB": "0"})
+    server.start()
+    try:
+        for table in TABLES:
+            for z in ZOOMS:
+                mean, empty, _, _ = probe(server.url, [path("tpa-gis", table, t) for t in drawn[z]])
+                print(f"| {table} | {z} | {mean:,.0f} | {empty} |", flush=True)
+    finally:
+        server.stop()
+
+
 def med(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs) if runs else math.nan
 
@@ -145,8 +167,8 @@ def write(rows, sizes, statuses, seconds: int, reps: int, ntiles: int) -> None:
     lines = [
         "# Tiles benchmark: tpa-gis against tipg",
         "",
-        f"Command: `.venv/bin/python bench/tiles.py` — peer dataset (bench/peer_dataset.sql), WebMercatorQuad, {ntiles} "
-        f"random tiles per zoom inside the data extent (the same for both), 2 workers per server, wrk -t2 -c16, "
+        "Command: `.venv/bin/python bench/tiles.py` — peer dataset (bench/peer_dataset.sql), WebMercatorQuad, "
+        f"{ntiles} random tiles per zoom inside the data extent (the same for both), 2 workers per server, wrk -t2 -c16, "
         f"{seconds} s per run, {reps} interleaved repetitions (median shown); tipg {version} with its defaults "
         "(extent 4096, at most 10,000 features per tile), tpa-gis with its defaults (extent 4096, buffer 64, at most "
         "10,000 features per tile).",
@@ -158,8 +180,8 @@ def write(rows, sizes, statuses, seconds: int, reps: int, ntiles: int) -> None:
     failures = 0
     for table in TABLES:
         for z in ZOOMS:
-            get = lambda n, k="cold": rows.get((n, table, z, k), [])  # noqa: E731
-            a, c, t, w = get("tpa-gis"), get("tpa-gis cached"), get("tipg"), get("tpa-gis", "warm")
+            a, c, t, w = (rows.get((n, table, z, k), []) for n, k in (("tpa-gis", "cold"), ("tpa-gis cached", "cold"),
+                                                                         ("tipg", "cold"), ("tpa-gis", "warm")))
             failures += sum(r["non2xx"] for r in a + c + t + w)
             ta, tt = sizes.get(("tpa-gis", table, z), (0, 0)), sizes.get(("tipg", table, z), (0, 0))
             lines.append(
