@@ -168,10 +168,10 @@ def write(rows, sizes, statuses, seconds: int, reps: int, ntiles: int) -> None:
         "# Tiles benchmark: tpa-gis against tipg",
         "",
         "Command: `.venv/bin/python bench/tiles.py` — peer dataset (bench/peer_dataset.sql), WebMercatorQuad, "
-        f"{ntiles} random tiles per zoom inside the data extent (the same for both), 2 workers per server, wrk -t2 -c16, "
-        f"{seconds} s per run, {reps} interleaved repetitions (median shown); tipg {version} with its defaults "
-        "(extent 4096, at most 10,000 features per tile), tpa-gis with its defaults (extent 4096, buffer 64, at most "
-        "10,000 features per tile).",
+        f"{ntiles} random tiles per zoom inside the data extent (the same for both), 2 workers per server, "
+        f"wrk -t2 -c16, {seconds} s per run, {reps} interleaved repetitions (median shown); tipg {version} with its "
+        "defaults (extent 4096, at most 10,000 features per tile), tpa-gis with its defaults (extent 4096, "
+        "buffer 64, at most 10,000 features per tile).",
         "",
         "| table | z | tpa-gis req/s (p99 ms) | tpa-gis cached req/s (p99 ms) | tipg req/s (p99 ms) | tpa-gis / tipg | "
         "cached / tipg | tpa-gis 304 req/s | bytes/tile tpa-gis | bytes/tile tipg | empty tiles (tpa-gis/tipg) |",
