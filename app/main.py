@@ -36,8 +36,7 @@ from app.processes.jobs import (
     watch_expired,
     watch_interrupted,
 )
-from app.repositories.features import CountCache
-from app.repositories.tiles import TileCache
+from app.repositories.cache import CountCache, TileCache
 from app.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -42,6 +42,7 @@ from app.ogc.features import (
 from app.ogc.render import HTML, JSON, link, respond, url_for
 from app.repositories import features as features_repo
 from app.repositories import tiles as repo
+from app.repositories.cache import TileCache
 
 router = APIRouter(tags=["Tiles"])
 
@@ -140,12 +141,7 @@ class TilesetList(_Open):
     links: list[Link] | None = None
 
 
-class TilesetDocument(_Open):
-    title: str | None = None
-    dataType: str  # noqa: N815
-    crs: str
-    tileMatrixSetURI: str | None = None  # noqa: N815
-    links: list[Link]
+class TilesetDocument(TilesetItem):
     tileMatrixSetLimits: list[dict[str, Any]] | None = None  # noqa: N815
     layers: list[dict[str, Any]] | None = None
     boundingBox: dict[str, Any] | None = None  # noqa: N815
@@ -171,6 +167,12 @@ def _grid(tms_id: str) -> TileGrid:
     if grid is None:
         raise NotFound(f"There is no tile matrix set '{tms_id}'. Offered: {', '.join(grids())}.")
     return grid
+
+
+async def _collection(request: Request, collection_id: str) -> tuple[Role | None, Layer]:
+    """The caller's role and the collection, if they may read it and it has geometry."""
+    role = await current_role(request)
+    return role, _tile_layer(await get_layer(request, collection_id, role))
 
 
 def _tile_layer(layer: Layer) -> Layer:
@@ -287,8 +289,7 @@ def _tilesets_list(request: Request, path: str, title: str, keep: dict[str, str]
             responses={200: {"content": {HTML: {}}}, 401: {"description": "Authentication required"},
                        404: {"description": "No such collection, or it has no geometry"}})
 async def get_collection_tilesets(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
-    role = await current_role(request)
-    layer = _tile_layer(await get_layer(request, collectionId, role))
+    role, layer = await _collection(request, collectionId)
     _only(request, {"f"})
     body = _tilesets_list(request, f"/collections/{layer.id}/tiles", f"{layer.title}: vector tiles", {})
     return respond(request, body, "tilesets.html", layers=[layer])
@@ -302,8 +303,7 @@ async def get_collection_tilesets(request: Request, collectionId: str = Path(...
                        404: {"description": "No such collection or tile matrix set"}})
 async def get_collection_tileset(request: Request, collectionId: str = Path(...),  # noqa: N803
                                  tileMatrixSetId: str = Path(..., json_schema_extra=_TMS_ID)) -> Response:  # noqa: N803
-    role = await current_role(request)
-    layer = _tile_layer(await get_layer(request, collectionId, role))
+    role, layer = await _collection(request, collectionId)
     grid = _grid(tileMatrixSetId)
     _only(request, {"f"})
     body = _tileset(request, f"/collections/{layer.id}/tiles", grid, [layer], f"{layer.title}: vector tiles", {})
@@ -366,8 +366,7 @@ async def get_collection_tile(
     tileMatrix: str = Path(..., json_schema_extra={"type": "string", "pattern": "^[0-9]+$"}),  # noqa: N803
     tileRow: int = Path(..., ge=0), tileCol: int = Path(..., ge=0),  # noqa: N803
 ) -> Response:
-    role = await current_role(request)
-    layer = _tile_layer(await get_layer(request, collectionId, role))
+    role, layer = await _collection(request, collectionId)
     grid = _grid(tileMatrixSetId)
     z, row, col = _tile_numbers(grid, tileMatrix, str(tileRow), str(tileCol))
     params = _tile_params(request)
@@ -392,7 +391,7 @@ async def _cached_tile(request: Request, role: Role | None, layers: list[Layer],
     """A tile by its tables' version: 304 when the caller holds it, from the tile cache when it was rendered at this
     version, else rendered (and kept). The version is read first (one small query) only when it can spare the
     rendering: with If-None-Match, or with the cache on."""
-    cache: repo.TileCache = request.app.state.tile_cache
+    cache: TileCache = request.app.state.tile_cache
     public = all(is_public(lyr) for lyr in layers)
     held = request.headers.get("if-none-match")
     key = (request.url.path, request.url.query, tuple(variant(lyr, role) for lyr in layers))
@@ -420,8 +419,7 @@ async def _cached_tile(request: Request, role: Role | None, layers: list[Layer],
                        404: {"description": "No such collection; TileJSON is offered for WebMercatorQuad only"}})
 async def get_collection_tilejson(request: Request, collectionId: str = Path(...),  # noqa: N803
                                   tileMatrixSetId: str = Path(..., json_schema_extra=_TMS_ID)) -> Response:  # noqa: N803
-    role = await current_role(request)
-    layer = _tile_layer(await get_layer(request, collectionId, role))
+    role, layer = await _collection(request, collectionId)
     params = _tile_params(request)
     build_items_query(params, await current_catalog(request), layer, role, PageLimits(1, 1))  # validated here
     return _tilejson(request, f"/collections/{layer.id}/tiles", tileMatrixSetId, [layer], layer.title,

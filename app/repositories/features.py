@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
-from threading import Lock
 from typing import Any
 
 import orjson
@@ -55,6 +53,7 @@ from app.layers.crs import CRS84_DEF, Crs, epsg
 from app.layers.query import ItemsQuery, variant
 from app.models.codes import Role
 from app.models.orm import TableVersion
+from app.repositories.cache import CountCache
 
 STREAM_BATCH = 500
 _DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")
@@ -567,30 +566,6 @@ async def fetch_feature(
     async with translated_errors():
         row = await pool.fetchrow(c.sql, *c.args({"fid": feature_id}))
     return (row["f"], row["etag"]) if row is not None else None
-
-
-@dataclass
-class CountCache:
-    """Exact counts by query, valid while the tables' version is unchanged (LRU)."""
-
-    maxsize: int = 4096
-    _data: OrderedDict[tuple[Any, ...], tuple[int, int]] = field(default_factory=OrderedDict)
-    _lock: Lock = field(default_factory=Lock)
-
-    def get(self, key: tuple[Any, ...], version: int) -> int | None:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None or hit[0] != version:
-                return None
-            self._data.move_to_end(key)
-            return hit[1]
-
-    def put(self, key: tuple[Any, ...], version: int, n: int) -> None:
-        with self._lock:
-            self._data[key] = (version, n)
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
 
 
 async def number_matched(

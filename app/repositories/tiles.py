@@ -12,11 +12,9 @@ simplification tolerance and the filter values are parameters.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from threading import Lock
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, Text, cast, func, literal_column, select, true
@@ -157,40 +155,3 @@ async def current_versions(pool: ReadPool, layers: Sequence[Layer]) -> tuple[int
     async with translated_errors():
         row = await pool.fetchrow(c.sql, *c.args({}))
     return tuple(int(v) for v in row.values())
-
-
-@dataclass
-class TileCache:
-    """Rendered tiles by request (path, query, the geometry variant the role sees), each kept with the version of the
-    tables it was built from and served only while that version is current: an edit or an import makes every tile it
-    touches stale at once. LRU, bounded in bytes (TPA_TILES_CACHE_MB; 0 turns it off)."""
-
-    max_bytes: int
-    _data: OrderedDict[Hashable, tuple[Hashable, bytes]] = field(default_factory=OrderedDict)
-    _size: int = 0
-    _lock: Lock = field(default_factory=Lock)
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_bytes > 0
-
-    def get(self, key: Hashable, version: Hashable) -> bytes | None:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None or hit[0] != version:
-                return None
-            self._data.move_to_end(key)
-            return hit[1]
-
-    def put(self, key: Hashable, version: Hashable, body: bytes) -> None:
-        if len(body) > self.max_bytes // 8:  # one huge tile must not empty the cache
-            return
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._size -= len(old[1])
-            self._data[key] = (version, body)
-            self._size += len(body)
-            while self._size > self.max_bytes and self._data:
-                _, (_, dropped) = self._data.popitem(last=False)
-                self._size -= len(dropped)
