@@ -171,7 +171,11 @@ async def write_fgb(table: BulkTable, batches: AsyncIterator[pa.RecordBatch], pa
     gtype = table.geometry_types[0] if table.geometry_types else "Unknown"
     writer = asyncio.ensure_future(asyncio.to_thread(
         pyogrio.raw.write_arrow, reader, path, layer=table.layer.id, driver="FlatGeobuf", geometry_name=GEOMETRY,
-        geometry_type=gtype, crs=CRS.from_epsg(table.crs.srid).to_wkt()))
+        geometry_type=gtype, crs=CRS.from_epsg(table.crs.srid).to_wkt(),
+        # no packed R-tree: GDAL's writer holds the index data of every feature in memory to build it (measured: +171
+        # MB for 1,000,000 points, +6 MB without); without it the file streams, in query order. A reader that wants
+        # the index adds it with ogr2ogr.
+        layer_options={"SPATIAL_INDEX": "NO"}))
 
     async def put(item: pa.RecordBatch | None) -> None:
         while True:
