@@ -9,8 +9,6 @@ Usage:  .venv/bin/python bench/bulk.py      writes bench/results-bulk.md.  Only 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -23,30 +21,25 @@ sys.path.insert(0, str(HERE))
 import run  # noqa: E402
 
 PORT = 8120
-URL = f"http://127.0.0.1:{PORT}"
 
 
 def measure(params: dict[str, object]) -> tuple[float, float, float, float]:
-    """(MB sent, seconds, RSS after a warm-up request in MB, peak RSS during the download in MB)."""
-    env = {**os.environ, "DATABASE_URL": f"{run.PG}/{run.DB}", "TPA_LOG_LEVEL": "WARNING",
-           "TPA_API_ACCESS_LOG": "false"}
-    env.setdefault("TPA_JITTER_KEY", "bench-only jitter key")
-    proc = subprocess.Popen([str(run.ROOT / ".venv/bin/uvicorn"), "--factory", "app.main:create_app", "--port",
-                             str(PORT)], env=env, cwd=run.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """(MB sent, seconds, RSS after a warm-up request in MB, peak RSS during the download in MB), of the busiest
+    worker (bench/run.py's server: 2 workers; one download is served by one of them)."""
+    server = run.Server("tpa-gis", PORT, extra_env={"TPA_API_ACCESS_LOG": "false"})
+    server.start()
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(URL + "/collections", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
         path = "/collections/peer-households/items"
-        httpx.get(URL + path, params={**params, "limit": 1000}, timeout=60)  # imports and pools, before measuring
+        for _ in range(4):  # imports and pools of both workers, before measuring
+            httpx.get(server.url + path, params={**params, "limit": 1000}, timeout=60)
+        pids = server.worker_pids()
 
         def rss() -> float:
-            with open(f"/proc/{proc.pid}/status") as fh:
-                return next(int(x.split()[1]) for x in fh if x.startswith("VmRSS")) / 1024
+            sizes = []
+            for pid in pids:
+                with open(f"/proc/{pid}/status") as fh:
+                    sizes.append(next(int(x.split()[1]) for x in fh if x.startswith("VmRSS")) / 1024)
+            return max(sizes)
 
         base = rss()
         peak, done = [base], threading.Event()
@@ -59,7 +52,7 @@ def measure(params: dict[str, object]) -> tuple[float, float, float, float]:
         watcher = threading.Thread(target=watch)
         watcher.start()
         t0 = time.perf_counter()
-        with httpx.stream("GET", URL + path, params=params, timeout=600) as r:
+        with httpx.stream("GET", server.url + path, params=params, timeout=600) as r:
             r.raise_for_status()
             size = sum(len(c) for c in r.iter_bytes())
         seconds = time.perf_counter() - t0
@@ -67,15 +60,14 @@ def measure(params: dict[str, object]) -> tuple[float, float, float, float]:
         watcher.join()
         return size / 1e6, seconds, base, peak[0]
     finally:
-        proc.terminate()
-        proc.wait()
+        server.stop()
 
 
 def main() -> None:
     run.prepare_database()
     lines = ["# Bulk downloads: time and memory", "",
-             "Command: `.venv/bin/python bench/bulk.py` — one uvicorn worker on the bench database, households of the "
-             "peer dataset, one download at a time; RSS of the worker sampled every 20 ms.", "",
+             "Command: `.venv/bin/python bench/bulk.py` — tpa-gis (2 workers) on the bench database, households of "
+             "the peer dataset, one download at a time; RSS of the busiest worker sampled every 20 ms.", "",
              "| format | features | MB sent | seconds | RSS before (MB) | peak RSS (MB) | growth (MB) |",
              "|---|---|---|---|---|---|---|"]
     for fmt in ("parquet", "fgb"):
