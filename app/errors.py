@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import i18n
+
 log = logging.getLogger("tpa.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -157,10 +159,12 @@ def problem(
     response: Response
     if env is not None and _wants_html(request):
         settings = getattr(state, "settings", None)
+        lang = i18n.activate(request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
         page = env.get_template("error.html").render(
             problem=body, title=settings.api.title if settings is not None else title,
-            base=str(request.base_url).rstrip("/"), request_url=str(request.url))
-        response = HTMLResponse(page, status_code=status, headers=headers)
+            base=str(request.base_url).rstrip("/"), request_url=str(request.url), lang=lang,
+            here=request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        response = HTMLResponse(page, status_code=status, headers={**headers, "Content-Language": lang})
     else:
         response = JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
     if status == 401:

@@ -6,9 +6,11 @@ from enum import StrEnum
 
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from app import i18n
+from app.errors import InvalidParameter
 from app.observability import csp_nonce
 from app.ogc.render import (
     HTML,
@@ -88,6 +90,21 @@ async def get_landing_page(request: Request) -> Response:
     ]
     body = {"title": settings.api.title, "description": settings.api.description, "links": links}
     return respond(request, body, "landing.html")
+
+
+@router.get("/language", include_in_schema=False)
+async def set_language(request: Request) -> Response:
+    """The language switch of the HTML pages: remember the choice (a cookie for a year) and go back to the page."""
+    lang = request.query_params.get("set", "")
+    if lang not in i18n.LANGUAGES:
+        raise InvalidParameter(f"set: one of {', '.join(i18n.LANGUAGES)}.")
+    target = request.query_params.get("next") or "/"
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:  # only this site's own pages
+        target = "/"
+    response = RedirectResponse(str(request.base_url).rstrip("/") + target, status_code=303)
+    response.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, path="/", samesite="lax",
+                        secure=request.url.scheme == "https")
+    return response
 
 
 @router.get(

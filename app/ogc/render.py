@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
+from app import i18n
 from app.errors import InvalidParameter
 from app.observability import csp_nonce
 from app.processes.styles import legend
@@ -136,7 +137,10 @@ def templates(extra_dir: str | None) -> Environment:
     if extra_dir:
         loaders.append(FileSystemLoader(Path(extra_dir)))
     loaders.append(PackageLoader("app", "templates"))
-    env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html"]), enable_async=False)
+    env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html"]), enable_async=False,
+                      extensions=["jinja2.ext.i18n"])
+    env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # the language of each request
+    env.globals["languages"] = i18n.LANGUAGES
     env.filters["tojson_attr"] = lambda v: orjson.dumps(v).decode()
     env.filters["num"] = human_number
     env.globals["legend_rows"] = legend
@@ -158,14 +162,26 @@ def human_number(value: Any) -> Any:
     return np.format_float_positional(value, precision=3, unique=False, fractional=False, trim="-")
 
 
+def page_language(request: Request) -> str:
+    """Activate the language of the page for this request (the switch's cookie, else Accept-Language)."""
+    return i18n.activate(request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
+
+
+def here(request: Request) -> str:
+    """The page's own path and query (where the language switch comes back to)."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 def html_response(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     env: Environment = request.app.state.templates
     settings = request.app.state.settings
+    lang = page_language(request)
     page = env.get_template(template).render(
         base=base_url(request), title=settings.api.title, basemap=settings.api.basemap_url,
-        basemap_attribution=settings.api.basemap_attribution, **context,
+        basemap_attribution=settings.api.basemap_attribution, lang=lang, here=here(request), **context,
     )
-    return HTMLResponse(page, status_code=status)
+    return HTMLResponse(page, status_code=status, headers={"Content-Language": lang,
+                                                           "Vary": "Accept, Accept-Language, Cookie"})
 
 
 def respond(request: Request, body: Any, template: str, media_type: str = JSON, **context: Any) -> Response:

@@ -1,0 +1,84 @@
+"""Languages of the HTML pages: English (the source) and Simplified Chinese, from Babel message catalogues.
+
+The language is the one a person chose with the switch on every page (a cookie), else the best of the browser's
+``Accept-Language``, else English. The catalogue is ``app/locale/zh_Hans_CN/LC_MESSAGES/messages.po``, compiled in
+memory when first needed (no binary .mo in the repository); ``tests/test_i18n.py`` checks that it translates every
+message the templates use. JSON answers are not translated: ids, codes and property names are the API's contract.
+"""
+
+from __future__ import annotations
+
+import gettext as gettext_module
+import io
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+LANGUAGES = {"en": "English", "zh-CN": "简体中文"}
+DEFAULT = "en"
+COOKIE = "tpa_lang"
+CATALOGUE = Path(__file__).resolve().parent / "locale" / "zh_Hans_CN" / "LC_MESSAGES" / "messages.po"
+_current: ContextVar[str] = ContextVar("tpa_language", default=DEFAULT)
+
+
+@lru_cache(maxsize=len(LANGUAGES))
+def translations(lang: str) -> gettext_module.NullTranslations:
+    if lang != "zh-CN":
+        return gettext_module.NullTranslations()
+    with CATALOGUE.open("rb") as fh:
+        catalog = read_po(fh, locale="zh_Hans_CN")
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return gettext_module.GNUTranslations(buf)
+
+
+def _accepted(header: str) -> list[str]:
+    """Language tags of an Accept-Language header, best first (RFC 9110 §12.5.4)."""
+    ranked = []
+    for i, part in enumerate(header.split(",")):
+        bits = [b.strip() for b in part.split(";")]
+        q = 1.0
+        for b in bits[1:]:
+            if b.startswith("q="):
+                try:
+                    q = float(b[2:])
+                except ValueError:
+                    q = 0.0
+        if bits[0] and q > 0:
+            ranked.append((-q, i, bits[0].lower()))
+    return [tag for _, _, tag in sorted(ranked)]
+
+
+def choose(cookie: str | None, accept_language: str | None) -> str:
+    """The page language: the switch's cookie, else the first of Accept-Language we have (any Chinese tag reads the
+    Simplified catalogue), else English."""
+    if cookie in LANGUAGES:
+        return cookie
+    for tag in _accepted(accept_language or ""):
+        if tag.startswith("zh"):
+            return "zh-CN"
+        if tag.startswith("en") or tag == "*":
+            return "en"
+    return DEFAULT
+
+
+def activate(cookie: str | None, accept_language: str | None) -> str:
+    lang = choose(cookie, accept_language)
+    _current.set(lang)
+    return lang
+
+
+def current() -> str:
+    return _current.get()
+
+
+def gettext(message: str) -> str:
+    return translations(_current.get()).gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    return translations(_current.get()).ngettext(singular, plural, n)
