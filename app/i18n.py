@@ -24,16 +24,31 @@ CATALOGUE = Path(__file__).resolve().parent / "locale" / "zh_Hans_CN" / "LC_MESS
 _current: ContextVar[str] = ContextVar("tpa_language", default=DEFAULT)
 
 
-@lru_cache(maxsize=len(LANGUAGES))
-def translations(lang: str) -> gettext_module.NullTranslations:
-    if lang != "zh-CN":
-        return gettext_module.NullTranslations()
-    with CATALOGUE.open("rb") as fh:
+DATA_CATALOGUE = CATALOGUE.with_name("data.po")  # texts from the code: collection, property and process titles
+
+
+def _compiled(path: Path) -> gettext_module.GNUTranslations:
+    with path.open("rb") as fh:
         catalog = read_po(fh, locale="zh_Hans_CN")
     buf = io.BytesIO()
     write_mo(buf, catalog)
     buf.seek(0)
     return gettext_module.GNUTranslations(buf)
+
+
+@lru_cache(maxsize=len(LANGUAGES))
+def translations(lang: str) -> gettext_module.NullTranslations:
+    if lang != "zh-CN":
+        return gettext_module.NullTranslations()
+    pages = _compiled(CATALOGUE)
+    pages.add_fallback(_compiled(DATA_CATALOGUE))
+    return pages
+
+
+def data_text(text: str | None) -> str | None:
+    """A text from the data (a title, a property description) in the page's language, where the catalogue has it
+    (results and imported attributes keep their own words)."""
+    return gettext(text) if text else text
 
 
 def _accepted(header: str) -> list[str]:

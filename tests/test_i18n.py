@@ -35,6 +35,22 @@ def test_the_catalogue_translates_every_message_of_the_templates():
             assert set(PLACEHOLDER.findall(s)) == set(PLACEHOLDER.findall(ids[0])), message
 
 
+def test_texts_from_the_data_are_translated():
+    """Collection titles, property descriptions and process titles come from the code; data.po must have them all."""
+    from app.layers.catalog import builtin_layers, telecom_layers
+    from app.processes.catalogue import PROCESSES
+    from app.settings import SecuritySettings
+
+    with i18n.DATA_CATALOGUE.open("rb") as fh:
+        catalog = read_po(fh)
+    layers = builtin_layers(SecuritySettings(jitter_key="test")) + telecom_layers()
+    texts = {lyr.title for lyr in layers} | {p.description for lyr in layers for p in lyr.props if p.description}
+    texts |= {p.title for p in PROCESSES.values()}
+    assert len(texts) > 120
+    missing = sorted(t for t in texts if not (catalog.get(t) and catalog.get(t).string))
+    assert not missing, missing
+
+
 @pytest.mark.parametrize(("header", "expected"), [
     ("zh-CN,zh;q=0.9,en;q=0.5", "zh-CN"), ("en;q=0.5, zh-CN;q=0.9", "zh-CN"), ("zh-TW", "zh-CN"), ("zh", "zh-CN"),
     ("en-US", "en"), ("fr-FR, de;q=0.8", "en"), ("", "en"), ("fr, zh;q=0.1", "zh-CN"), ("zh;q=0, en", "en"),
@@ -46,14 +62,14 @@ def test_accept_language_is_negotiated(header, expected):
 
 PAGES = [
     ("/", "数据集", "the published layers"),
-    ("/collections", "浏览", "browse"),
-    ("/collections/villages", "浏览要素", "Browse the features"),
+    ("/collections", "公共服务设施", ">Facilities</a>"),
+    ("/collections/villages", "距乡镇政府距离（公里）", "Distance to the township seat (km)"),
     ("/collections/villages/items", "个要素，显示", " of 1200 features."),
     ("/collections/villages/queryables", "可查询属性", "Properties usable"),
     ("/collections/villages/schema", "本数据集要素的属性", "The properties of the features"),
     ("/collections/villages/tiles/WebMercatorQuad", "瓦片矩阵集范围", "Tile matrix set limits"),
     ("/tileMatrixSets", "各数据集矢量瓦片所采用的切片方案", "The tiling schemes"),
-    ("/processes", "分析过程", "Your jobs"),
+    ("/processes", "冷热点分析（Getis-Ord Gi*）", "Hot and cold spots (Getis-Ord Gi*)"),
     ("/processes/hotspots", "计算方法", "How it is computed"),
     ("/regions", "本服务载入的地区", "The regions this service holds"),
     ("/conformance", "标准符合性", "Conformance</h1>"),

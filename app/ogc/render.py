@@ -141,6 +141,7 @@ def templates(extra_dir: str | None) -> Environment:
                       extensions=["jinja2.ext.i18n"])
     env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # the language of each request
     env.globals["languages"] = i18n.LANGUAGES
+    env.filters["t"] = i18n.data_text  # titles and descriptions from the data, where the catalogue has them
     env.filters["tojson_attr"] = lambda v: orjson.dumps(v).decode()
     env.filters["num"] = human_number
     env.globals["legend_rows"] = legend
