@@ -51,9 +51,10 @@ def data_text(text: str | None) -> str | None:
     return gettext(text) if text else text
 
 
-def _accepted(header: str) -> list[str]:
-    """Language tags of an Accept-Language header, best first (RFC 9110 §12.5.4)."""
-    ranked = []
+def weighted(header: str) -> list[tuple[str, float, int]]:
+    """(value, q, position) of each item of an Accept-style header (RFC 9110 §12.4.2), lower-cased; q 0 when
+    unreadable. Also the media types of ``Accept`` (app.ogc.render)."""
+    out = []
     for i, part in enumerate(header.split(",")):
         bits = [b.strip() for b in part.split(";")]
         q = 1.0
@@ -63,9 +64,14 @@ def _accepted(header: str) -> list[str]:
                     q = float(b[2:])
                 except ValueError:
                     q = 0.0
-        if bits[0] and q > 0:
-            ranked.append((-q, i, bits[0].lower()))
-    return [tag for _, _, tag in sorted(ranked)]
+        if bits[0]:
+            out.append((bits[0].lower(), q, i))
+    return out
+
+
+def _accepted(header: str) -> list[str]:
+    """Language tags of an Accept-Language header, best first (RFC 9110 §12.5.4)."""
+    return [tag for tag, q, _ in sorted(weighted(header), key=lambda t: (-t[1], t[2])) if q > 0]
 
 
 def choose(cookie: str | None, accept_language: str | None) -> str:

@@ -45,20 +45,7 @@ _BULK_MEDIA = {FLATGEOBUF: OutputType.fgb, PARQUET: OutputType.parquet, "applica
 
 
 def _accept(header: str) -> list[tuple[str, float, int]]:
-    out = []
-    for i, part in enumerate(header.split(",")):
-        bits = [b.strip() for b in part.split(";")]
-        media = bits[0].lower()
-        q = 1.0
-        for b in bits[1:]:
-            if b.startswith("q="):
-                try:
-                    q = float(b[2:])
-                except ValueError:
-                    q = 0.0
-        if media:
-            out.append((media, q, i))
-    return out
+    return i18n.weighted(header)
 
 
 def negotiate(request: Request, csv: bool = False) -> OutputType:
