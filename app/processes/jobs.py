@@ -126,6 +126,10 @@ async def fail_interrupted(rt: Runtime) -> int:
     n = 0
     for job in await rt.queue.job_manager.get_stalled_jobs(seconds_since_heartbeat=s.stalled_after_s):
         run_id = job.task_kwargs.get("run_id")
+        # A job taken less than stalled_after_s ago had a live worker then: after a database outage the worker's
+        # heartbeat row is stale until its next beat, and a job it has just taken must not be failed for that
+        if run_id and await store.started_within(rt.app.state.engine, uuid.UUID(run_id), s.stalled_after_s):
+            continue
         with contextlib.suppress(Exception):
             await rt.queue.job_manager.finish_job_by_id_async(job.id, Status.FAILED, delete_job=False)
         if run_id:

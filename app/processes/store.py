@@ -72,6 +72,14 @@ async def finish_if_open(engine: Any, run_id: uuid.UUID, status: str, message: s
     return res.rowcount or 0
 
 
+async def started_within(engine: Any, run_id: uuid.UUID, seconds: float) -> bool:
+    """Whether the run started (or, not started yet, was created) less than ``seconds`` ago."""
+    async with engine.connect() as conn:
+        return bool(await conn.scalar(text(
+            "SELECT coalesce(started, created) > now() - make_interval(secs => :s) FROM analysis_run "
+            "WHERE run_id = :id"), {"s": seconds, "id": run_id}))
+
+
 def process_of(run: Any) -> Process:
     """The process a job row (``kind`` = ``process:<id>``) runs."""
     return PROCESSES[run["kind"].removeprefix("process:")]
