@@ -159,7 +159,7 @@ def problem(
     response: Response
     if env is not None and _wants_html(request):
         settings = getattr(state, "settings", None)
-        lang = i18n.activate(request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
+        lang = i18n.activate_for(request)
         page = env.get_template("error.html").render(
             problem=body, title=settings.api.title if settings is not None else title,
             base=str(request.base_url).rstrip("/"), request_url=str(request.url), lang=lang,

@@ -13,6 +13,7 @@ import io
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -91,6 +92,11 @@ def activate(cookie: str | None, accept_language: str | None) -> str:
     lang = choose(cookie, accept_language)
     _current.set(lang)
     return lang
+
+
+def activate_for(request: Any) -> str:
+    """The language of a request's page (its cookies and headers), made current for the templates."""
+    return activate(request.cookies.get(COOKIE), request.headers.get("accept-language"))
 
 
 def current() -> str:

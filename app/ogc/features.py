@@ -534,6 +534,14 @@ async def _bulk_items(request: Request, layer: Layer, role: Role | None, q: Item
     return StreamingResponse(bulk.chunks(path), media_type=fmt.media_type, headers=headers)
 
 
+def only_params(request: Request, allowed: set[str] | frozenset[str]) -> None:
+    """400 for a query parameter the resource does not take, naming those it does."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise InvalidParameter(f"Unknown query parameter(s): {', '.join(unknown)}. "
+                               f"Allowed: {', '.join(sorted(allowed))}.")
+
+
 def feature_id(layer: Layer, raw: str) -> Any:
     """The id in the collection's type, or a 404 for ids that cannot exist."""
     if "\x00" in raw:  # PostgreSQL text cannot hold NUL, so no such feature can exist
@@ -603,9 +611,7 @@ async def get_collection_item(
     role = await current_role(request)
     layer = await get_layer(request, collectionId, role)
     fmt = negotiate(request)
-    unknown = set(request.query_params) - {"f", "crs"}
-    if unknown:
-        raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
+    only_params(request, {"f", "crs"})
     crs = crs_param(Params(request.query_params.multi_items()), await current_catalog(request), layer, "crs")
     if fmt is OutputType.html and not crs.is_storage:
         raise InvalidParameter("The HTML map shows CRS84 only; ask for f=json with crs.")
@@ -803,9 +809,7 @@ async def get_collection_schema(request: Request, collectionId: str = Path(...))
 async def _schema_request(request: Request, collection_id: str) -> Layer:
     """The collection of a JSON Schema resource (queryables, schema), which takes no parameter but ``f``."""
     layer = await get_layer(request, collection_id, await current_role(request))
-    unknown = set(request.query_params) - {"f"}
-    if unknown:
-        raise InvalidParameter(f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
+    only_params(request, {"f"})
     return layer
 
 

@@ -150,11 +150,6 @@ def human_number(value: Any) -> Any:
     return np.format_float_positional(value, precision=3, unique=False, fractional=False, trim="-")
 
 
-def page_language(request: Request) -> str:
-    """Activate the language of the page for this request (the switch's cookie, else Accept-Language)."""
-    return i18n.activate(request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
-
-
 def here(request: Request) -> str:
     """The page's own path and query (where the language switch comes back to)."""
     return request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -163,7 +158,7 @@ def here(request: Request) -> str:
 def html_response(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     env: Environment = request.app.state.templates
     settings = request.app.state.settings
-    lang = page_language(request)
+    lang = i18n.activate_for(request)
     page = env.get_template(template).render(
         base=base_url(request), title=settings.api.title, basemap=settings.api.basemap_url,
         basemap_attribution=settings.api.basemap_attribution, lang=lang, here=here(request), **context,

@@ -37,6 +37,7 @@ from app.ogc.features import (
     etag_matches,
     get_layer,
     is_public,
+    only_params,
     validators,
 )
 from app.ogc.render import HTML, JSON, link, respond, url_for
@@ -290,7 +291,7 @@ def _tilesets_list(request: Request, path: str, title: str, keep: dict[str, str]
                        404: {"description": "No such collection, or it has no geometry"}})
 async def get_collection_tilesets(request: Request, collectionId: str = Path(...)) -> Response:  # noqa: N803
     role, layer = await _collection(request, collectionId)
-    _only(request, {"f"})
+    only_params(request, {"f"})
     body = _tilesets_list(request, f"/collections/{layer.id}/tiles", f"{layer.title}: vector tiles", {})
     return respond(request, body, "tilesets.html", layers=[layer])
 
@@ -305,17 +306,11 @@ async def get_collection_tileset(request: Request, collectionId: str = Path(...)
                                  tileMatrixSetId: str = Path(..., json_schema_extra=_TMS_ID)) -> Response:  # noqa: N803
     role, layer = await _collection(request, collectionId)
     grid = _grid(tileMatrixSetId)
-    _only(request, {"f"})
+    only_params(request, {"f"})
     body = _tileset(request, f"/collections/{layer.id}/tiles", grid, [layer], f"{layer.title}: vector tiles", {})
     return respond(request, body, "tileset.html", layers=[layer], grid=grid,
                    style=url_for(request, f"/collections/{layer.id}/styles/default", {"f": "mapbox"}))
 
-
-def _only(request: Request, allowed: set[str] | frozenset[str]) -> None:
-    unknown = [k for k in dict.fromkeys(request.query_params) if k not in allowed]
-    if unknown:
-        raise InvalidParameter(f"Unknown query parameter(s) here: {', '.join(unknown)}. Allowed: "
-                               f"{', '.join(sorted(allowed))}.")
 
 
 def _tile_params(request: Request) -> Params:
@@ -325,16 +320,21 @@ def _tile_params(request: Request) -> Params:
     if refused:
         raise InvalidParameter(f"{', '.join(refused)}: not a tile parameter (a tile's area is the tile, and it holds "
                                "every matching feature); use the items for that.")
+    _mvt_only(request)
+    return Params((k, v) for k, v in pairs if k != "f")
+
+
+def _mvt_only(request: Request) -> None:
     f = request.query_params.get("f")
     if f is not None and f.lower() != "mvt":
         raise InvalidParameter(f"The format f={f} is not offered here; tiles are offered as mvt "
                                "(application/vnd.mapbox-vector-tile).")
-    return Params((k, v) for k, v in pairs if k != "f")
 
 
-def _tile_numbers(grid: TileGrid, z: str, row: str, col: str) -> tuple[int, int, int]:
+def _tile_numbers(grid: TileGrid, z: str, ri: int, ci: int) -> tuple[int, int, int]:
+    """The tile matrix (a path segment: digits) as a number; 404 outside the tile matrix set."""
     try:
-        zi, ri, ci = int(z), int(row), int(col)
+        zi = int(z)
     except ValueError:
         raise InvalidParameter("tileMatrix, tileRow and tileCol are integers.") from None
     if not 0 <= zi <= grid.tms.maxzoom:
@@ -368,7 +368,7 @@ async def get_collection_tile(
 ) -> Response:
     role, layer = await _collection(request, collectionId)
     grid = _grid(tileMatrixSetId)
-    z, row, col = _tile_numbers(grid, tileMatrix, str(tileRow), str(tileCol))
+    z, row, col = _tile_numbers(grid, tileMatrix, tileRow, tileCol)
     params = _tile_params(request)
     settings = request.app.state.settings.tiles
     q = build_items_query(params, await current_catalog(request), layer, role, PageLimits(1, 1))
@@ -428,10 +428,9 @@ async def get_collection_tilejson(request: Request, collectionId: str = Path(...
 
 def _tilejson(request: Request, path: str, tms_id: str, layers: list[Layer], name: str, keep: dict[str, str],
               attribution: str | None) -> Response:
-    if tms_id != "WebMercatorQuad":
-        _grid(tms_id)
-        raise NotFound("TileJSON describes WebMercatorQuad tiles only; use the tileset metadata for other sets.")
     grid = _grid(tms_id)
+    if grid.id != "WebMercatorQuad":
+        raise NotFound("TileJSON describes WebMercatorQuad tiles only; use the tileset metadata for other sets.")
     settings = request.app.state.settings.tiles
     _, bbox = _limits(request, grid, layers)
     tiles = url_for(request, f"{path}/{grid.id}/" + "{z}/{y}/{x}", {**keep, "f": "mvt"})
@@ -457,7 +456,7 @@ def _tilejson(request: Request, path: str, tms_id: str, layers: list[Layer], nam
 # --------------------------------------------------------------------------------------------- dataset tiles
 async def _dataset_layers(request: Request, role: Role | None) -> list[Layer]:
     """The selected collections (``collections=``), or every listed collection with geometry the caller may read."""
-    _only(request, _DATASET_PARAMS)
+    only_params(request, _DATASET_PARAMS)
     raw = request.query_params.getlist("collections")
     if raw:
         ids = list(dict.fromkeys(i.strip() for v in raw for i in v.split(",") if i.strip()))
@@ -523,10 +522,8 @@ async def get_dataset_tile(
 ) -> Response:
     role = await current_role(request)
     grid = _grid(tileMatrixSetId)
-    z, row, col = _tile_numbers(grid, tileMatrix, str(tileRow), str(tileCol))
-    f = request.query_params.get("f")
-    if f is not None and f.lower() != "mvt":
-        raise InvalidParameter(f"The format f={f} is not offered here; tiles are offered as mvt.")
+    z, row, col = _tile_numbers(grid, tileMatrix, tileRow, tileCol)
+    _mvt_only(request)
     layers = await _dataset_layers(request, role)
     interval = datetime_query(request.query_params.get("datetime"))
     limits, _ = _limits(request, grid, layers)

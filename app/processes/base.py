@@ -166,6 +166,13 @@ def group_layer(title: str, description: str, units: Units, labels: list[str | N
     return LayerOut(title, description, keys, geoms, columns)
 
 
+def of_types(projects: Units, types: list[str] | None, prop: str) -> Units:
+    """The projects whose type (property ``prop``) is one of ``types``; all of them when ``types`` is None."""
+    if types is None:
+        return projects
+    return projects.subset(np.array([t in types for t in projects.text(prop)], dtype=bool))
+
+
 def group_labels(units: Units, prop: str | None) -> list[str]:
     if prop is None:
         return list(units.ids)

@@ -30,6 +30,7 @@ from app.processes.base import (
     as_floats,
     group_labels,
     group_layer,
+    of_types,
     split_list,
 )
 from app.processes.data import DataInput, Units
@@ -294,9 +295,7 @@ class NeedsMatching(Process):
 
     def run(self, inputs: MatchingInputs, data: dict[str, Units], threads: int) -> Outcome:
         units, projects = data["units"], data["projects"]
-        if inputs.project_types is not None:
-            keep = np.array([t in inputs.project_types for t in projects.text(inputs.type_property)], dtype=bool)
-            projects = projects.subset(keep)
+        projects = of_types(projects, inputs.project_types, inputs.type_property)
         codes = {n.value: i for i, n in enumerate(Need)}
         umask = mt.need_masks([split_list(p.get(inputs.needs_property)) for p in units.props], codes)
         pmask = mt.need_masks([split_list(p.get(inputs.project_needs_property)) for p in projects.props], codes)

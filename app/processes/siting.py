@@ -40,6 +40,7 @@ from app.processes.base import (
     Weights,
     as_floats,
     metric_xy,
+    of_types,
     spatial_weights,
 )
 from app.processes.data import DataInput, Units
@@ -236,9 +237,7 @@ class ProjectCoverageCorrelation(Process):
 
     def run(self, inputs: CoverageCorrelationInputs, data: dict[str, Units], threads: int) -> Outcome:
         units, projects = data["units"], data["projects"]
-        if inputs.project_types is not None:
-            keep = np.array([t in inputs.project_types for t in projects.text(inputs.type_property)], dtype=bool)
-            projects = projects.subset(keep)
+        projects = of_types(projects, inputs.project_types, inputs.type_property)
         poor = units.column(inputs.poor_variable)
         _, xy, crs = metric_xy(units, inputs.analysis_crs)
         area, area_method = unit_areas_km2(units, xy, crs)
