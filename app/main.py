@@ -36,6 +36,7 @@ from app.processes.jobs import (
     watch_expired,
     watch_interrupted,
 )
+from app.repositories import stats
 from app.repositories.cache import CountCache, TileCache
 from app.settings import Settings
 
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_pool = await create_read_pool(settings.db)
-        app.state.catalog = LiveCatalog(engine, settings.security, settings.api.data_license_url)
+        app.state.catalog = LiveCatalog(engine, settings.security, settings.api.data_license_url,
+                                        derive=stats.ensure_current)
         try:
             await app.state.catalog.current()
         except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz

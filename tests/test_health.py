@@ -47,7 +47,7 @@ def test_readyz_503_when_migrations_behind(throwaway_db):
     throwaway_db.upgrade("0001")  # one revision short of head
     status, body = _readyz(throwaway_db)
     assert status == 503 and body["migrations"] == "behind"
-    assert "0001" in body["detail"] and "0009" in body["detail"]
+    assert "0001" in body["detail"] and "0010" in body["detail"]
     throwaway_db.upgrade("head")
     status, body = _readyz(throwaway_db)
     assert status == 200 and body["migrations"] == "head"

@@ -81,9 +81,9 @@ async def test_collections_by_role(api, api_keys):
     anon = (await api.get("/collections")).json()
     validate(anon, P1 + "collections.yaml")
     ids = layers(anon)
-    assert ids == ["admin-units", "villages", "village-poverty", "projects", "facilities", "telecom-presence",
-                   "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators", "telecom-od",
-                   "telecom-admin-od"]
+    assert ids == ["admin-units", "villages", "village-poverty", "admin-poverty", "projects", "facilities",
+                   "telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
+                   "telecom-od", "telecom-admin-od"]
     analyst = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.analyst]}"})).json()
     assert layers(analyst) == ids + ["households"]
     admin = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.admin]}"})).json()

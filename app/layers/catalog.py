@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +41,7 @@ from app.layers.crs import supported_uris
 from app.models import codes
 from app.models.codes import Role, allowed
 from app.models.orm import (
+    AdminStat,
     AdminUnit,
     AuditLog,
     Facility,
@@ -311,6 +312,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
     ))
 
     layers.append(village_poverty_layer(v, a, h))
+    layers.append(admin_poverty_layer(a))
 
     layers.append(Layer(
         id="projects",
@@ -511,6 +513,53 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
         ),
         keywords=("villages", "poverty", "registry aggregates", "Stage 1"),
         versioned=("public.village", "public.admin_unit", "public.household"),
+    )
+
+
+def admin_poverty_layer(a: Any) -> Layer:
+    """Public registry figures per administrative unit and year, villages included (table ``admin_stat``)."""
+    s = AdminStat.__table__
+    count = _s("integer", minimum=0)
+    return Layer(
+        id="admin-poverty",
+        title="Poverty by administrative unit and year (registry aggregates)",
+        description="Per administrative unit (region, county, township, village) and registry year, from the "
+        "poor-household registry as of the year's last snapshot: registered, poor (poor or returned), exited and "
+        "monitored (at risk of returning) households, poor persons, households and persons reached by projects, "
+        "the population of the village forms and the poverty rate. Figures that would reveal fewer than "
+        f"{MIN_HOUSEHOLDS} households are withheld (null, suppressed = true): village figures of 1–"
+        f"{MIN_HOUSEHOLDS - 1} households, and any total from which such a figure could be recovered by "
+        "subtracting published figures (secondary suppression). Villages carry only the figures the "
+        "village-poverty layer publishes.",
+        source=s.join(a, a.c.code == s.c.admin_code),
+        id_expr=s.c.admin_code + "-" + func.cast(s.c.year, Text), id_schema=STRING, geom=a.c.geom,
+        geometry_type="MultiPolygon",
+        props=(
+            _p("region", s.c.region_id, STRING, "Region id"),
+            _p("admin_code", s.c.admin_code, STRING, "Code of the administrative unit"),
+            _p("name", a.c.name, STRING, "Name"),
+            _p("name_en", a.c.name_en, STRING, "Name in English"),
+            _p("level", s.c.level, _s("integer", minimum=0, maximum=5), "0 country … 5 village"),
+            _p("parent_code", a.c.parent_code, STRING, "Code of the parent unit"),
+            _p("year", s.c.year, INTEGER, "Registry year"),
+            _p("snapshot", s.c.snapshot, DATE, "Date of the registry snapshot the figures count"),
+            _p("villages", s.c.villages, count, "Villages in the unit"),
+            _p("population", s.c.population, count, "Population of the village forms"),
+            _p("registered_households", s.c.registered_households, count, "Households in the registry"),
+            _p("poor_households", s.c.poor_households, count, "Households with status poor or returned"),
+            _p("poor_persons", s.c.poor_persons, count, "Members of those households"),
+            _p("exited_households", s.c.exited_households, count, "Households that exited poverty"),
+            _p("monitored_households", s.c.monitored_households, count,
+               "Households monitored as at risk of (returning to) poverty"),
+            _p("reached_households", s.c.reached_households, count,
+               "Registered households that benefited from a project up to the year"),
+            _p("reached_persons", s.c.reached_persons, count, "Members of those households"),
+            _p("poverty_rate", s.c.poverty_rate, NUMBER, "Poor persons / population"),
+            _p("suppressed", s.c.suppressed, BOOLEAN, "Figures are withheld (small groups)"),
+        ),
+        temporal=Temporal(func.make_date(s.c.year, 1, 1), func.make_date(s.c.year + 1, 1, 1), True),
+        keywords=("administrative units", "poverty", "registry aggregates", "overview"),
+        versioned=("public.admin_stat", "public.admin_unit"),
     )
 
 
@@ -895,8 +944,11 @@ class LiveCatalog:
     answered from a catalogue read before it asked (``force``) or before the interval."""
 
     def __init__(self, engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None,
-                 min_interval_s: float = 1.0) -> None:
+                 min_interval_s: float = 1.0,
+                 derive: Callable[[AsyncEngine], Awaitable[Any]] | None = None) -> None:
         self.engine = engine
+        # brings derived tables (the public figures per unit) in step with their sources before a check
+        self.derive = derive
         self.security = security
         self.license_url = license_url
         self.min_interval_s = min_interval_s
@@ -916,6 +968,8 @@ class LiveCatalog:
                 return self.catalog  # a check that started after we asked finished while we waited
             started = time.monotonic()
             before = self.catalog
+            if self.derive is not None:
+                await self.derive(self.engine)
             if before is None:
                 self.catalog = await load_catalog(self.engine, self.security, self.license_url)
             else:

@@ -369,3 +369,32 @@ class TelecomRelease(Base):
     rows_published: Mapped[int] = mapped_column(Integer)
     rows_suppressed: Mapped[int] = mapped_column(Integer)
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AdminStat(Base):
+    """Public registry figures per administrative unit and year (derived; app/repositories/stats.py)."""
+
+    __tablename__ = "admin_stat"
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    admin_code: Mapped[str] = mapped_column(Text, primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot: Mapped[dt.date] = mapped_column(Date)
+    level: Mapped[int] = mapped_column(SmallInteger)
+    villages: Mapped[int] = mapped_column(Integer)
+    population: Mapped[int | None] = mapped_column(BigInteger)
+    registered_households: Mapped[int | None] = mapped_column(Integer)
+    poor_households: Mapped[int | None] = mapped_column(Integer)
+    poor_persons: Mapped[int | None] = mapped_column(Integer)
+    exited_households: Mapped[int | None] = mapped_column(Integer)
+    monitored_households: Mapped[int | None] = mapped_column(Integer)
+    reached_households: Mapped[int | None] = mapped_column(Integer)
+    reached_persons: Mapped[int | None] = mapped_column(Integer)
+    poverty_rate: Mapped[float | None] = mapped_column(Double)
+    suppressed: Mapped[bool] = mapped_column(Boolean)
+
+
+class AdminStatState(Base):
+    __tablename__ = "admin_stat_state"
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    built: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
