@@ -109,3 +109,21 @@ def gettext(message: str) -> str:
 
 def ngettext(singular: str, plural: str, n: int) -> str:
     return translations(_current.get()).ngettext(singular, plural, n)
+
+
+def code_label(code_list: str, code: Any, lang: str | None = None) -> str:
+    """The label of a code of a code list (``CODE_LABELS``) in the page's language; the code itself when the list
+    does not have it (a region's own codes)."""
+    from app.models.codes import CODE_LABELS
+
+    pair = CODE_LABELS.get(code_list, {}).get(str(code))
+    if pair is None:
+        return str(code)
+    return pair[1] if (lang or _current.get()) == "zh-CN" else pair[0]
+
+
+def code_labels(code_list: str) -> dict[str, dict[str, str]]:
+    """Every label of a code list in both languages: ``{code: {"en": …, "zh-CN": …}}`` (for JSON answers)."""
+    from app.models.codes import CODE_LABELS
+
+    return {c: {"en": en, "zh-CN": zh} for c, (en, zh) in CODE_LABELS.get(code_list, {}).items()}

@@ -286,3 +286,54 @@ PROJECT_TYPE_NEEDS: dict[ProjectType, frozenset[Need]] = {
     ProjectType.land_transfer: frozenset({Need.P_LAND}),
     ProjectType.skills_training: frozenset({Need.P_SKILL, Need.P_MOTIV}),
 }
+
+
+# Labels of the code lists for people, in English and Simplified Chinese (the names of the registry forms and of
+# the national policy documents; docs/methodology.md#code-lists). Codes stay the API's values; pages and the portal
+# show these.
+CODE_LABELS: dict[str, dict[str, tuple[str, str]]] = {
+    "household_status": {
+        "poor": ("Poor", "未脱贫"), "exited": ("Exited poverty", "已脱贫"), "returned": ("Returned to poverty", "返贫"),
+        "monitored": ("Monitored (at risk)", "监测户")},
+    "cause": {
+        "illness": ("Illness", "因病"), "disability": ("Disability", "因残"), "schooling": ("Schooling costs", "因学"),
+        "disaster": ("Disaster", "因灾"), "lack_land": ("Lack of land", "缺土地"),
+        "lack_water": ("Lack of water", "缺水"),
+        "lack_skills": ("Lack of skills", "缺技术"), "lack_labour": ("Lack of labour", "缺劳力"),
+        "lack_capital": ("Lack of capital", "缺资金"), "poor_transport": ("Poor transport", "交通条件落后"),
+        "lack_motivation": ("Lack of motivation", "自身发展动力不足"), "other": ("Other", "其它")},
+    "need": {
+        "L_FOOD": ("Enough food", "不愁吃"), "L_CLOTH": ("Enough clothing", "不愁穿"),
+        "L_EDU": ("Compulsory schooling", "义务教育有保障"), "L_HEALTH": ("Basic medical care", "基本医疗有保障"),
+        "L_HOUSE": ("Safe housing", "住房安全有保障"), "L_WATER": ("Safe drinking water", "饮水安全有保障"),
+        "P_SKILL": ("Skills training", "技能培训"), "P_JOB": ("Employment", "就业务工"),
+        "P_CAPITAL": ("Credit", "小额信贷"), "P_LAND": ("Land consolidation or transfer", "土地整理流转"),
+        "P_IRRIG": ("Farm water", "农田水利"), "P_ROAD": ("Transport", "交通道路"),
+        "P_MARKET": ("Market access", "市场与电商"), "P_INDUSTRY": ("A local industry", "产业带动"),
+        "P_MOTIV": ("Motivation", "扶志扶智"), "P_RELOC": ("Relocation", "易地搬迁"),
+        "P_RESIL": ("Disaster resilience", "防灾减灾")},
+    "project_type": {
+        "industry": ("Industry", "产业扶贫"), "employment": ("Employment", "就业扶贫"),
+        "relocation": ("Relocation", "易地扶贫搬迁"), "infrastructure_road": ("Roads", "道路建设"),
+        "infrastructure_water": ("Drinking water", "饮水工程"),
+        "infrastructure_power_broadband": ("Power and broadband", "电力与宽带"),
+        "housing_renovation": ("Housing renovation", "危房改造"), "education": ("Education", "教育扶贫"),
+        "health": ("Health", "健康扶贫"), "social_security": ("Social security", "社会保障兜底"),
+        "ecological_compensation": ("Ecological compensation", "生态扶贫"),
+        "photovoltaic": ("Photovoltaic", "光伏扶贫"),
+        "ecommerce": ("E-commerce", "电商扶贫"), "tourism": ("Rural tourism", "乡村旅游扶贫"),
+        "microfinance": ("Microcredit", "小额信贷"), "asset_income": ("Cooperative dividends", "资产收益"),
+        "land_transfer": ("Land transfer", "土地流转"), "skills_training": ("Skills training", "技能培训")},
+    "project_status": {
+        "planned": ("Planned", "规划中"), "under_construction": ("Under construction", "在建"),
+        "operating": ("Operating", "运营中"), "completed": ("Completed", "已完工"),
+        "cancelled": ("Cancelled", "已取消")},
+    "facility_class": {
+        "school_primary": ("Primary school", "小学"), "school_junior": ("Junior secondary school", "初中"),
+        "clinic": ("Village clinic", "村卫生室"), "hospital": ("Hospital", "医院"), "market": ("Market", "集贸市场"),
+        "bank": ("Bank", "银行网点"), "bus_stop": ("Bus stop", "公交站"), "water_plant": ("Water plant", "水厂"),
+        "township_government": ("Township government", "乡镇政府")},
+    "admin_level": {
+        "0": ("Country", "国家"), "1": ("Province", "省"), "2": ("Prefecture", "市"), "3": ("County", "县"),
+        "4": ("Township", "乡镇"), "5": ("Village", "村")},
+}

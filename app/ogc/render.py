@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, pass_context, select_autoescape
 
 from app import i18n
 from app.errors import InvalidParameter
@@ -128,12 +128,39 @@ def templates(extra_dir: str | None) -> Environment:
                       extensions=["jinja2.ext.i18n"])
     env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # the language of each request
     env.globals["languages"] = i18n.LANGUAGES
-    env.filters["t"] = i18n.data_text  # titles and descriptions from the data, where the catalogue has them
+    env.filters["t"] = _data_text  # titles and descriptions from the data, where the catalogue has them
+    env.filters["code"] = _code_label  # a code list's label
     env.filters["tojson_attr"] = lambda v: orjson.dumps(v).decode()
     env.filters["num"] = human_number
     env.globals["legend_rows"] = legend
     env.globals["csp_nonce"] = csp_nonce.get  # the inline scripts' nonce of the Content-Security-Policy
+    env.globals["code_list"] = lambda layer_id, prop: PROPERTY_CODE_LISTS.get((layer_id, prop))
     return env
+
+
+# Properties whose values are codes of a code list (app/models/codes.py CODE_LABELS): pages show their labels
+PROPERTY_CODE_LISTS = {
+    ("projects", "type"): "project_type", ("projects", "status"): "project_status",
+    ("projects", "addresses_needs"): "need", ("facilities", "class"): "facility_class",
+    ("households", "status"): "household_status", ("households", "main_cause"): "cause",
+    ("households", "other_causes"): "cause", ("households", "reported_needs"): "need",
+    ("admin-units", "level"): "admin_level", ("admin-poverty", "level"): "admin_level",
+}
+
+
+# The language filters depend on the request's language: marked as needing the template context, so Jinja never
+# folds ``"Poverty rate"|t`` into a constant when it compiles a template (in the language of its first request).
+@pass_context
+def _data_text(_ctx: Any, text: str | None) -> str | None:
+    return i18n.data_text(text)
+
+
+@pass_context
+def _code_label(_ctx: Any, code: Any, code_list: str) -> str:
+    if isinstance(code, list | tuple):  # a list of codes (causes, needs)
+        return "、".join(i18n.code_label(code_list, c) for c in code) if i18n.current() == "zh-CN" else \
+            ", ".join(i18n.code_label(code_list, c) for c in code)
+    return i18n.code_label(code_list, code)
 
 
 def human_number(value: Any) -> Any:
