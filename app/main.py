@@ -24,7 +24,7 @@ from app.health import router as health_router
 from app.layers.catalog import LiveCatalog
 from app.middleware import ServiceMiddleware
 from app.observability import Metrics, configure_logging
-from app.ogc import common, docs, edits, features, processes, regions, tiles
+from app.ogc import common, docs, edits, features, overview, processes, regions, tiles
 from app.ogc.render import document_media_types, templates
 from app.openapi30 import to_openapi30
 from app.processes.jobs import (
@@ -47,7 +47,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 OGC_MODULES = (
     (common.router, common.CONFORMANCE), (features.router, features.CONFORMANCE), (edits.router, edits.CONFORMANCE),
     (processes.router, processes.CONFORMANCE), (regions.router, regions.CONFORMANCE), (docs.router, docs.CONFORMANCE),
-    (tiles.router, tiles.CONFORMANCE),
+    (tiles.router, tiles.CONFORMANCE), (overview.router, ()),
 )
 
 

@@ -203,6 +203,8 @@ def _inputs_description(p: Process) -> dict[str, Any]:
         used = _referenced(entry["schema"], defs)
         if used:
             entry["schema"]["$defs"] = {k: defs[k] for k in sorted(used)}
+        if name in p.example:  # what a form (the portal's) starts from for inputs without a default
+            entry["schema"]["examples"] = [p.example[name]]
         out[name] = entry
     return out
 

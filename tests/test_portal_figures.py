@@ -1,0 +1,323 @@
+"""Public figures per administrative unit (issue 20): totals that never give back a withheld figure.
+Checks the method: methodology#admin-totals.
+
+The attacker of the issue: every published total minus every published part, at every level and period. Here it
+is played as a closure: starting from what the ``admin-poverty`` collection publishes (read over HTTP, as anyone
+can), it repeatedly applies the only relations the figures obey — a unit's figure is the sum of its children's —
+solving for a figure whenever a relation has one unknown left, until nothing more can be learnt. No withheld
+figure may be learnt, and no published total may leave a residual of 1–4 households over its unknown parts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from app.analysis.disclosure import Hierarchy, withhold_totals
+from app.repositories.stats import ADMIN_MEASURES, MEASURES, VILLAGE_MEASURES, build_rows
+
+K = 5
+
+
+def _tree() -> Hierarchy:
+    # county C → townships T1, T2, T3 → villages
+    rows = [("C", None, 3), ("T1", "C", 4), ("T2", "C", 4), ("T3", "C", 4)]
+    rows += [(f"V1{i}", "T1", 5) for i in range(3)] + [(f"V2{i}", "T2", 5) for i in range(2)]
+    rows += [(f"V3{i}", "T3", 5) for i in range(2)]
+    return Hierarchy.of(rows)
+
+
+def _sums(tree: Hierarchy, leaf: dict[str, int]) -> dict[str, int]:
+    out = defaultdict(int)
+    for c, v in leaf.items():
+        while c is not None:
+            out[c] += v
+            c = tree.parent[c]
+    return out
+
+
+def test_one_withheld_village_withholds_its_township_and_what_would_give_the_township_back():
+    tree = _tree()
+    values = {"poor": _sums(tree, {"V10": 3, "V11": 20, "V12": 30, "V20": 40, "V21": 50, "V30": 60, "V31": 70})}
+    withheld = withhold_totals(tree, values, {"poor": 5}, {"poor": {"V10"}}, 5, K)
+    # T1 minus V11 and V12 would give V10; then C minus T2 and T3 would give T1: both withheld
+    assert withheld == {"T1", "C"}
+
+
+def test_two_withheld_villages_of_five_or_more_together_let_the_township_be_published():
+    tree = _tree()
+    values = {"poor": _sums(tree, {"V10": 3, "V11": 4, "V12": 30, "V20": 40, "V21": 50, "V30": 60, "V31": 70})}
+    assert withhold_totals(tree, values, {"poor": 5}, {"poor": {"V10", "V11"}}, 5, K) == set()
+    # together 1 + 2 = 3 < 5: the township would reveal a group of three households
+    values = {"poor": _sums(tree, {"V10": 1, "V11": 2, "V12": 30, "V20": 40, "V21": 50, "V30": 60, "V31": 70})}
+    assert withhold_totals(tree, values, {"poor": 5}, {"poor": {"V10", "V11"}}, 5, K) == {"T1", "C"}
+
+
+def test_a_small_total_is_withheld_for_itself_and_the_county_protects_it():
+    tree = _tree()
+    values = {"exited": _sums(tree, {"V10": 2, "V20": 40, "V30": 60})}
+    # exited households are published down to townships only: T1 = 2 is withheld, and C − T2 − T3 would give it
+    # back, so a second township is withheld with it (the smaller, T2) and the county's total stays published
+    assert withhold_totals(tree, values, {"exited": 4}, {}, 5, K) == {"T1", "T2"}
+
+
+def test_measures_of_a_unit_are_withheld_together():
+    tree = _tree()
+    values = {"poor": _sums(tree, {"V10": 2, "V11": 20, "V12": 30, "V20": 40, "V21": 50, "V30": 60, "V31": 70}),
+              "exited": _sums(tree, {"V10": 9, "V20": 40, "V30": 60})}
+    withheld = withhold_totals(tree, values, {"poor": 5, "exited": 4}, {"poor": {"V10"}}, 5, K)
+    # C: its poor total minus T2, T3 and T1's published villages would give V10 back, and no second township can
+    # hide it (their villages are all published), so C is withheld, and no township besides T1
+    assert withheld == {"T1", "C"}
+
+
+# ------------------------------------------------------------------------------------------- the attacker
+def attack(parent: dict[str, str | None], level: dict[str, int], known: dict[tuple[str, str], int]
+           ) -> dict[tuple[str, str], int]:
+    """Everything that follows from the published figures ``{(measure, unit): value}``, to a fixed point, by the
+    relations they obey: a unit's figure is the sum of its children's (down to the finest level a measure is
+    published at), and a unit's registered households are its poor, exited and monitored households."""
+    equations: list[list[tuple[int, tuple[str, str]]]] = []
+    kids: dict[str, list[str]] = defaultdict(list)
+    for c, p in parent.items():
+        if p is not None:
+            kids[p].append(c)
+    for m in MEASURES:
+        finest = 5 if m in VILLAGE_MEASURES else 4
+        for p, cs in kids.items():
+            cs = [c for c in cs if level[c] <= finest]
+            if cs and level[p] <= finest:
+                equations.append([(1, (m, p)), *((-1, (m, c)) for c in cs)])
+    for u in parent:
+        if level[u] < 5:
+            equations.append([(1, ("registered_households", u)), (-1, ("poor_households", u)),
+                              (-1, ("exited_households", u)), (-1, ("monitored_households", u))])
+    known = dict(known)
+    changed = True
+    while changed:
+        changed = False
+        for eq in equations:
+            unknown = [(a, v) for a, v in eq if v not in known]
+            if len(unknown) == 1:
+                a, v = unknown[0]
+                known[v] = -a * sum(b * known[w] for b, w in eq if w in known)
+                changed = True
+    return known
+
+
+def violations(parent: dict[str, str | None], level: dict[str, int], rows: list[dict[str, Any]]) -> list[Any]:
+    """What the attacker learns that was withheld for itself (a village figure, or a total of 1–4), and every
+    published total whose residual over its unknown parts is 1–4 households."""
+    known = {(m, r["admin_code"]): r[m] for r in rows for m in MEASURES if r[m] is not None}
+    learnt = attack(parent, level, known)
+    bad: list[Any] = [(v, x) for v, x in learnt.items() if v not in known
+                      and (level[v[1]] == 5 or 0 < x < K)]
+    for m in MEASURES:
+        finest = 5 if m in VILLAGE_MEASURES else 4
+        tree = {c: p for c, p in parent.items() if level[c] <= finest}
+        mine = {u: x for (mm, u), x in known.items() if mm == m and level[u] <= finest}
+        bad += [(m, unit, rest, left) for unit, rest, left in residuals(tree, mine)
+                if not (rest == 0 or (len(left) >= 2 and rest >= K))]
+    return bad
+
+
+def residuals(parent: dict[str, str | None], known: dict[str, int]) -> list[tuple[str, int, list[str]]]:
+    """For every published total: the total minus every published figure below it (descending into unknown units
+    only), with the unknown units that make up the rest."""
+    kids: dict[str, list[str]] = defaultdict(list)
+    for c, p in parent.items():
+        if p is not None:
+            kids[p].append(c)
+    out = []
+    for p in known:
+        if not kids.get(p):
+            continue
+        rest, stack, left = known[p], list(kids[p]), []
+        while stack:
+            c = stack.pop()
+            if c in known:
+                rest -= known[c]
+            elif kids.get(c):
+                stack.extend(kids[c])
+            else:
+                left.append(c)
+        out.append((p, rest, left))
+    return out
+
+
+def test_the_attacker_learns_nothing_withheld_on_random_hierarchies():
+    import random
+    rng = random.Random(20)
+    for trial in range(300):
+        rows, n = [("R", None, 2)], 0
+        for c in range(rng.randint(1, 3)):
+            rows.append((f"C{c}", "R", 3))
+            for t in range(rng.randint(1, 4)):
+                rows.append((f"T{c}.{t}", f"C{c}", 4))
+                for _ in range(rng.randint(1, 5)):
+                    rows.append((f"V{n}", f"T{c}.{t}", 5))
+                    n += 1
+        units = [{"region_id": "r", "code": c, "parent_code": p, "level": lv, "population": 1000}
+                 for c, p, lv in rows]
+        figures = [{"region_id": "r", "year": 2020, "at": "2020-12-31", "village_code": c,
+                    **{m: rng.choice([0, 0, 1, 2, 3, 4, 6, 9, 25]) for m in MEASURES}}
+                   for c, _, lv in rows if lv == 5]
+        for f in figures:  # consistent figures: persons ≥ households
+            f["poor_persons"] = f["poor_households"] * rng.randint(1, 4)
+            f["reached_persons"] = f["reached_households"] * rng.randint(1, 4)
+            f["registered_households"] = f["poor_households"] + f["exited_households"] + f["monitored_households"]
+        published = build_rows(units, figures)
+        parent = {c: p for c, p, _ in rows}
+        level = {c: lv for c, _, lv in rows}
+        assert violations(parent, level, published) == [], trial
+        truth = {f["village_code"]: f for f in figures}
+        for r in published:
+            if r["level"] == 5:
+                assert all(r[m] in (None, truth[r["admin_code"]][m]) for m in VILLAGE_MEASURES)
+
+
+# ------------------------------------------------------------------------------------------------- the demo
+async def _all(api: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+    out, url = [], "/collections/admin-poverty/items"
+    params = {"limit": 10_000, **params}
+    while url:
+        r = await api.get(url, params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        out += [f["properties"] for f in body["features"]]
+        url, params = next((lk["href"] for lk in body["links"] if lk["rel"] == "next"), None), None
+    return out
+
+
+@pytest.mark.asyncio
+async def test_the_demo_figures_add_up_hide_small_groups_and_resist_the_attacker(api):
+    rows = await _all(api, {})
+    assert rows, "the demo has figures per unit"
+    by_year: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_year[r["year"]].append(r)
+    for year, rs in by_year.items():
+        parent = {r["admin_code"]: r["parent_code"] for r in rs}
+        level = {r["admin_code"]: r["level"] for r in rs}
+        parent = {c: (p if p in parent else None) for c, p in parent.items()}
+        assert violations(parent, level, rs) == [], year
+        for r in rs:
+            assert all(r[m] is None or r[m] == 0 or r[m] >= K for m in MEASURES if m.endswith("households"))
+        assert not [r for r in rs if r["level"] == 5 and any(r[m] is not None for m in ADMIN_MEASURES)]
+    # the top unit is published: an office sees its region's totals
+    top = [r for r in rows if r["parent_code"] is None or r["level"] == min(x["level"] for x in rows)]
+    assert all(not r["suppressed"] for r in top)
+
+
+@pytest.mark.asyncio
+async def test_village_figures_are_those_of_the_village_poverty_layer(api):
+    rows = await _all(api, {"level": 5})
+    latest = max(r["year"] for r in rows)
+    mine = {r["admin_code"]: r for r in rows if r["year"] == latest}
+    r = await api.get("/collections/village-poverty/items", params={"limit": 10_000})
+    theirs = {f["id"]: f["properties"] for f in r.json()["features"]}
+    assert mine.keys() == theirs.keys()
+    for code, p in theirs.items():
+        for m in VILLAGE_MEASURES:
+            assert mine[code][m] == p[m], (code, m)
+        assert mine[code]["suppressed"] == p["suppressed"]
+        assert mine[code]["poverty_rate"] == pytest.approx(p["poverty_rate"]) if p["poverty_rate"] is not None \
+            else mine[code]["poverty_rate"] is None
+
+
+@pytest.mark.asyncio
+async def test_figures_follow_an_edit_of_the_registry(editor, edit_keys):
+    """A household deleted through the API (Part 4) changes the published figures at the next request."""
+    from app.models.codes import Role
+    admin = {"Authorization": f"Bearer {edit_keys[Role.admin]}"}
+    r = await editor.get("/collections/households/items", params={"limit": 1, "status": "poor"}, headers=admin)
+    hh = r.json()["features"][0]
+    village = hh["properties"]["village_code"]
+
+    async def county_poor() -> tuple[int | None, int]:
+        r = await editor.get("/collections/admin-poverty/items", params={"level": 2, "limit": 10})
+        top = r.json()["features"][0]["properties"]
+        return top["poor_households"], top["registered_households"]
+
+    before = await county_poor()
+    r = await editor.delete(f"/collections/households/items/{hh['id']}", headers=admin)
+    assert r.status_code in (200, 204), r.text
+    after = await county_poor()
+    assert after == (before[0] - 1, before[1] - 1)
+    assert village
+
+
+# ------------------------------------------------------------------------------------------------- the API
+@pytest.mark.asyncio
+async def test_the_overview_of_the_region_is_its_published_figures_with_period_and_source(api):
+    r = await api.get("/regions/tieling-demo/overview")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["unit"]["code"] == "211200" and doc["unit"]["level"] == 2  # the region's own unit, not "China"
+    item = (await api.get(f"/collections/admin-poverty/items/211200-{doc['year']}")).json()["properties"]
+    for f in doc["figures"]:
+        assert f["value"] == item[f["id"]], f["id"]
+        assert f["period"].startswith(str(doc["year"])) and f["source"] and f["href"].endswith(f"211200-{doc['year']}")
+    kids = (await api.get("/collections/admin-poverty/items",
+                          params={"parent_code": "211200", "year": doc["year"]})).json()["features"]
+    assert sorted(c["code"] for c in doc["children"]) == sorted(k["properties"]["admin_code"] for k in kids)
+    # projects and facilities counted inside the unit: here the whole region
+    projects = (await api.get("/collections/projects/items", params={"limit": 1, "region": "tieling-demo"})).json()
+    assert doc["projects"]["total"] <= projects["numberMatched"]
+    assert sum(p["count"] for p in doc["projects"]["byStatus"]) == doc["projects"]["total"]
+    assert sum(p["count"] for p in doc["projects"]["byType"]) == doc["projects"]["total"]
+    facilities = (await api.get("/collections/facilities/items", params={"limit": 1})).json()["numberMatched"]
+    assert doc["facilities"]["total"] == facilities
+    assert doc["projects"]["byStatus"][0]["label"]["zh-CN"]  # code labels in both languages
+
+
+@pytest.mark.asyncio
+async def test_the_overview_refuses_what_does_not_exist(api):
+    for path, params in (("/regions/nowhere/overview", {}), ("/regions/tieling-demo/overview", {"unit": "nope"}),
+                         ("/regions/tieling-demo/overview", {"year": 1999})):
+        r = await api.get(path, params=params)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json"), path
+    r = await api.get("/regions/tieling-demo/overview", params={"bogus": "1"})
+    assert r.status_code == 400
+
+
+@pytest.mark.asyncio
+async def test_classes_are_mapclassify_on_the_selected_features(api):
+    import mapclassify
+    import numpy as np
+
+    rows = await _all(api, {"level": 4})
+    values = np.array([r["poverty_rate"] for r in rows if r["poverty_rate"] is not None])
+    for method, ref in (("quantiles", mapclassify.Quantiles(values, k=5)),
+                        ("equal-interval", mapclassify.EqualInterval(values, k=5)),
+                        ("natural-breaks", mapclassify.FisherJenks(values, k=5))):
+        r = await api.get("/collections/admin-poverty/classes",
+                          params={"property": "poverty_rate", "level": 4, "method": method, "k": 5})
+        body = r.json()
+        assert body["breaks"] == pytest.approx(list(ref.bins)), method
+        assert body["counts"] == [int(c) for c in ref.counts], method
+        assert body["nulls"] == len(rows) - len(values) and body["count"] == len(values)
+    bad = await api.get("/collections/admin-poverty/classes", params={"property": "name"})
+    assert bad.status_code == 400 and "numeric" in bad.json()["detail"]
+    bad = await api.get("/collections/admin-poverty/classes", params={"property": "poverty_rate", "limit": 5})
+    assert bad.status_code == 400
+    hidden = await api.get("/collections/households/classes", params={"property": "size"})
+    assert hidden.status_code == 401  # the same access rules as the items
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_natural_breaks_are_mapclassify_fisher_jenks(seed):
+    import warnings
+
+    import mapclassify
+    import numpy as np
+
+    from app.ogc.overview import fisher_jenks
+
+    x = np.random.default_rng(seed).lognormal(size=150 + 100 * seed).round(2)  # ties included
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mapclassify's note that numba would be faster
+        ref = mapclassify.FisherJenks(x, k=3 + seed).bins
+    assert fisher_jenks(x, 3 + seed) == pytest.approx(ref)
