@@ -79,11 +79,45 @@ def key_from_authorization(header: str | None) -> str | None:
     raise ValueError("Use 'Authorization: Bearer <key>' or HTTP Basic with the key as password.")
 
 
+# The portal's sign-in: the key a person typed is kept in an httpOnly, SameSite=Strict cookie, so the browser sends
+# it with the portal's own requests (tiles, items, jobs) and scripts never read it. The cookie holds the key itself,
+# not a server-side session: revoking or expiring the key signs the browser out, and every worker verifies it the
+# same way. Requests that change something and are signed in only by the cookie must also carry the page's CSRF
+# token (a header scripts of another site cannot set; SameSite=Strict already keeps the cookie off their requests).
+SESSION_COOKIE = "tpa_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(key: str) -> str:
+    """The CSRF token of a session: derived from its key (HMAC), so it needs no storage and dies with the key."""
+    return hmac.new(key.encode(), b"tpa-portal-csrf", hashlib.sha256).hexdigest()
+
+
+def session_key(cookie_header: str | None) -> str | None:
+    """The key of the portal's session cookie in a Cookie header (for the rate limit, which sees raw headers)."""
+    for part in (cookie_header or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE and value:
+            return value
+    return None
+
+
 def credentials(request: Request) -> str | None:
     try:
-        return key_from_authorization(request.headers.get("authorization"))
+        key = key_from_authorization(request.headers.get("authorization"))
     except ValueError as exc:
         raise Unauthorized(str(exc)) from None
+    if key is not None:
+        return key
+    key = request.cookies.get(SESSION_COOKIE) or None
+    if key is not None:
+        request.state.by_cookie = True
+        if request.method not in SAFE_METHODS and not hmac.compare_digest(
+                request.headers.get(CSRF_HEADER, ""), csrf_token(key)):
+            raise Forbidden("This request is signed in by the portal's session cookie but lacks its CSRF token "
+                            f"(header {CSRF_HEADER.title()}); send the key in an Authorization header instead.")
+    return key
 
 
 class KeyCache:
@@ -104,11 +138,8 @@ class KeyCache:
         self._data[key_hash] = (time.monotonic() + CACHE_SECONDS, found)
 
 
-async def current_role(request: Request) -> Role | None:
-    """The caller's role: None for anonymous; 401 for a key that is unknown, revoked or expired."""
-    key = credentials(request)
-    if key is None:
-        return None
+async def verified(request: Request, key: str) -> tuple[Role, str] | None:
+    """(role, name) of a key that is known, not revoked and not expired; None otherwise. Sets the request's actor."""
     cache: KeyCache = request.app.state.key_cache
     digest = hash_key(key)
     hit, found = cache.get(digest)
@@ -125,12 +156,23 @@ async def current_role(request: Request) -> Role | None:
             ):
                 found = (Role(row.role), row.name)
         cache.put(digest, found)
+    if found is not None:
+        request.state.actor = f"key:{split_key(key)}"  # the key's public id, as `tpa keys list` shows it
+        request.state.key_name = found[1]  # its name (`tpa keys create --name`): the source of features it creates
+    return found
+
+
+async def current_role(request: Request) -> Role | None:
+    """The caller's role: None for anonymous; 401 for a key that is unknown, revoked or expired."""
+    key = credentials(request)
+    if key is None:
+        return None
+    found = await verified(request, key)
     if found is None:
+        if getattr(request.state, "by_cookie", False):
+            return None  # a session whose key was revoked or expired: the browser is simply signed out
         raise Unauthorized("The API key is not valid (unknown, revoked or expired).")
-    role, name = found
-    request.state.actor = f"key:{split_key(key)}"  # the key's public id, as `tpa keys list` shows it
-    request.state.key_name = name  # its name (`tpa keys create --name`): the source of features it creates
-    return role
+    return found[0]
 
 
 RoleDep = Annotated[Role | None, Depends(current_role)]

@@ -170,7 +170,10 @@ def problem(
     if status == 401:
         # One challenge per header, Basic first: browsers prompt for a user name and password only when a
         # WWW-Authenticate header is a Basic challenge on its own (a combined "Basic …, Bearer" is ignored).
-        response.headers.append("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
+        # Not for a script's request in a browser (fetch, XHR: Sec-Fetch-Mode is not "navigate"): a page such as the
+        # portal handles the refusal itself, and a prompt would hold its request until a person answers.
+        if request.headers.get("sec-fetch-mode", "navigate") == "navigate":
+            response.headers.append("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
         response.headers.append("WWW-Authenticate", f'Bearer realm="{REALM}"')
     return response
 

@@ -37,6 +37,11 @@ async def test_401_has_a_basic_challenge_of_its_own_then_bearer(api):
     assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
     assert "How to sign in" in page.text and "Authorization: Bearer" in page.text
     assert page.headers.get_list("www-authenticate")[0].startswith("Basic ")
+    # a script's request in a browser (the portal's fetch) gets no Basic challenge: no prompt holds it up
+    scripted = await api.get("/jobs", headers={"Sec-Fetch-Mode": "cors"})
+    assert scripted.status_code == 401 and scripted.headers.get_list("www-authenticate") == ['Bearer realm="tpa-gis"']
+    navigated = await api.get("/jobs", headers={**BROWSER, "Sec-Fetch-Mode": "navigate"})
+    assert navigated.headers.get_list("www-authenticate")[0].startswith("Basic ")
 
 
 async def test_403_page_says_the_key_is_not_enough(api, api_keys):
