@@ -22,9 +22,9 @@ from app.db import create_engine, create_read_pool, create_sessionmaker
 from app.errors import add_exception_handlers, document_problems
 from app.health import router as health_router
 from app.layers.catalog import LiveCatalog
-from app.middleware import ServiceMiddleware
+from app.middleware import CompressedAssets, ServiceMiddleware
 from app.observability import Metrics, configure_logging
-from app.ogc import common, docs, edits, features, overview, processes, regions, tiles
+from app.ogc import common, docs, edits, features, overview, portal, processes, regions, tiles
 from app.ogc.render import document_media_types, templates
 from app.openapi30 import to_openapi30
 from app.processes.jobs import (
@@ -47,7 +47,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 OGC_MODULES = (
     (common.router, common.CONFORMANCE), (features.router, features.CONFORMANCE), (edits.router, edits.CONFORMANCE),
     (processes.router, processes.CONFORMANCE), (regions.router, regions.CONFORMANCE), (docs.router, docs.CONFORMANCE),
-    (tiles.router, tiles.CONFORMANCE), (overview.router, ()),
+    (tiles.router, tiles.CONFORMANCE), (overview.router, ()), (portal.router, ()),
 )
 
 
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"], expose_headers=["Location", "ETag", "Retry-After", "X-Request-ID", "Link",
                                                  "Preference-Applied", "Content-Crs"],
         )
+    app.add_middleware(CompressedAssets)
     # outermost: every answer (CORS preflights and refusals included) gets a request id, headers and metrics
     app.add_middleware(ServiceMiddleware, settings=settings.api, metrics=app.state.metrics,
                        sync_limit_s=float(settings.processes.sync_time_limit_s))

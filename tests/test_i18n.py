@@ -43,10 +43,21 @@ def test_texts_from_the_data_are_translated():
 
     with i18n.DATA_CATALOGUE.open("rb") as fh:
         catalog = read_po(fh)
+    from app.ogc.overview import FIGURES, SOURCE
+    from app.ogc.processes import _inputs_description
+
     layers = builtin_layers(SecuritySettings(jitter_key="test")) + telecom_layers()
     texts = {lyr.title for lyr in layers} | {p.description for lyr in layers for p in lyr.props if p.description}
-    texts |= {p.title for p in PROCESSES.values()}
-    assert len(texts) > 120
+    texts |= {lyr.description for lyr in layers}
+    texts |= {p.title for p in PROCESSES.values()} | {p.description for p in PROCESSES.values()}
+    for p in PROCESSES.values():  # the portal's analysis forms show the inputs' titles and help
+        for entry in _inputs_description(p).values():
+            texts |= {entry["title"], entry["description"]} - {""}
+    texts |= {title for _, title in FIGURES} | {SOURCE}
+    from app.processes.styles import legend_texts
+
+    texts |= legend_texts()  # the portal's legends of analysis results
+    assert len(texts) > 300
     missing = sorted(t for t in texts if not (catalog.get(t) and catalog.get(t).string))
     assert not missing, missing
 
@@ -116,3 +127,24 @@ async def test_the_switch_remembers_the_choice(api):
     # JSON is not translated: ids, codes and property names are the API's contract
     doc = await api.get("/collections", headers=ZH)
     assert doc.headers["content-type"] == "application/json" and "content-language" not in doc.headers
+
+
+async def test_texts_of_the_data_follow_each_request_not_the_first(api):
+    """``"Poverty rate"|t`` in a template must not be folded into the language of the page's first request (Jinja
+    folds filters of constants unless they take the context)."""
+    for _ in range(2):
+        en = await api.get("/portal", headers=EN)
+        zh = await api.get("/portal", headers=ZH)
+        assert "贫困发生率" in zh.text and "Poverty rate" not in zh.text
+        assert "Poverty rate" in en.text and "贫困发生率" not in en.text
+        assert ">村</option>" in zh.text and ">Village</option>" in en.text  # code labels too
+
+
+@pytest.mark.parametrize(("path", "zh", "en"), [
+    ("/collections/facilities/items", ">医院<", ">Hospital<"),
+    ("/collections/projects/items", ">运营中<", ">Operating<"),
+])
+async def test_code_values_show_their_labels_in_both_languages(api, path, zh, en):
+    page_zh = await api.get(path, params={"f": "html", "limit": 200}, headers=ZH)
+    page_en = await api.get(path, params={"f": "html", "limit": 200}, headers=EN)
+    assert zh in page_zh.text and en in page_en.text

@@ -266,7 +266,9 @@ def chromium() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # SwiftShader: WebGL without a GPU, so MapLibre maps draw in headless runs
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--use-angle=swiftshader",
+                                                                    "--enable-unsafe-swiftshader"])
         try:
             yield browser
         finally:

@@ -79,6 +79,14 @@ SITE_KIND = categories("kind", "Site", [("candidate", "New site", "#d95f02"), ("
                                                                                   "#1b9e77")])
 
 
+FIXED = (LISA, GI_STAR, BIVARIATE, D_BANDS, NEED_LEVELS, COVERED, SITE_KIND)
+
+
+def legend_texts() -> set[str]:
+    """The titles and class labels of the fixed styles (legends in the portal show them in its language)."""
+    return {s["title"] for s in FIXED} | {c["label"] for s in FIXED for c in s.get("classes", [])}
+
+
 def resolve(style: Style | None, values: list[Any] | np.ndarray | None) -> Style | None:
     """The style with what depends on the data filled in: quantile breaks of graduated styles, the classes of
     distinct ones (at most eight colours; the rest are 'other')."""
