@@ -52,6 +52,20 @@ def c_band(c: float) -> int:
     return bisect_left(C_CUTS, round(float(c), 12)) + 1
 
 
+def standard_scores(u: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    """Each column as z-scores within each block of rows (population standard deviation; a constant column → 0).
+
+    The relative lag basis compares a unit's standing in each subsystem among its peers: min–max scales of
+    different subsystems are not comparable when one is skewed (e.g. living deficits concentrated in a few
+    villages put most villages' U1 near 1, so every village looks production-lagging)."""
+    z = np.zeros_like(u, dtype=float)
+    for b in blocks:
+        x = u[b]
+        sd = x.std(axis=0)
+        z[b] = np.where(sd > 0, (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0), 0.0)
+    return z
+
+
 def lag_type(u1: float, u2: float, tol: float) -> str:
     """U1 = living security, U2 = production capacity (docs/methodology.md#coupling, this spec's convention)."""
     if round(abs(u1 - u2), 12) <= tol:

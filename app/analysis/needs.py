@@ -28,6 +28,7 @@ FIELDS: dict[str, str] = {
     "clothing_insecure": "survey flag (L_CLOTH)",
     "dropout_children": "members aged 6–15 out of school, not for health reasons (L_EDU)",
     "ill_members": "members with a chronic or major illness (L_HEALTH)",
+    "family_doctor": "the household has a contracted family doctor (L_HEALTH, illness_term = without_doctor)",
     "uninsured_members": "members without medical insurance (L_HEALTH)",
     "clinic_min": "minutes to the nearest clinic or hospital (L_HEALTH); else clinic_km at travel_speed_kmh",
     "clinic_km": "km to the nearest clinic or hospital (when clinic_min is absent)",
@@ -35,6 +36,7 @@ FIELDS: dict[str, str] = {
     "water_safe": "safe drinking water (L_WATER)",
     "water_difficulty": "difficult access to water (L_WATER)",
     "main_cause": "main cause of poverty (priors, docs/methodology.md#cause-table)",
+    "status": "registry status (the main cause's priors apply to poor, returned and monitored households)",
     "ordinary_labour": "members with ordinary labour capacity (P_JOB)",
     "skilled_labour": "skilled members (P_JOB, P_SKILL)",
     "arable_mu": "arable land in mu (P_LAND)",
@@ -63,22 +65,36 @@ class NeedRules:
     cause_prior: float = 0.5  # a need listed for the main cause gets at least this
     threshold: float = 0.5  # a need is active when its score reaches this
     living_index: str = "max"  # LN = max(L_*) (binding constraint) or mean (ranking)
+    # L_HEALTH's illness term: any ill member (the scoring formula), or an ill member in a household without a
+    # contracted family doctor (the registry form's own test of the need, docs/methodology.md#needs).
+    illness_term: str = "without_doctor"
+    # Production needs that presuppose a member able to work: a household without one (ordinary or skilled
+    # labour) scores 0 on them, whatever its cause; its route is social security and asset income (the cause
+    # table's lack_labour row). An empty tuple applies the formulas to every household.
+    labour_needs: tuple[str, ...] = ("P_SKILL", "P_JOB", "P_CAPITAL", "P_INDUSTRY", "P_LAND", "P_IRRIG")
+    # Registry statuses whose main cause sets the priors: the cause explains a household's poverty while it lasts;
+    # an exited household's needs are judged on its present conditions. Rows without a status get the priors.
+    prior_statuses: tuple[str, ...] = ("poor", "returned", "monitored")
 
     def describe(self) -> dict[str, str]:
         """The rule of every need, with the parameters in force (for the ``rules`` output)."""
         a, b, c = self.health_weights
         g = self.house_grades
         r = self.road_quality
+        ill_doc = " AND NOT family_doctor" if self.illness_term == "without_doctor" else ""
+        labour = (f"; 0 for households without ordinary or skilled labour: {', '.join(self.labour_needs)}"
+                  if self.labour_needs else "")
         return {
             "L_FOOD": f"[net_income_pc < {self.poverty_line:g}] OR food_insecure",
             "L_CLOTH": "[clothing_insecure]",
             "L_EDU": "[dropout_children > 0] (members aged 6–15 with in_school = none and health = healthy)",
-            "L_HEALTH": f"min(1, {a:g}·[ill_members > 0] + {b:g}·[uninsured_members > 0] + {c:g}·clip((clinic_min − "
-                        f"{self.clinic_free_min:g})/{self.clinic_span_min:g}, 0, 1)); clinic_min = clinic_km / "
-                        f"{self.travel_speed_kmh:g} km/h when not given; no distance → that term is 0",
+            "L_HEALTH": f"min(1, {a:g}·[ill_members > 0{ill_doc}] + {b:g}·[uninsured_members > 0] + "
+                        f"{c:g}·clip((clinic_min − {self.clinic_free_min:g})/{self.clinic_span_min:g}, 0, 1)); "
+                        f"clinic_min = clinic_km / {self.travel_speed_kmh:g} km/h when not given; "
+                        "no distance → that term is 0",
             "L_HOUSE": "{" + ", ".join(f"{k}: {v:g}" for k, v in g.items()) + "}[house_safety_grade]; no grade → 0",
             "L_WATER": "[NOT water_safe OR water_difficulty]",
-            "P_SKILL": "1 − skilled_share (skilled_labour / size)",
+            "P_SKILL": "1 − skilled_labour / (ordinary_labour + skilled_labour)",
             "P_JOB": "1 − labour_share ((ordinary_labour + skilled_labour) / size)",
             "P_CAPITAL": "1 − [microcredit]",
             "P_LAND": f"1 − min(1, arable_pc / {self.arable_target_mu:g} mu per person)",
@@ -89,8 +105,9 @@ class NeedRules:
             "P_MOTIV": "no registry indicator: the main-cause prior only",
             "P_RELOC": "no registry indicator: the main-cause prior only",
             "P_RESIL": "no registry indicator: the main-cause prior only",
-            "prior": f"max(score, {self.cause_prior:g}) for the needs the region's table lists for the main cause",
-            "active": f"score ≥ {self.threshold:g}",
+            "prior": f"max(score, {self.cause_prior:g}) for the needs the region's table lists for the main cause, "
+                     f"for households with status {', '.join(self.prior_statuses) or '(none)'} or no status",
+            "active": f"score ≥ {self.threshold:g}{labour}",
             "LN": f"{self.living_index}(L_FOOD, L_CLOTH, L_EDU, L_HEALTH, L_HOUSE, L_WATER)",
         }
 
@@ -126,6 +143,11 @@ class Assessment:
 
     def index(self, kind: str) -> np.ndarray:
         return self.ln_max if kind == "max" else self.ln_mean
+
+
+def labour_dependent(rules: NeedRules) -> tuple[str, ...]:
+    """The needs the rules zero for households without labour, in the order of NEEDS."""
+    return tuple(n for n in NEEDS if n in rules.labour_needs)
 
 
 def _num(rows: list[dict[str, Any]], key: str, default: float = np.nan) -> np.ndarray:
@@ -215,7 +237,11 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
     a, b, c = rules.health_weights
     dist_term = np.where(np.isfinite(clinic_min),
                          np.clip((clinic_min - rules.clinic_free_min) / rules.clinic_span_min, 0.0, 1.0), 0.0)
-    s["L_HEALTH"] = np.minimum(1.0, a * (ill > 0) + b * (uninsured > 0) + c * dist_term)
+    ill_term = ill > 0
+    doctor = _flag(rows, "family_doctor")
+    if rules.illness_term == "without_doctor":
+        ill_term &= ~doctor
+    s["L_HEALTH"] = np.minimum(1.0, a * ill_term + b * (uninsured > 0) + c * dist_term)
     try:
         s["L_HOUSE"] = np.array([0.0 if g is None else rules.house_grades[g] for g in grade])
     except KeyError as exc:
@@ -230,7 +256,8 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
         road_q = np.array([np.nan if v is None else rules.road_quality[v] for v in road])
     except KeyError as exc:
         raise AnalysisError(f"households: unknown access_road {exc.args[0]!r}.") from None
-    s["P_SKILL"] = 1.0 - np.clip(skilled_share, 0, 1)
+    workers = ordinary + skilled
+    s["P_SKILL"] = np.where(workers > 0, 1.0 - np.clip(skilled / np.where(workers > 0, workers, 1.0), 0, 1), 0.0)
     s["P_JOB"] = 1.0 - np.clip(labour_share, 0, 1)
     s["P_CAPITAL"] = 1.0 - credit
     s["P_LAND"] = 1.0 - np.minimum(1.0, arable_pc / rules.arable_target_mu)
@@ -243,13 +270,19 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
 
     # priors of the main cause (docs/methodology.md#needs): a need listed for the cause gets at least cause_prior
     prior = {n: np.zeros(m, dtype=bool) for n in NEEDS}
+    status = _text(rows, "status")
+    with_prior = set(rules.prior_statuses)
     for i, cz in enumerate(cause):
+        if status[i] is not None and status[i] not in with_prior:
+            continue
         for n in table.needs.get(cz or "", ()):
             prior[n][i] = True
     for n in NEEDS:
         raised = prior[n] & (s[n] < rules.cause_prior)
         s[n] = np.where(raised, rules.cause_prior, s[n])
         prior[n] = raised
+    for n in rules.labour_needs:  # after the priors: no cause makes a household without labour need a job
+        s[n] = np.where(workers > 0, s[n], 0.0)
 
     living = np.column_stack([s[n] for n in LIVING]) if m else np.zeros((0, len(LIVING)))
     ln_max = living.max(axis=1) if m else np.zeros(0)
@@ -275,8 +308,7 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
     recommended: list[list[str]] = []
     explain: list[str] = []
     order = np.argsort(-key, axis=1, kind="stable") if len(types) else np.zeros((m, 0), dtype=int)
-    inc_l, clinic_l, sk_l, lab_l, apc_l = (_rounded(v) for v in (income, clinic_min, skilled_share, labour_share,
-                                                                 arable_pc))
+    inc_l, clinic_l, lab_l, apc_l = (_rounded(v) for v in (income, clinic_min, labour_share, arable_pc))
     ar_l, ir_l, mk_l = (_rounded(v) for v in (arable, irrigated, market_km))
     raised_l = (np.column_stack([prior[n] for n in NEEDS]) if m else np.zeros((0, len(NEEDS)), dtype=bool)).tolist()
     active_l = active_mat.tolist()
@@ -290,11 +322,12 @@ def assess(rows: list[dict[str, Any]], rules: NeedRules, table: CauseTable, max_
                        "food_insecure": bool(food_insecure[i])},
             "L_CLOTH": {"clothing_insecure": bool(cloth[i])},
             "L_EDU": {"dropout_children": int(dropout[i])},
-            "L_HEALTH": {"ill_members": int(ill[i]), "uninsured_members": int(uninsured[i]),
+            "L_HEALTH": {"ill_members": int(ill[i]), "family_doctor": bool(doctor[i]),
+                         "uninsured_members": int(uninsured[i]),
                          "clinic_min": clinic_l[i]},
             "L_HOUSE": {"house_safety_grade": grade[i]},
             "L_WATER": {"water_safe": bool(water_safe[i]), "water_difficulty": bool(water_diff[i])},
-            "P_SKILL": {"skilled_share": sk_l[i]},
+            "P_SKILL": {"skilled_labour": int(skilled[i]), "labour": int(workers[i])},
             "P_JOB": {"labour_share": lab_l[i]},
             "P_CAPITAL": {"microcredit": bool(credit[i])},
             "P_LAND": {"arable_pc": apc_l[i]},

@@ -51,7 +51,11 @@ class CouplingInputs(Strict):
                                       "the feature id")
     normalise_over: Literal["pooled", "period"] = Field("pooled", description="Min–max and entropy over all "
                                                         "periods (comparable) or per period")
-    lag_tolerance: float = Field(0.1, ge=0, le=1)
+    lag_tolerance: float = Field(0.1, ge=0, le=1, description="|U1 − U2| up to this is synchronous (in standard "
+                                 "deviations with the relative basis)")
+    lag_basis: Literal["level", "relative"] = Field(
+        "level", description="Lag type from U1 and U2 themselves (level), or from their standard scores among the "
+        "units of the same normalisation block (relative: which subsystem stands further below its average)")
 
     @model_validator(mode="after")
     def _subsystems(self) -> CouplingInputs:
@@ -152,7 +156,8 @@ class CouplingCoordination(Process):
             "c_band_zh": ("text", [cp.C_BANDS[k - 1][0] for k in ccls]),
             "c_band_en": ("text", [cp.C_BANDS[k - 1][1] for k in ccls]),
         })
-        lag = [cp.lag_type(a, b, inputs.lag_tolerance) for a, b in zip(u[:, 0], u[:, 1], strict=True)]
+        lu = cp.standard_scores(u[:, :2], blocks) if inputs.lag_basis == "relative" else u[:, :2]
+        lag = [cp.lag_type(a, b, inputs.lag_tolerance) for a, b in zip(lu[:, 0], lu[:, 1], strict=True)]
         cols["lag_type"] = ("text", lag)
         layer = LayerOut("Coupling coordination", "U per subsystem, C, T, D, bands and lag type", keys, units.geoms,
                          cols, unit_column="unit")
