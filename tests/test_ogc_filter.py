@@ -120,7 +120,7 @@ PROJECT_FILTERS = [
     "A_OVERLAPS(addresses_needs, ('P_SKILL', 'P_JOB'))",
     "A_CONTAINEDBY(addresses_needs, ('L_HOUSE', 'L_WATER', 'L_EDU'))",
     "S_INTERSECTS(geometry, POLYGON((123.5 42.0, 124.5 42.0, 124.5 42.8, 123.5 42.8, 123.5 42.0)))",
-    "S_CROSSES(geometry, LINESTRING(123.0 42.3, 125.0 42.35))",
+    "S_CROSSES(geometry, LINESTRING(123.5 42.0, 124.5 43.2))",
 ]
 
 

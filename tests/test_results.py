@@ -155,7 +155,8 @@ async def test_pages_for_people_and_styles_for_maps(rc, results_db):
     html = await rc.get(f"/collections/{layer}/items", params={"f": "html"})
     assert html.text.count("<tr><td><a href=") == 50  # a page a person reads, not 10,000 rows
     capped = await rc.get(f"/collections/{layer}/items", params={"f": "html", "limit": 5000})
-    assert capped.text.count("<tr><td><a href=") == 500
+    matched = (await rc.get(f"/collections/{layer}/items", params={"limit": 1})).json()["numberMatched"]
+    assert matched > 50 and capped.text.count("<tr><td><a href=") == min(500, matched)  # capped at 500
     assert "0.07500000298023224" not in capped.text and ">0.075<" in capped.text  # JSON keeps full precision
     full = (await rc.get(f"/collections/{layer}/items", params={"limit": 5000})).json()
     assert any(f["properties"]["p_sim"] == 0.07500000298023224 for f in full["features"])
@@ -195,7 +196,7 @@ async def test_regions_are_a_resource(rc, results_db, keys):
     assert demo["country"] == {"code": "CN", "name": "China"}
     assert demo["analysisCrs"].endswith("/32651") and demo["analysisCrs"] in demo["crs"]
     assert demo["adminLevels"]["5"] == "Village 村" and demo["counts"]["villages"] == 1200
-    assert demo["counts"]["admin_units"]["3"] == 7 and demo["periods"]["registry_years"] == [2020]
+    assert demo["counts"]["admin_units"]["3"] == 7 and demo["periods"]["registry_years"] == list(range(2016, 2026))
     assert demo["periods"]["telecom_months"] == []  # the test template has no telecom release
     for month in ("2020-10", "2020-09"):
         fetch(results_db.name, "INSERT INTO telecom_agg (region_id, unit_type, unit_id, period, indicator, value, "

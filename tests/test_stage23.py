@@ -324,9 +324,9 @@ def test_need_scores_by_hand():
     # A: income 3000 < 4000 → L_FOOD 1; illness 0.5 + clinic 30 km at 30 km/h = 60 min → 0.2·1 → L_HEALTH 0.7;
     # grade C → 0.7; water fine but the main cause lack_water lifts L_WATER to the prior 0.5
     assert [s[n][0] for n in nd.LIVING] == pytest.approx([1, 0, 0, 0.7, 0.7, 0.5])
-    # labour (1+1)/4 → P_JOB 0.5; skilled 1/4 → P_SKILL 0.75; 2.8 mu / 4 = 0.7 per person / 1.4 → P_LAND 0.5;
+    # labour (1+1)/4 → P_JOB 0.5; 1 skilled of 2 workers → P_SKILL 0.5; 2.8 mu / 4 = 0.7 per person / 1.4 → P_LAND 0.5;
     # irrigated 0.7 / 2.8 → P_IRRIG 0.75; gravel → P_ROAD 2/3; 5 km / 20 → P_MARKET 0.25; no coop → P_INDUSTRY 1
-    want_a = {"P_JOB": 0.5, "P_SKILL": 0.75, "P_LAND": 0.5, "P_IRRIG": 0.75, "P_ROAD": 2 / 3, "P_MARKET": 0.25,
+    want_a = {"P_JOB": 0.5, "P_SKILL": 0.5, "P_LAND": 0.5, "P_IRRIG": 0.75, "P_ROAD": 2 / 3, "P_MARKET": 0.25,
               "P_INDUSTRY": 1.0, "P_CAPITAL": 0.0, "P_MOTIV": 0.0}
     assert {n: s[n][0] for n in want_a} == pytest.approx(want_a)
     assert a.ln_max[0] == 1.0 and a.ln_mean[0] == pytest.approx(2.9 / 6)
@@ -342,16 +342,42 @@ def test_need_scores_by_hand():
     import orjson
 
     ex = orjson.loads(a.explain[0])
-    assert ex["L_HEALTH"] == {"ill_members": 1, "uninsured_members": 0, "clinic_min": 60.0}
+    assert ex["L_HEALTH"] == {"ill_members": 1, "family_doctor": False, "uninsured_members": 0, "clinic_min": 60.0}
+    assert ex["P_SKILL"] == {"skilled_labour": 1, "labour": 2}
     assert ex["prior"] == {"main_cause": "lack_water", "raised": ["L_WATER"]}
     assert ex["recommended_for"]["infrastructure_water"] == "P_IRRIG"
     with pytest.raises(AnalysisError, match="size"):
         nd.assess([{**HH_B, "size": 0}], nd.NeedRules(poverty_line=1), TABLE)
 
 
+def test_need_rules_for_labour_doctors_and_exited_households():
+    # checks the method: methodology#production-needs, methodology#priors, methodology#living-needs
+    rules = nd.NeedRules(poverty_line=4000)
+    # C: nobody able to work; the main cause (lack_water) would lift P_IRRIG to 0.5: labour needs stay 0
+    hh_c = {**HH_A, "id": "C", "ordinary_labour": 0, "skilled_labour": 0}
+    # D: as A, exited: no priors (L_WATER back to 0); a family doctor removes the illness term (0.2 left)
+    hh_d = {**HH_A, "id": "D", "status": "exited", "family_doctor": True}
+    # E: as D, monitored: the priors apply again
+    hh_e = {**hh_d, "id": "E", "status": "monitored"}
+    a = nd.assess([hh_c, hh_d, hh_e], rules, TABLE)
+    s = {n: a.scores[n].tolist() for n in nd.NEEDS}
+    assert [s[n][0] for n in nd.labour_dependent(rules)] == [0.0] * 6
+    assert s["P_ROAD"][0] == pytest.approx(2 / 3) and s["P_MARKET"][0] == 0.25  # not labour needs
+    assert s["L_WATER"][1] == 0.0 and s["L_HEALTH"][1] == pytest.approx(0.2)
+    assert s["L_WATER"][2] == 0.5 and s["L_HEALTH"][2] == pytest.approx(0.2)
+    # the formulas without these rules: every household, any ill member, every status
+    plain = nd.NeedRules(poverty_line=4000, labour_needs=(), illness_term="any", prior_statuses=())
+    b = nd.assess([hh_c, hh_d], plain, TABLE)
+    assert b.scores["P_IRRIG"][0] == 0.75 and b.scores["P_JOB"][0] == 1.0
+    assert b.scores["L_HEALTH"][1] == pytest.approx(0.7) and b.scores["L_WATER"][1] == 0.0
+    assert "P_SKILL" in rules.describe()["active"] and "AND NOT family_doctor" in rules.describe()["L_HEALTH"]
+
+
 def _ref_needs(h: dict[str, Any], line: float, table: nd.CauseTable = TABLE) -> dict[str, float]:
-    """The DOMAIN §6.1 rules written out per household (second implementation, default parameters)."""
+    """The DOMAIN §6.1 rules written out per household (second implementation, default parameters: labour needs
+    only with a worker, the illness term without a family doctor, priors for poor, returned and monitored)."""
     size = h["size"]
+    workers = (h.get("ordinary_labour") or 0) + (h.get("skilled_labour") or 0)
     clinic = h.get("clinic_min")
     if clinic is None and h.get("clinic_km") is not None:
         clinic = h["clinic_km"] / 30 * 60
@@ -362,11 +388,12 @@ def _ref_needs(h: dict[str, Any], line: float, table: nd.CauseTable = TABLE) -> 
         or h.get("food_insecure") else 0.0,
         "L_CLOTH": 1.0 if h.get("clothing_insecure") else 0.0,
         "L_EDU": 1.0 if (h.get("dropout_children") or 0) > 0 else 0.0,
-        "L_HEALTH": min(1.0, 0.5 * ((h.get("ill_members") or 0) > 0) + 0.3 * ((h.get("uninsured_members") or 0) > 0)
+        "L_HEALTH": min(1.0, 0.5 * ((h.get("ill_members") or 0) > 0 and not h.get("family_doctor"))
+                        + 0.3 * ((h.get("uninsured_members") or 0) > 0)
                         + 0.2 * dist),
         "L_HOUSE": {"A": 0.0, "B": 0.0, "C": 0.7, "D": 1.0, None: 0.0}[h.get("house_safety_grade")],
         "L_WATER": 1.0 if (h.get("water_safe") is False or h.get("water_difficulty")) else 0.0,
-        "P_SKILL": 1 - (h.get("skilled_labour") or 0) / size,
+        "P_SKILL": 1 - (h.get("skilled_labour") or 0) / workers if workers else 0.0,
         "P_JOB": 1 - ((h.get("ordinary_labour") or 0) + (h.get("skilled_labour") or 0)) / size,
         "P_CAPITAL": 0.0 if h.get("microcredit") else 1.0,
         "P_LAND": 1 - min(1.0, arable / size / 1.4),
@@ -375,8 +402,12 @@ def _ref_needs(h: dict[str, Any], line: float, table: nd.CauseTable = TABLE) -> 
         "P_MARKET": 0.0 if h.get("market_km") is None else min(1.0, h["market_km"] / 20),
         "P_INDUSTRY": 0.0 if h.get("coop_member") else 1.0, "P_MOTIV": 0.0, "P_RELOC": 0.0, "P_RESIL": 0.0,
     }
-    for n in table.needs.get(h.get("main_cause"), ()):
-        s[n] = max(s[n], 0.5)
+    if h.get("status") in (None, "poor", "returned", "monitored"):
+        for n in table.needs.get(h.get("main_cause"), ()):
+            s[n] = max(s[n], 0.5)
+    if not workers:
+        for n in ("P_SKILL", "P_JOB", "P_CAPITAL", "P_INDUSTRY", "P_LAND", "P_IRRIG"):
+            s[n] = 0.0
     return s
 
 
@@ -399,7 +430,8 @@ async def test_needs_process_inline_equals_second_implementation(editor: httpx.A
                      "access_road": rng.choice(["dirt", "gravel", "cement", "asphalt", None]),
                      "market_km": rng.choice([None, rng.uniform(0, 40)]), "coop_member": rng.random() < 0.3,
                      "microcredit": rng.random() < 0.3, "main_cause": rng.choice(["lack_water", "illness", "other"]),
-                     "village_code": f"v{i % 7}"})
+                     "status": rng.choice([None, "poor", "exited", "monitored"]),
+                     "family_doctor": rng.random() < 0.4, "village_code": f"v{i % 7}"})
     table = [{"cause": c, "need": n} for c, ns in TABLE.needs.items() for n in sorted(ns)] + \
             [{"cause": c, "project_type": t} for c, ts in TABLE.types.items() for t in ts]
     r = await editor.post("/processes/needs-assessment/execution", json={"inputs": {
@@ -527,9 +559,14 @@ def test_matching_equals_networkx_and_assignment():
 
 
 # ============================================================================ the demo region end to end
+# The demo's default year: the registry processes read its snapshot unless told another year.
+DEMO_SNAPSHOT = "2020-01-01"
+REGISTRY = "(SELECT * FROM household UNION ALL SELECT * FROM household_history)"
+
+
 def _latest_households(db: ThrowawayDatabase) -> int:
-    return fetch(db.name, "SELECT count(*) FROM household WHERE valid_from = (SELECT max(valid_from) FROM household)"
-                 " AND (valid_to IS NULL OR valid_to > valid_from)")[0][0]
+    return fetch(db.name, f"SELECT count(*) FROM {REGISTRY} h WHERE valid_from <= '{DEMO_SNAPSHOT}' "
+                 f"AND (valid_to IS NULL OR valid_to > '{DEMO_SNAPSHOT}')")[0][0]
 
 
 async def test_demo_end_to_end(editor: httpx.AsyncClient, edit_database: ThrowawayDatabase, edit_keys: dict[Role, str]):
@@ -582,9 +619,11 @@ async def test_demo_end_to_end(editor: httpx.AsyncClient, edit_database: Throwaw
                h.house_safety_grade::text AS house_safety_grade, h.water_safe, h.water_difficulty,
                h.access_road::text AS access_road, h.arable_mu::float8 AS arable_mu,
                h.irrigated_mu::float8 AS irrigated_mu, h.coop_member, h.microcredit, h.main_cause::text AS main_cause,
+               h.status::text AS status, h.family_doctor,
                (SELECT count(*) FROM person p WHERE p.hh_id = h.hh_id AND p.labour = 'ordinary') AS ordinary_labour,
                (SELECT count(*) FROM person p WHERE p.hh_id = h.hh_id AND p.labour = 'skilled') AS skilled_labour
-        FROM household h WHERE h.hh_id = $1""", hid)[0]
+        FROM """ + REGISTRY + """ h WHERE h.hh_id = $1 AND h.valid_from <= '""" + DEMO_SNAPSHOT + """'
+          AND (h.valid_to IS NULL OR h.valid_to > '""" + DEMO_SNAPSHOT + """')""", hid)[0]
     got = first["features"][0]["properties"]
     causes = fetch(edit_database.name, "SELECT cause::text, need::text FROM cause_need_project "
                    "WHERE region_id IS NULL AND need IS NOT NULL")

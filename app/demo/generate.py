@@ -47,6 +47,7 @@ from scipy.spatial import cKDTree
 from shapely.geometry import MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from app.demo import panel
 from app.models.codes import (
     PROJECT_TYPE_NEEDS,
     AccessRoad,
@@ -384,6 +385,12 @@ _PROJECT_SPEC: dict[ProjectType, tuple[float, tuple[int, int], float, float, str
     ProjectType.skills_training: (0.08, (30, 200), 20.0, 150_000, "training"),
 }
 
+# Liaoning's effective irrigated area over its cultivated land, about 0.31 [K: provincial statistical yearbook,
+# not re-checked]: most of the province's maize is rain-fed.
+IRRIGATED_SHARE = 0.31
+# Share of registered workers counted as skilled after the training of 2016-2020 [K, an assumption of the demo].
+SKILLED_SHARE = 0.45
+
 # The national registry mix of main causes (docs/methodology.md#codes) [K], before county modulation.
 _CAUSE_BASE = {
     Cause.illness: 0.40, Cause.disability: 0.13, Cause.schooling: 0.03, Cause.disaster: 0.015,
@@ -565,9 +572,9 @@ def generate(
 
     # ---- households and persons
     report("households", 30)
-    hh_table, person_table, hh_meta = _households(
+    hh_table, history_table, person_table, hh_meta = _households(
         rng, n_households, counties, county_by, v_code, v_county, v_cells, v_xy_arr, v_remote, v_poverty,
-        v_unsafe_share, v_pop, clinic_by_village, proj, source,
+        v_unsafe_share, v_pop, clinic_by_village, proj, source, seed,
     )
 
     # ---- facilities
@@ -604,7 +611,8 @@ def generate(
                                       "3": "County 县/区", "4": "Township 乡镇/街道", "5": "Village 村"}},
     }
     tables = {
-        "admin_unit": admin, "village": village, "household": hh_table, "person": person_table,
+        "admin_unit": admin, "village": village, "household": hh_table, "household_history": history_table,
+        "person": person_table,
         "project": project, "project_beneficiary": beneficiary, "facility": facility,
     }
     return DemoData(seed=seed, region=region, tables=tables)
@@ -622,8 +630,8 @@ def _households(
     rng: np.random.Generator, n: int, counties: Sequence[County], county_by: dict[str, County],
     v_code: list[str], v_county: list[str], v_cells: list[BaseGeometry], v_xy: np.ndarray,
     v_remote: list[float], v_poverty: list[bool], v_unsafe: list[float], v_pop: list[int],
-    clinic_by_village: dict[str, bool], proj: _Projector, source: str,
-) -> tuple[Table, Table, _HouseholdMeta]:
+    clinic_by_village: dict[str, bool], proj: _Projector, source: str, seed: int,
+) -> tuple[Table, Table, Table, _HouseholdMeta]:
     hh = Table(("hh_id", "region_id", "village_code", "geom", "id_standard", "hh_type", "main_cause",
                 "other_causes", "status", "year_identified", "year_exited", "size", "income_wage",
                 "income_business", "income_property", "income_transfer", "expense_production", "net_income_pc",
@@ -644,7 +652,9 @@ def _households(
                   for i in range(len(v_code))])
     per_village = _allot(n, w)
     causes = list(Cause)
-    statuses = ("poor", "exited", "monitored", "returned")
+    history = Table(hh.columns)
+    prng = np.random.default_rng([seed, 2016])  # the panel's own stream: the yearly records
+    disasters = panel.village_disasters(prng, len(v_code))
     ids: list[str] = []
     xy_all: list[np.ndarray] = []
     needs_all: list[frozenset[str]] = []
@@ -665,35 +675,22 @@ def _households(
         offs[~inside] = v_xy[vi]
         for j in range(int(k)):
             serial += 1
-            status = _pick(rng, statuses, (0.22, 0.63, 0.12, 0.03))
             hh_type = _pick(rng, ("general", "dibao", "tekun"), (0.6, 0.32, 0.08))
             main = causes[int(rng.choice(len(causes), p=cprobs))]
             n_other = int(_pick(rng, (0, 1, 2), (0.45, 0.35, 0.2)))
             others_pool = [x for x in causes if x not in (main, Cause.other)]
             others = [others_pool[i] for i in sorted(rng.choice(len(others_pool), size=n_other, replace=False))]
             size = 1 if hh_type == "tekun" else int(_pick(rng, (1, 2, 3, 4, 5, 6), (0.2, 0.36, 0.2, 0.14, 0.07, 0.03)))
-            year_id = int(_pick(rng, (2014, 2015, 2016, 2017, 2018), (0.55, 0.2, 0.12, 0.08, 0.05)))
-            year_exit = None
-            if status in ("exited", "returned", "monitored") and rng.random() < (1.0 if status == "exited" else 0.6):
-                year_exit = int(rng.integers(max(year_id, 2016), REFERENCE_YEAR + 1))
+            year_id = int(_pick(rng, (2014, 2015, 2016, 2017, 2018, 2019), (0.62, 0.14, 0.1, 0.07, 0.05, 0.02)))
             hh_id = pseudonym(f"HH-{c.adcode}-{serial:07d}")
-            persons, labour_count, skilled, migrant = _persons(rng, hh_id, size, main, others, hh_type, ind, source)
+            persons, labour_count, skilled, migrant, chronic = _persons(rng, hh_id, size, main, others, hh_type, ind,
+                                                                        source)
             pe.rows.extend(persons)
-            # income (CNY per year)
-            base_pc = {"poor": 3000, "exited": 8000, "monitored": 5200, "returned": 3600}[status]
-            net_pc = max(800.0, rng.normal(base_pc, base_pc * 0.22))
-            total = net_pc * size
-            wage = total * min(0.85, 0.15 + 0.35 * migrant + 0.15 * labour_count / size) * rng.uniform(0.7, 1.1)
-            transfer = total * (0.45 if hh_type != "general" else 0.18) * rng.uniform(0.7, 1.2)
-            prop = total * rng.uniform(0.0, 0.08)
-            expense = total * rng.uniform(0.05, 0.25)
-            business = total + expense - wage - transfer - prop
-            # housing, water, sanitation, energy
-            g_p = (0.25, 0.45, 0.2, 0.1) if status in ("poor", "returned") else (0.5, 0.42, 0.06, 0.02)
-            grade = _pick(rng, list(SafetyGrade), g_p)
+            # when identified: housing, water, land; the panel (app/demo/panel.py) moves them on year by year
+            grade0 = _pick(rng, list(SafetyGrade), (0.25, 0.45, 0.2, 0.1))
             unsafe = v_unsafe[vi] * (1.6 if main in (Cause.lack_water, Cause.disaster) else 1.0)
-            water_safe = bool(rng.random() >= min(1.0, unsafe))
-            water_diff = bool((not water_safe and rng.random() < 0.5) or rng.random() < 0.03 + 0.1 * remote)
+            water_safe0 = bool(rng.random() >= min(1.0, unsafe))
+            water_diff0 = bool((not water_safe0 and rng.random() < 0.5) or rng.random() < 0.03 + 0.1 * remote)
             p_flush = float(np.clip(ind["HOUS_SAMP_WC"] - 0.45, 0.02, 0.9))
             toilet = _pick(rng, ("flush", "dry", "none"), (p_flush, 1 - p_flush - 0.03, 0.03))
             urb = ind["POPU_URB"]
@@ -703,48 +700,68 @@ def _households(
             if main == Cause.lack_land:
                 arable_pc *= 0.2
             arable = arable_pc * size
-            irrigated = arable * rng.uniform(0.0, 0.5) * (0.3 if main == Cause.lack_water else 1.0)
+            # irrigated land: most of Liaoning's farmland is rain-fed (IRRIGATED_SHARE); plots are either
+            # irrigated or not, so a household's share is bimodal
+            irrigated_share0 = (rng.uniform(0.6, 1.0) if rng.random() < IRRIGATED_SHARE * (
+                0.3 if main == Cause.lack_water else 1.0) else rng.uniform(0.0, 0.15))
             forest = max(0.0, rng.normal(2.0 if c.adcode == "211223" else 0.3, 1.0))
-            food_insecure = bool(rng.random() < (0.05 if status == "poor" else 0.005))
-            cloth = bool(rng.random() < (0.03 if status == "poor" else 0.003))
-            # needs recorded on the form: the main cause's needs plus what the household's conditions show
-            needs = set(_CAUSE_NEEDS[main])
-            if not water_safe or water_diff:
-                needs.add(Need.L_WATER)
-            if grade in ("C", "D"):
-                needs.add(Need.L_HOUSE)
-            if net_pc < float(POVERTY_LINE_CNY) or food_insecure:
-                needs.add(Need.L_FOOD)
-            if labour_count and rng.random() < 0.2 + 0.6 * ind["EMPL_INDU_AGHU"]:
-                needs.add(Need.P_INDUSTRY if rng.random() < 0.5 else Need.P_JOB)
-            if labour_count and skilled == 0 and rng.random() < 0.3:
-                needs.add(Need.P_SKILL)
-            if arable > 0 and irrigated < 0.2 * arable and rng.random() < 0.5 * (1 - ind["HOUS_SAMP_WATR"]) + 0.1:
-                needs.add(Need.P_IRRIG)
-            if road in ("dirt", "gravel"):
-                needs.add(Need.P_ROAD)
-            need_list = sorted(str(x) for x in needs)
+            profile = panel.Profile(
+                year_id, size, hh_type, labour_count, migrant, chronic,
+                bool({Cause.disaster, Cause.lack_water} & ({main} | set(others))), grade0, water_safe0, water_diff0,
+                irrigated_share0, arable,
+                float(rng.lognormal(-0.08 + 0.15 * (labour_count > 0) - 0.25 * (hh_type != "general"), 0.4)))
+            static = dict(
+                id_standard=_pick(rng, ("national", "provincial", "municipal"), (0.85, 0.1, 0.05)),
+                house_area=_dec(max(12.0, rng.normal(55 + 8 * size, 15)), 1),
+                structure=_pick(rng, ("brick_concrete", "brick_wood", "earth_wood", "other"), (0.55, 0.3, 0.12, 0.03)),
+                electricity=bool(rng.random() < 0.998), km_road=_dec(max(0.0, rng.exponential(1.0 + 4.0 * remote))),
+            )
+            records = panel.simulate(prng, profile, disasters[vi])
             pos = offs[j]
-            hh.rows.append((
-                hh_id, REGION_ID, v_code[vi], Point(pos),
-                _pick(rng, ("national", "provincial", "municipal"), (0.85, 0.1, 0.05)), hh_type, str(main),
-                [str(x) for x in others], status, year_id, year_exit, size, _money(wage), _money(business),
-                _money(prop), _money(transfer), _money(expense), _money(net_pc),
-                _dec(max(12.0, rng.normal(55 + 8 * size, 15)), 1),
-                _pick(rng, ("brick_concrete", "brick_wood", "earth_wood", "other"), (0.55, 0.3, 0.12, 0.03)),
-                grade, water_safe, water_diff, toilet, fuel, bool(rng.random() < 0.998), road,
-                _dec(max(0.0, rng.exponential(1.0 + 4.0 * remote))), _dec(arable), _dec(irrigated), _dec(forest),
-                bool(rng.random() < (0.4 if status == "exited" else 0.2)), bool(rng.random() < 0.15),
-                food_insecure, cloth, bool(rng.random() < 0.85 and clinic_by_village[v_code[vi]]),
-                need_list, SNAPSHOT_FROM, SNAPSHOT_TO, source,
-            ))
+            for r in records:
+                needs = _recorded_needs(prng, r, main, labour_count, skilled, road, arable, ind)
+                row = (
+                    hh_id, REGION_ID, v_code[vi], Point(pos), static["id_standard"], hh_type, str(main),
+                    [str(x) for x in others], r.status, year_id, r.year_exited, size,
+                    *(_money(v) for v in panel.income_columns(r, size).values()),
+                    static["house_area"], static["structure"], r.grade, r.water_safe, r.water_difficulty, toilet, fuel,
+                    static["electricity"], road, static["km_road"], _dec(arable), _dec(r.irrigated), _dec(forest),
+                    r.coop, r.credit, r.food_insecure, r.clothing_insecure, r.doctor, needs,
+                    dt.date(r.year, 1, 1), None if r.year == panel.LAST_YEAR else dt.date(r.year + 1, 1, 1), source,
+                )
+                (hh if r.year == panel.LAST_YEAR else history).rows.append(row)
+                if r.year == REFERENCE_YEAR:
+                    needs_ref = needs
             ids.append(hh_id)
             xy_all.append(pos)
-            needs_all.append(frozenset(need_list))
+            needs_all.append(frozenset(needs_ref))
             vidx_all.append(vi)
-    hh.rows = [r[:3] + (proj.to_lonlat(r[3]),) + r[4:] for r in hh.rows]
+    for t in (hh, history):
+        t.rows = [r[:3] + (proj.to_lonlat(r[3]),) + r[4:] for r in t.rows]
     meta = _HouseholdMeta(ids, np.array(xy_all).reshape(-1, 2), needs_all, np.array(vidx_all, dtype=int))
-    return hh, pe, meta
+    return hh, history, pe, meta
+
+
+def _recorded_needs(rng: np.random.Generator, r: panel.YearRecord, main: Cause, labour: int, skilled: int,
+                    road: str, arable: float, ind: dict[str, float]) -> list[str]:
+    """The needs a cadre records on the form for a year: the main cause's needs while the household is poor or
+    monitored, and what its conditions show."""
+    needs: set[Need] = set(_CAUSE_NEEDS[main]) if r.status != "exited" else set()
+    if not r.water_safe or r.water_difficulty:
+        needs.add(Need.L_WATER)
+    if r.grade in ("C", "D"):
+        needs.add(Need.L_HOUSE)
+    if r.income_pc < float(POVERTY_LINE_CNY) or r.food_insecure:
+        needs.add(Need.L_FOOD)
+    if labour and not r.coop and rng.random() < 0.2 + 0.6 * ind["EMPL_INDU_AGHU"]:
+        needs.add(Need.P_INDUSTRY if rng.random() < 0.5 else Need.P_JOB)
+    if labour and skilled == 0 and r.status != "exited" and rng.random() < 0.3:
+        needs.add(Need.P_SKILL)
+    if arable > 0 and r.irrigated < 0.2 * arable and main == Cause.lack_water:
+        needs.add(Need.P_IRRIG)
+    if road in ("dirt", "gravel"):
+        needs.add(Need.P_ROAD)
+    return sorted(str(x) for x in needs)
 
 
 _EDU_LEVELS = ("illiterate", "primary", "junior", "senior", "tertiary")
@@ -753,8 +770,9 @@ _EDU_LEVELS = ("illiterate", "primary", "junior", "senior", "tertiary")
 def _persons(
     rng: np.random.Generator, hh_id: str, size: int, main: Cause, others: list[Cause], hh_type: str,
     ind: dict[str, float], source: str,
-) -> tuple[list[tuple[Any, ...]], int, int, bool]:
-    """Members of one household: relation, age, schooling, health and labour status."""
+) -> tuple[list[tuple[Any, ...]], int, int, bool, bool]:
+    """Members of one household: relation, age, schooling, health and labour status (as of the reference year;
+    the members stay the same over the panel)."""
     rows = []
     head_age = int(np.clip(rng.normal(70 if hh_type == "tekun" else 56, 11), 22, 95))
     ages = [head_age]
@@ -821,7 +839,10 @@ def _persons(
         elif age >= 60 or health in ("chronic", "disabled"):
             labour = "weak"
         else:
-            labour = "skilled" if rng.random() < (0.08 + 0.08 * (edu in ("senior", "tertiary"))) else "ordinary"
+            # skilled: trained workers (雨露计划 and the skills training of 2016-2020 reached most registered
+            # workers) — SKILLED_SHARE, more with upper-secondary schooling
+            p_skilled = SKILLED_SHARE + 0.15 * (edu in ("senior", "tertiary"))
+            labour = "skilled" if rng.random() < p_skilled else "ordinary"
         migrant = 0
         if labour in ("ordinary", "skilled") and rng.random() < 0.35:
             migrant = int(rng.integers(3, 13))
@@ -834,9 +855,10 @@ def _persons(
         rows.append((
             pseudonym(f"P-{hh_id[:16]}-{k}"), hh_id, REGION_ID, relations[k], sex, REFERENCE_YEAR - age, ethnicity,
             edu, in_school, health, labour, migrant, bool(rng.random() < 0.97), bool(age >= 16 and rng.random() < 0.88),
-            disability, SNAPSHOT_FROM, SNAPSHOT_TO, source,
+            disability, dt.date(panel.FIRST_YEAR, 1, 1), None, source,
         ))
-    return rows, labour_count, skilled, migrant_any
+    chronic = any(r[9] in ("chronic", "major_illness") for r in rows)
+    return rows, labour_count, skilled, migrant_any, chronic
 
 
 def _facilities(

@@ -49,6 +49,7 @@ from app.models.orm import (
     Household,
     Person,
     Project,
+    Region,
     TelecomAgg,
     TelecomOD,
     Village,
@@ -471,16 +472,24 @@ POOR_STATUSES = ("poor", "returned")
 
 
 def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
-    """Public poverty aggregates of the current registry per village (the Stage 1 demand layer)."""
-    poor = h.c.status.in_(POOR_STATUSES)
-    # the registry as of each region's latest snapshot (the newest valid_from); rows still open or closed later
-    latest = select(h.c.region_id, func.max(h.c.valid_from).label("at")).group_by(h.c.region_id).subquery("latest")
-    agg = (select(h.c.village_code.label("code"), func.count().label("registered"),
+    """Public poverty aggregates of the registry per village (the Stage 1 demand layer), as of the snapshot the
+    registry processes read by default: the region's default year when the registry has it, else the latest."""
+    hist = Table("household_history", MetaData(), *(Column(c.name, c.type) for c in h.columns))
+    cols = ("region_id", "village_code", "status", "size", "valid_from", "valid_to")
+    reg = select(*(h.c[c] for c in cols)).union_all(select(*(hist.c[c] for c in cols))).subquery("registry")
+    r = Region.__table__
+    poor = reg.c.status.in_(POOR_STATUSES)
+    in_default = func.extract("year", reg.c.valid_from) == r.c.default_year
+    latest = (select(reg.c.region_id, func.coalesce(func.max(reg.c.valid_from).filter(in_default),
+                                                    func.max(reg.c.valid_from)).label("at"))
+              .select_from(reg.join(r, r.c.region_id == reg.c.region_id))
+              .group_by(reg.c.region_id).subquery("latest"))
+    agg = (select(reg.c.village_code.label("code"), func.count().label("registered"),
                   func.count().filter(poor).label("poor_hh"),
-                  func.coalesce(func.sum(h.c.size).filter(poor), 0).label("poor_pp"))
-           .select_from(h.join(latest, latest.c.region_id == h.c.region_id))
-           .where(h.c.valid_from <= latest.c.at, (h.c.valid_to.is_(None)) | (h.c.valid_to > latest.c.at))
-           .group_by(h.c.village_code).subquery("village_registry"))
+                  func.coalesce(func.sum(reg.c.size).filter(poor), 0).label("poor_pp"))
+           .select_from(reg.join(latest, latest.c.region_id == reg.c.region_id))
+           .where(reg.c.valid_from <= latest.c.at, (reg.c.valid_to.is_(None)) | (reg.c.valid_to > latest.c.at))
+           .group_by(reg.c.village_code).subquery("village_registry"))
     poor_hh = func.coalesce(agg.c.poor_hh, 0)
     registered = func.coalesce(agg.c.registered, 0)
     small = (poor_hh > 0) & (poor_hh < MIN_HOUSEHOLDS)
@@ -493,7 +502,8 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
     return Layer(
         id="village-poverty",
         title="Village poverty (registry aggregates)",
-        description="Per village, from the poor-household registry as of its latest snapshot: registered "
+        description="Per village, from the poor-household registry as of the region's default year (else its "
+        "latest snapshot): registered "
         "households, poor households (status poor or returned), poor persons and the poverty rate "
         "(poor persons / population). "
         f"Counts of 1–{MIN_HOUSEHOLDS - 1} households are suppressed (null, suppressed = true). The demand "
@@ -512,7 +522,8 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
             _p("suppressed", small | small_reg, BOOLEAN, f"A count covers fewer than {MIN_HOUSEHOLDS} households"),
         ),
         keywords=("villages", "poverty", "registry aggregates", "Stage 1"),
-        versioned=("public.village", "public.admin_unit", "public.household"),
+        versioned=("public.village", "public.admin_unit", "public.household", "public.household_history",
+                   "public.region"),
     )
 
 

@@ -215,7 +215,8 @@ def _xlsx(doc: dict[str, Any], lang: str) -> bytes:
             description="Registry figures (as the admin-poverty collection publishes them, small groups withheld), "
             "projects by type and status, facilities by class, each with its period and source, and the figures of "
             "the units one level down. `unit`: a code of the region's administrative units (default: its top "
-            "unit); `year`: a registry year (default: the latest). `f=xlsx` gives the tables as an Excel workbook.",
+            "unit); `year`: a registry year (default: the region's default year when it has figures, else the "
+            "latest). `f=xlsx` gives the tables as an Excel workbook.",
             response_model=Overview,
             responses={200: {"content": {HTML: {}, XLSX: {}}}, 404: {"description": "No such region, unit or year"}})
 async def get_region_overview(request: Request, regionId: str = Path(...),  # noqa: N803

@@ -34,11 +34,14 @@ SESSION_DAYS = 1  # the cookie's lifetime; the key's own expiry and revocation e
 MAX_FORM = 4096
 
 
-_LATEST = text("SELECT region_id, max(year) FROM admin_stat GROUP BY 1")
+# The year a region opens on: its default year when the figures have it, else the latest.
+_LATEST = text("SELECT s.region_id, coalesce(max(s.year) FILTER (WHERE s.year = r.default_year), max(s.year)) "
+               "FROM admin_stat s JOIN region r ON r.region_id = s.region_id GROUP BY 1")
 
 
 async def _regions(request: Request) -> list[dict[str, Any]]:
-    """The regions with their extent and latest registry year (so the page asks for its figures, classes and tiles
+    """The regions with their extent and the registry year to open on: the default, else the latest (so the page
+    asks for its figures, classes and tiles
     at once instead of one after the other)."""
     await current_catalog(request)  # the public figures in step with the registry
     async with translated_errors(), request.app.state.engine.connect() as conn:

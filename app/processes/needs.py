@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import shapely
 from pydantic import Field
+from pydantic import Strict as PydStrict
 
 from app.analysis import matching as mt
 from app.analysis import needs as nd
@@ -15,7 +16,7 @@ from app.analysis.spatial import (
     AnalysisError,
     representative_lonlat,
 )
-from app.models.codes import Cause, Need, ProjectType
+from app.models.codes import Cause, HouseholdStatus, Need, ProjectType
 from app.processes import styles as st
 from app.processes.base import (
     LAYER_SCHEMA,
@@ -78,11 +79,24 @@ class RulesInput(Strict):
     cause_prior: float = Field(0.5, ge=0, le=1, description="Minimum score of the needs listed for the main cause")
     threshold: float = Field(0.5, gt=0, le=1, description="A need is active from this score")
     living_index: Literal["max", "mean"] = Field("max", description="LN: max (binding constraint) or mean")
+    prior_statuses: list[Annotated[HouseholdStatus, PydStrict(False)]] = Field(
+        default_factory=lambda: [HouseholdStatus(x) for x in
+                                 nd.NeedRules.__dataclass_fields__["prior_statuses"].default],
+        description="Registry statuses whose main cause sets the priors (rows without a status always get them)")
+    illness_term: Literal["without_doctor", "any"] = Field(
+        "without_doctor", description="L_HEALTH's illness term: an ill member in a household without a contracted "
+        "family doctor (the registry's test), or any ill member")
+    labour_needs: list[Annotated[Need, PydStrict(False)]] = Field(
+        default_factory=lambda: [Need(n) for n in nd.NeedRules.__dataclass_fields__["labour_needs"].default],
+        description="Production needs that presuppose a member able to work: 0 for households without ordinary "
+        "or skilled labour, whatever the cause ([] applies them to everyone)")
 
     def rules(self, poverty_line: float) -> nd.NeedRules:
         hw = self.health_weights
         return nd.NeedRules(poverty_line=poverty_line, **{
-            **self.model_dump(), "health_weights": (hw.illness, hw.uninsured, hw.clinic)})
+            **self.model_dump(), "health_weights": (hw.illness, hw.uninsured, hw.clinic),
+            "labour_needs": tuple(str(n) for n in self.labour_needs),
+            "prior_statuses": tuple(str(x) for x in self.prior_statuses)})
 
 
 class NeedsInputs(Strict):
@@ -264,9 +278,10 @@ class MatchingInputs(Strict):
 class NeedsMatching(Process):
     id = "needs-matching"
     method = ("matching",)
-    example_summary = ("Poor households matched to active projects by the needs on their registry form "
-                       "(analyst key)")
-    example = {"units": {"href": "/collections/households/items?filter=status IN ('poor', 'returned')"},
+    example_summary = ("Poor and monitored households matched to active projects by the needs on their registry "
+                       "form (analyst key)")
+    example = {"units": {"href": "/collections/households/items?filter=status IN ('poor', 'returned', "
+                                 "'monitored')"},
                "needs_property": "reported_needs",
                "priority_property": None,
                "projects": {"href": "/collections/projects/items?filter=status IN ('planned', "

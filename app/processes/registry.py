@@ -27,27 +27,32 @@ TELECOM_SKIP = ("presence",)  # hourly presence is not a village indicator
 class RegistryRef(BaseModel):
     """The poor-household registry of a region held by this service (restricted: analysts and administrators).
 
-    Households of the region's latest snapshot, optionally within one administrative unit."""
+    Households of one year's snapshot (by default the region's default year, else its latest), optionally within
+    one administrative unit."""
 
     model_config = ConfigDict(extra="forbid", title="RegistryReference", strict=True)
     region: str = Field(min_length=1, max_length=100, examples=["tieling-demo"])
     admin_code: str | None = Field(None, max_length=50, description="Only households of this village, township, "
                                    "county or prefecture")
     # code lists arrive as their JSON strings: the strict models would otherwise want enum instances
+    year: int | None = Field(None, ge=1900, le=2200, description="The registry as of this year (its last "
+                             "snapshot in that year, from the registry's history); default: the region's default "
+                             "year when the registry has it, else the latest snapshot")
     statuses: list[Annotated[HouseholdStatus, Strict(False)]] | None = Field(
         None, min_length=1, description="Registry statuses to include (poor, exited, returned, monitored); "
         "default all")
 
 
-# The registry as of the region's latest snapshot (the newest valid_from), like the village-poverty layer.
+# The registry as of a snapshot date: the current rows and those the registry's history keeps (same columns).
+_REGISTRY = "(SELECT * FROM household UNION ALL SELECT * FROM household_history)"
 _HOUSEHOLDS = """
 SELECT h.hh_id AS id, h.village_code, a4.code AS township_code, a3.code AS county_code, h.status::text AS status,
   h.main_cause::text AS main_cause, h.size, h.net_income_pc::float8 AS net_income_pc, h.food_insecure,
   h.clothing_insecure, h.house_safety_grade::text AS house_safety_grade, h.water_safe, h.water_difficulty,
   h.toilet::text AS toilet, h.cooking_fuel::text AS cooking_fuel, h.electricity,
   h.access_road::text AS access_road, h.arable_mu::float8 AS arable_mu, h.irrigated_mu::float8 AS irrigated_mu,
-  h.coop_member, h.microcredit, ST_X(h.geom) AS lon, ST_Y(h.geom) AS lat, ST_AsBinary({shown}) AS shown
-FROM household h
+  h.coop_member, h.microcredit, h.family_doctor, ST_X(h.geom) AS lon, ST_Y(h.geom) AS lat, ST_AsBinary({shown}) AS shown
+FROM {registry} h
 JOIN admin_unit a5 ON a5.code = h.village_code
 LEFT JOIN admin_unit a4 ON a4.code = a5.parent_code
 LEFT JOIN admin_unit a3 ON a3.code = a4.parent_code
@@ -73,6 +78,25 @@ GROUP BY p.hh_id
 """
 MEMBER_COUNTS = ("ill_members", "uninsured_members", "dropout_children", "out_of_school_children",
                  "ordinary_labour", "skilled_labour")
+
+
+async def snapshot_at(conn: Any, region: str, year: int | None) -> Any:
+    """The date of the registry snapshot to read: the last one in ``year``; without a year, the last one in the
+    region's default year when the registry has it, else the latest."""
+    sql = text(f"SELECT max(valid_from) FROM {_REGISTRY} r WHERE region_id = :r "
+               "AND (CAST(:y AS int) IS NULL OR extract(year FROM valid_from) = :y)")
+    if year is not None:
+        at = await conn.scalar(sql, {"r": region, "y": year})
+        if at is None:
+            years = (await conn.execute(text(
+                f"SELECT DISTINCT extract(year FROM valid_from)::int FROM {_REGISTRY} r WHERE region_id = :r "
+                "ORDER BY 1"), {"r": region})).scalars().all()
+            raise AnalysisError(f"The registry of '{region}' has no snapshot in {year}"
+                                + (f"; it has {', '.join(map(str, years))}." if years else "."))
+        return at
+    default = await conn.scalar(text("SELECT default_year FROM region WHERE region_id = :r"), {"r": region})
+    at = await conn.scalar(sql, {"r": region, "y": default}) if default is not None else None
+    return at if at is not None else await conn.scalar(sql, {"r": region, "y": None})
 
 
 def _shown_point(role: Role | None, secret: str) -> tuple[str, dict[str, Any]]:
@@ -116,9 +140,8 @@ async def load_registry(app: Any, ref: RegistryRef, role: Role | None) -> dict[s
             {"r": ref.region})).mappings().first()
         if reg is None:
             raise AnalysisError(f"There is no region '{ref.region}'.")
-        at = await conn.scalar(text("SELECT max(valid_from) FROM household WHERE region_id = :r"),
-                               {"r": ref.region})
-        result = await conn.execute(text(_HOUSEHOLDS.format(shown=shown)), {
+        at = await snapshot_at(conn, ref.region, ref.year)
+        result = await conn.execute(text(_HOUSEHOLDS.format(shown=shown, registry=_REGISTRY)), {
             **shown_params, "region": ref.region, "code": ref.admin_code, "at": at,
             "statuses": [s.value for s in ref.statuses] if ref.statuses else None})
         keys = list(result.keys())

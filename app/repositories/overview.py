@@ -23,7 +23,9 @@ WHERE a.region_id = :region AND a.code = coalesce(CAST(:unit AS text), (
     UNION ALL SELECT (SELECT c.code FROM admin_unit c WHERE c.parent_code = d.code), d.depth + 1 FROM down d
     WHERE (SELECT count(*) FROM admin_unit c WHERE c.parent_code = d.code) = 1 AND d.depth < 6
   ) SELECT code FROM down ORDER BY depth DESC LIMIT 1))
-  AND s.year = coalesce(CAST(:year AS int), (SELECT max(year) FROM admin_stat WHERE region_id = :region))
+  AND s.year = coalesce(CAST(:year AS int), (
+    SELECT coalesce(max(x.year) FILTER (WHERE x.year = r.default_year), max(x.year))
+    FROM admin_stat x JOIN region r ON r.region_id = x.region_id WHERE x.region_id = :region))
 """)
 _YEARS = text("SELECT DISTINCT year FROM admin_stat WHERE region_id = :region ORDER BY year")
 _CHILDREN = text(f"""

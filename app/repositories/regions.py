@@ -21,6 +21,7 @@ REGION_TABLES: dict[str, str] = {
     "admin_unit": "code",
     "village": "code",
     "household": "hh_id",
+    "household_history": "hh_id, valid_from",
     "person": "person_id",
     "project": "project_id",
     "project_beneficiary": "project_id, hh_id, year, benefit_type",
