@@ -410,6 +410,8 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         displacement_m=500.0,
     ))
 
+    layers.append(household_records_layer(h, secret))
+
     layers.append(Layer(
         id="persons",
         title="Household members (restricted, administrators)",
@@ -524,6 +526,73 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
         keywords=("villages", "poverty", "registry aggregates", "Stage 1"),
         versioned=("public.village", "public.admin_unit", "public.household", "public.household_history",
                    "public.region"),
+    )
+
+
+def household_records_layer(h: Any, secret: str) -> Layer:
+    """The registry over time (restricted): one feature per household and registry year, from the current rows and
+    ``household_history``, with the previous year's income beside each record (the inputs of monitoring rules)."""
+    hist = Table("household_history", MetaData(), *(Column(c.name, c.type) for c in h.columns))
+    cols = [c.name for c in h.columns]
+    reg = select(*(h.c[c] for c in cols)).union_all(select(*(hist.c[c] for c in cols))).subquery("records")
+    prev = reg.alias("previous")
+    # the record that ends where this one begins: an index lookup per row (household_history's key is
+    # (hh_id, valid_from)), where a window over the whole registry would defeat every filter
+    src = reg.outerjoin(prev, (prev.c.hh_id == reg.c.hh_id) & (prev.c.valid_to == reg.c.valid_from))
+    year = func.cast(func.extract("year", reg.c.valid_from), Integer)
+    change = func.cast(reg.c.net_income_pc, Double) / func.nullif(func.cast(prev.c.net_income_pc, Double), 0) - 1
+    displaced = displaced_point(reg.c.geom, reg.c.hh_id, secret)
+    return Layer(
+        id="household-records",
+        title="Registry records by year (restricted)",
+        description="The poor-household registry over time (pseudonymous): one record per household and registry "
+        "year, valid for that year, with the previous record's income and the change. Restricted like households: "
+        "analysts see each point displaced exactly as in the households collection; administrators see true "
+        "positions. Filter a year with datetime (e.g. datetime=2020-06-30).",
+        source=src, id_expr=reg.c.hh_id + "-" + func.cast(year, Text), id_schema=STRING, geom=reg.c.geom,
+        geometry_type="Point",
+        props=(
+            _p("hh_id", reg.c.hh_id, STRING, "Household (pseudonym)"),
+            _p("year", year, INTEGER, "Registry year"),
+            _p("region", reg.c.region_id, STRING, "Region id"),
+            _p("village_code", reg.c.village_code, STRING, "Village"),
+            _p("status", reg.c.status, enum_schema(codes.HouseholdStatus), "Registry status in the year"),
+            _p("hh_type", reg.c.hh_type, enum_schema(codes.HouseholdType), "Household type"),
+            _p("main_cause", reg.c.main_cause, enum_schema(codes.Cause), "Main cause of poverty"),
+            _p("year_identified", reg.c.year_identified, INTEGER, "Year identified"),
+            _p("year_exited", reg.c.year_exited, INTEGER, "Year exited"),
+            _p("size", reg.c.size, INTEGER, "Members"),
+            _p("income_wage", reg.c.income_wage, NUMBER, "Wage income (per year)"),
+            _p("income_business", reg.c.income_business, NUMBER, "Business income, gross (per year)"),
+            _p("income_property", reg.c.income_property, NUMBER, "Property income (per year)"),
+            _p("income_transfer", reg.c.income_transfer, NUMBER, "Transfer income (per year)"),
+            _p("expense_production", reg.c.expense_production, NUMBER, "Production expense (per year)"),
+            _p("net_income_pc", reg.c.net_income_pc, NUMBER, "Net income per person per year"),
+            _p("previous_net_income_pc", prev.c.net_income_pc, NUMBER,
+               "Net income per person in the household's previous record"),
+            _p("income_change", change, NUMBER, "Relative change of net income per person since the previous "
+               "record (−0.3 = fell by 30 %)"),
+            _p("house_safety_grade", reg.c.house_safety_grade, enum_schema(codes.SafetyGrade), "House safety grade"),
+            _p("water_safe", reg.c.water_safe, BOOLEAN, "Safe drinking water"),
+            _p("water_difficulty", reg.c.water_difficulty, BOOLEAN, "Difficult water access"),
+            _p("arable_mu", reg.c.arable_mu, NUMBER, "Arable land (mu)"),
+            _p("irrigated_mu", reg.c.irrigated_mu, NUMBER, "Irrigated land (mu)"),
+            _p("coop_member", reg.c.coop_member, BOOLEAN, "Cooperative member"),
+            _p("microcredit", reg.c.microcredit, BOOLEAN, "Has obtained microcredit"),
+            _p("food_insecure", reg.c.food_insecure, BOOLEAN, "Food insecure"),
+            _p("family_doctor", reg.c.family_doctor, BOOLEAN, "Contracted family doctor"),
+            _p("reported_needs", reg.c.reported_needs, enum_array(codes.Need), "Needs on the registry form",
+               filterable=False),
+            _p("valid_from", reg.c.valid_from, DATE, "First day the record is valid"),
+            _p("valid_to", reg.c.valid_to, DATE, "Day the record stops being valid (exclusive); null = open"),
+            _p("source", reg.c.source, STRING, "Where the record comes from"),
+        ),
+        temporal=Temporal(reg.c.valid_from, reg.c.valid_to, True),
+        required_role=Role.analyst,
+        keywords=("households", "registry", "history", "monitoring", "restricted"),
+        versioned=("public.household", "public.household_history"),
+        geom_for_role=lambda role: reg.c.geom if role == Role.admin else displaced,
+        displacement_m=500.0,
     )
 
 
