@@ -16,7 +16,7 @@ import datetime as dt
 import statistics
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from app.analysis import needs as nd  # noqa: E402
 from app.demo.generate import _CAUSE_NEEDS, POVERTY_LINE_CNY, generate  # noqa: E402
-
-
-def registry_rows(data: Any, year: int) -> list[dict[str, Any]]:
-    cols = data.tables["household"].columns
-    pcols = data.tables["person"].columns
-    members: dict[str, Counter] = defaultdict(Counter)
-    for p in data.tables["person"].rows:
-        p = dict(zip(pcols, p, strict=True))
-        m = members[p["hh_id"]]
-        m["ill_members"] += p["health"] in ("chronic", "major_illness")
-        m["uninsured_members"] += not p["med_insured"]
-        m["ordinary_labour"] += p["labour"] == "ordinary"
-        m["skilled_labour"] += p["labour"] == "skilled"
-    out = []
-    for r in data.tables["household"].rows + data.tables["household_history"].rows:
-        row = dict(zip(cols, r, strict=True))
-        if row["valid_from"].year == year:
-            out.append({**{k: (float(v) if hasattr(v, "as_tuple") else v) for k, v in row.items()},
-                        "id": row["hh_id"], **members[row["hh_id"]]})
-    return out
+from app.demo.panel import needs_rows  # noqa: E402
 
 
 def load_once(data: Any) -> float:
@@ -108,7 +89,7 @@ def main() -> None:
     lines += [header, "|---|" + "---:|" * (3 * len(variants))]
     results: dict[tuple[int, str], Any] = {}
     for y in (2016, 2020, 2025):
-        rows = registry_rows(data, y)
+        rows = needs_rows(data, y)
         for name, rules in variants.items():
             results[(y, name)] = (len(rows), nd.assess(rows, rules, table))
     for k, need in enumerate(nd.NEEDS):
@@ -120,7 +101,7 @@ def main() -> None:
             n, a = results[(y, v)]
             cells.append(f"{int(a.active_matrix.any(axis=1).sum()):,} / {n:,}")
     lines.append("| households with any need | " + " | ".join(cells) + " |")
-    statuses = {y: Counter(r["status"] for r in registry_rows(data, y)) for y in range(2016, 2026)}
+    statuses = {y: Counter(r["status"] for r in needs_rows(data, y)) for y in range(2016, 2026)}
     lines += ["", "## Registry status by year", "", "| year | poor | returned | exited | monitored |",
               "|---|---:|---:|---:|---:|"]
     for y, c in statuses.items():

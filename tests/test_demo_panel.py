@@ -93,25 +93,6 @@ def test_exit_requires_safe_housing_and_water(records):
             assert r["house_safety_grade"] in ("A", "B") and r["water_safe"] and not r["water_difficulty"]
 
 
-def _rows(data: Any, recs: dict[tuple[str, int], dict[str, Any]], year: int) -> list[dict[str, Any]]:
-    """The registry of ``year`` as the needs rules read it (members counted from the persons)."""
-    pcols = data.tables["person"].columns
-    members: dict[str, Counter] = defaultdict(Counter)
-    for p in data.tables["person"].rows:
-        p = dict(zip(pcols, p, strict=True))
-        m = members[p["hh_id"]]
-        m["ill_members"] += p["health"] in ("chronic", "major_illness")
-        m["uninsured_members"] += not p["med_insured"]
-        m["ordinary_labour"] += p["labour"] == "ordinary"
-        m["skilled_labour"] += p["labour"] == "skilled"
-    out = []
-    for (hh, y), r in recs.items():
-        if y == year:
-            out.append({**{k: (float(v) if hasattr(v, "as_tuple") else v) for k, v in r.items()}, "id": hh,
-                        **members[hh]})
-    return out
-
-
 def test_needs_discriminate(records):
     """No need type is active for most households (DOMAIN §6.1 rules with their defaults), and the year matters."""
     data, recs = records
@@ -119,7 +100,7 @@ def test_needs_discriminate(records):
     rules = nd.NeedRules(poverty_line=float(POVERTY_LINE_CNY))
     shares = {}
     for year in (2016, 2020, 2025):
-        a = nd.assess(_rows(data, recs, year), rules, table)
+        a = nd.assess(panel.needs_rows(data, year), rules, table)
         shares[year] = {n: float(v) for n, v in zip(nd.NEEDS, a.active_matrix.mean(axis=0), strict=True)}
         print(year, sorted(shares[year].items(), key=lambda kv: -kv[1])[:6])
         # in 2016 three quarters of the registered households were still poor (the NBS path), before the credit,

@@ -13,6 +13,7 @@ does not claim to reproduce Tieling's own registry.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,3 +203,25 @@ def income_columns(r: YearRecord, size: int) -> dict[str, Any]:
     wage, business, prop, transfer = (total * s for s in r.shares)
     return {"income_wage": wage, "income_business": business + expense, "income_property": prop,
             "income_transfer": transfer, "expense_production": expense, "net_income_pc": r.income_pc}
+
+
+def needs_rows(data: Any, year: int) -> list[dict[str, Any]]:
+    """The generated registry of ``year`` (a ``DemoData``) as the needs rules read it: each household's record with
+    its members counted (illness, insurance, labour), numbers as floats."""
+    pcols = data.tables["person"].columns
+    members: dict[str, Counter[str]] = defaultdict(Counter)
+    for p in data.tables["person"].rows:
+        person = dict(zip(pcols, p, strict=True))
+        m = members[person["hh_id"]]
+        m["ill_members"] += person["health"] in ("chronic", "major_illness")
+        m["uninsured_members"] += not person["med_insured"]
+        m["ordinary_labour"] += person["labour"] == "ordinary"
+        m["skilled_labour"] += person["labour"] == "skilled"
+    cols = data.tables["household"].columns
+    out = []
+    for r in data.tables["household"].rows + data.tables["household_history"].rows:
+        row = dict(zip(cols, r, strict=True))
+        if row["valid_from"].year == year:
+            out.append({**{k: (float(v) if hasattr(v, "as_tuple") else v) for k, v in row.items()},
+                        "id": row["hh_id"], **members[row["hh_id"]]})
+    return out
