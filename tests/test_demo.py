@@ -76,7 +76,8 @@ def test_full_size(full):
     # history from 2016, with every status
     assert {r[8] for r in full.tables["household"].rows} == {"exited", "monitored"}
     assert {r[8] for r in full.tables["household_history"].rows} == {"poor", "exited", "monitored", "returned"}
-    assert {r[-3].year for r in full.tables["household_history"].rows} == set(range(2016, 2025))
+    vf = full.tables["household_history"].columns.index("valid_from")
+    assert {r[vf].year for r in full.tables["household_history"].rows} == set(range(2016, 2025))
     types = {r[3] for r in full.tables["project"].rows}
     assert len(types) == 18  # every DOMAIN §2.3 type
     classes = {r[2] for r in full.tables["facility"].rows}

@@ -85,6 +85,19 @@ def test_incomes_follow_the_published_means(records):
         assert float(total) == pytest.approx(float(r["net_income_pc"]) * r["size"], abs=0.05)
 
 
+def test_rigid_expenditure_follows_shocks_and_students(records):
+    data, recs = records
+    rows = list(recs.values())
+    medical = [float(r["expense_medical"]) for r in rows]
+    loss = [float(r["loss_disaster"]) for r in rows]
+    schooling = [float(r["expense_education"]) for r in rows]
+    # most households pay little; a serious illness costs far more than a chronic one (assumed CNY 1,500-4,000)
+    assert np.median(medical) < 4_000 and np.quantile(medical, 0.995) > 10_000
+    # disasters strike a village in about 1.2 % of years: losses in a few per cent of the records, never negative
+    assert 0.003 < np.mean(np.array(loss) > 0) < 0.05 and min(loss) >= 0
+    assert 0.05 < np.mean(np.array(schooling) > 0) < 0.5
+
+
 def test_exit_requires_safe_housing_and_water(records):
     _, recs = records
     for (hh, y), r in recs.items():

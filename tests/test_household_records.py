@@ -40,6 +40,15 @@ async def test_a_year_of_records_is_that_year_of_the_registry(editor: httpx.Asyn
         "filter": "year = 2022 AND status = 'exited' AND income_change < -0.3", "limit": 1})
     assert r.status_code == 200, r.text
     assert r.json()["numberMatched"] == sql > 0
+    # rigid expenditure over net income: medical, schooling and disaster losses against the household's income
+    sql = fetch(edit_database.name, f"""
+        SELECT count(*) FROM {REGISTRY} r WHERE extract(year FROM valid_from) = 2021
+          AND (coalesce(expense_medical, 0) + coalesce(expense_education, 0) + coalesce(loss_disaster, 0))::float8
+              / nullif((net_income_pc * size)::float8, 0) > 0.5""")[0][0]
+    r = await editor.get("/collections/household-records/items", headers=key, params={
+        "filter": "year = 2021 AND rigid_expense_share > 0.5", "limit": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["numberMatched"] == sql > 0
 
 
 async def test_a_household_over_time(editor: httpx.AsyncClient, edit_keys: dict[Role, str],

@@ -638,7 +638,8 @@ def _households(
                 "house_area_m2", "house_structure", "house_safety_grade", "water_safe", "water_difficulty",
                 "toilet", "cooking_fuel", "electricity", "access_road", "km_to_main_road", "arable_mu",
                 "irrigated_mu", "forest_mu", "coop_member", "microcredit", "food_insecure", "clothing_insecure",
-                "family_doctor", "reported_needs", "valid_from", "valid_to", "source"))
+                "family_doctor", "reported_needs", "valid_from", "valid_to", "source", "expense_medical",
+                "expense_education", "loss_disaster"))
     pe = Table(("person_id", "hh_id", "region_id", "relation", "sex", "birth_year", "ethnicity", "education",
                 "in_school", "health", "labour", "migrant_months", "med_insured", "pension_insured",
                 "disability_grade", "valid_from", "valid_to", "source"))
@@ -709,7 +710,8 @@ def _households(
                 year_id, size, hh_type, labour_count, migrant, chronic,
                 bool({Cause.disaster, Cause.lack_water} & ({main} | set(others))), grade0, water_safe0, water_diff0,
                 irrigated_share0, arable,
-                float(rng.lognormal(-0.08 + 0.15 * (labour_count > 0) - 0.25 * (hh_type != "general"), 0.4)))
+                float(rng.lognormal(-0.08 + 0.15 * (labour_count > 0) - 0.25 * (hh_type != "general"), 0.4)),
+                sum(1 for pr in persons if pr[8] in ("senior", "vocational", "tertiary")))
             static = dict(
                 id_standard=_pick(rng, ("national", "provincial", "municipal"), (0.85, 0.1, 0.05)),
                 house_area=_dec(max(12.0, rng.normal(55 + 8 * size, 15)), 1),
@@ -728,6 +730,7 @@ def _households(
                     static["electricity"], road, static["km_road"], _dec(arable), _dec(r.irrigated), _dec(forest),
                     r.coop, r.credit, r.food_insecure, r.clothing_insecure, r.doctor, needs,
                     dt.date(r.year, 1, 1), None if r.year == panel.LAST_YEAR else dt.date(r.year + 1, 1, 1), source,
+                    _money(r.expense_medical), _money(r.expense_education), _money(r.loss_disaster),
                 )
                 (hh if r.year == panel.LAST_YEAR else history).rows.append(row)
                 if r.year == REFERENCE_YEAR:

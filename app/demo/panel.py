@@ -59,6 +59,11 @@ CREDIT_TAKE = 0.12  # per year in 2016-2020 for households with labour (扶贫�
 # households had borrowed by 2020 [K]); 0.04 later. The registry flag records that the household has obtained it.
 IRRIGATION_WORKS = 0.03  # per year: a plot gains irrigation (farmland water works)
 SHOCK_SHARE = 0.065  # about the yearly share of households with a shock under the chances above
+# Rigid expenditure (assumptions of the demo): a chronic illness costs CNY 1,500-4,000 a year out of pocket; a
+# serious illness CNY 12,000 (log-normal), of which registered poor households paid about 10 % in 2017-2020 under
+# the health-poverty policy (先诊疗后付费, 90 % covered); a student in upper-secondary, vocational or tertiary school
+# CNY 3,000-12,000 a year; a disaster destroys 20-80 % of a year's income.
+ILLNESS_COST = 12_000.0
 MONITOR_DETECT = 0.5  # a household at risk is found by the yearly screening
 MONITOR_RELEASE = 0.6  # a monitored household whose income is back above the line is released
 
@@ -80,6 +85,7 @@ class Profile:
     irrigated_share0: float
     arable: float
     earning: float  # persistent earning factor, log-normal around 1
+    students: int = 0  # members in upper-secondary, vocational or tertiary school (fees and board)
 
 
 @dataclass
@@ -100,6 +106,9 @@ class YearRecord:
     food_insecure: bool
     clothing_insecure: bool
     shock: str | None  # the shock of year − 1 that the review saw
+    expense_medical: float = 0.0  # rigid expenditure of year − 1 (CNY, out of pocket)
+    expense_education: float = 0.0
+    loss_disaster: float = 0.0
 
 
 def village_disasters(rng: np.random.Generator, n_villages: int) -> np.ndarray:
@@ -177,6 +186,13 @@ def simulate(rng: np.random.Generator, p: Profile, disasters: np.ndarray) -> lis
                 status = "exited"
         if y + 1 < FIRST_YEAR:
             continue
+        # ---- rigid expenditure of year y
+        medical = rng.uniform(1_500, 4_000) if p.chronic else 0.0
+        if shock == "illness":
+            covered = status in ("poor", "returned") and 2017 <= y <= 2020
+            medical += rng.lognormal(np.log(ILLNESS_COST), 0.6) * (0.1 if covered else 1.0)
+        schooling = sum(rng.uniform(3_000, 12_000) for _ in range(p.students))
+        loss = income * p.size * rng.uniform(0.2, 0.8) if shock == "disaster" else 0.0
         # ---- the record of year y + 1
         ry = y + 1
         doctor = p.chronic and doctor_u < DOCTOR_COVERAGE.get(ry, DOCTOR_COVERAGE_LATER) or (
@@ -190,7 +206,7 @@ def simulate(rng: np.random.Generator, p: Profile, disasters: np.ndarray) -> lis
             ry, status, exited if status != "poor" else None, income, (wage, 1.0 - wage - transfer - prop, prop,
                                                                        transfer),
             float(rng.uniform(0.05, 0.25)), grade, water_safe, water_diff, irrigated, coop, credit,
-            bool(doctor), bool(food), bool(food and rng.random() < 0.3), shock,
+            bool(doctor), bool(food), bool(food and rng.random() < 0.3), shock, medical, schooling, loss,
         ))
     return out
 

@@ -203,6 +203,8 @@ LABELS: dict[str, str] = {
     "识别年度": "year_identified", "脱贫年度": "year_exited", "家庭人口": "size", "家庭人口数": "size",
     "人口数": "size", "工资性收入": "income_wage", "生产经营性收入": "income_business",
     "财产性收入": "income_property", "转移性收入": "income_transfer", "生产经营性支出": "expense_production",
+    "医疗支出": "expense_medical", "自付医疗费用": "expense_medical", "教育支出": "expense_education",
+    "灾害损失": "loss_disaster",
     "人均纯收入": "net_income_pc", "住房面积": "house_area_m2", "住房安全等级": "house_safety_grade",
     "危房等级": "house_safety_grade", "饮水安全": "water_safe", "饮水困难": "water_difficulty",
     "厕所": "toilet", "卫生厕所": "toilet", "燃料类型": "cooking_fuel", "通生活用电": "electricity",

@@ -542,6 +542,9 @@ def household_records_layer(h: Any, secret: str) -> Layer:
     year = func.cast(func.extract("year", reg.c.valid_from), Integer)
     change = func.cast(reg.c.net_income_pc, Double) / func.nullif(func.cast(prev.c.net_income_pc, Double), 0) - 1
     displaced = displaced_point(reg.c.geom, reg.c.hh_id, secret)
+    rigid = (func.coalesce(reg.c.expense_medical, 0) + func.coalesce(reg.c.expense_education, 0)
+             + func.coalesce(reg.c.loss_disaster, 0))
+    rigid_share = func.cast(rigid, Double) / func.nullif(func.cast(reg.c.net_income_pc * reg.c.size, Double), 0)
     return Layer(
         id="household-records",
         title="Registry records by year (restricted)",
@@ -572,6 +575,11 @@ def household_records_layer(h: Any, secret: str) -> Layer:
                "Net income per person in the household's previous record"),
             _p("income_change", change, NUMBER, "Relative change of net income per person since the previous "
                "record (−0.3 = fell by 30 %)"),
+            _p("expense_medical", reg.c.expense_medical, NUMBER, "Medical costs paid out of pocket (per year)"),
+            _p("expense_education", reg.c.expense_education, NUMBER, "Schooling costs (per year)"),
+            _p("loss_disaster", reg.c.loss_disaster, NUMBER, "Losses from disasters (per year)"),
+            _p("rigid_expense_share", rigid_share, NUMBER, "Rigid expenditure (medical, schooling, disaster losses) "
+               "over the household's net income"),
             _p("house_safety_grade", reg.c.house_safety_grade, enum_schema(codes.SafetyGrade), "House safety grade"),
             _p("water_safe", reg.c.water_safe, BOOLEAN, "Safe drinking water"),
             _p("water_difficulty", reg.c.water_difficulty, BOOLEAN, "Difficult water access"),

@@ -137,6 +137,10 @@ class Household(Validity, Base):
     clothing_insecure: Mapped[bool] = mapped_column(Boolean)
     family_doctor: Mapped[bool] = mapped_column(Boolean)
     reported_needs: Mapped[list[str]] = mapped_column(ARRAY(pg_enum("need_code")))
+    # rigid expenditure of the record's income year (revision 0011): out-of-pocket medical costs, schooling, losses
+    expense_medical: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    expense_education: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    loss_disaster: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
 
 
 class Person(Validity, Base):
