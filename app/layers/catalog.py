@@ -473,12 +473,18 @@ MIN_HOUSEHOLDS = 5
 POOR_STATUSES = ("poor", "returned")
 
 
+def registry_records(h: Any, cols: tuple[str, ...] | None = None, name: str = "registry") -> Any:
+    """The registry's records of every year as one subquery: the current rows (``h``, the household table) and
+    ``household_history`` (same columns, revision 0005), restricted to ``cols`` when given."""
+    hist = Table("household_history", MetaData(), *(Column(c.name, c.type) for c in h.columns))
+    names = cols or tuple(c.name for c in h.columns)
+    return select(*(h.c[c] for c in names)).union_all(select(*(hist.c[c] for c in names))).subquery(name)
+
+
 def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
     """Public poverty aggregates of the registry per village (the Stage 1 demand layer), as of the snapshot the
     registry processes read by default: the region's default year when the registry has it, else the latest."""
-    hist = Table("household_history", MetaData(), *(Column(c.name, c.type) for c in h.columns))
-    cols = ("region_id", "village_code", "status", "size", "valid_from", "valid_to")
-    reg = select(*(h.c[c] for c in cols)).union_all(select(*(hist.c[c] for c in cols))).subquery("registry")
+    reg = registry_records(h, ("region_id", "village_code", "status", "size", "valid_from", "valid_to"))
     r = Region.__table__
     poor = reg.c.status.in_(POOR_STATUSES)
     in_default = func.extract("year", reg.c.valid_from) == r.c.default_year
@@ -532,9 +538,7 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
 def household_records_layer(h: Any, secret: str) -> Layer:
     """The registry over time (restricted): one feature per household and registry year, from the current rows and
     ``household_history``, with the previous year's income beside each record (the inputs of monitoring rules)."""
-    hist = Table("household_history", MetaData(), *(Column(c.name, c.type) for c in h.columns))
-    cols = [c.name for c in h.columns]
-    reg = select(*(h.c[c] for c in cols)).union_all(select(*(hist.c[c] for c in cols))).subquery("records")
+    reg = registry_records(h, name="records")
     prev = reg.alias("previous")
     # the record that ends where this one begins: an index lookup per row (household_history's key is
     # (hh_id, valid_from)), where a window over the whole registry would defeat every filter
