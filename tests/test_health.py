@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tpa_testing import ThrowawayDatabase, client_for, run_async, settings_for
 
+from app.db import migration_heads
+
 
 async def test_healthz(client):
     r = await client.get("/healthz")
@@ -47,7 +49,8 @@ def test_readyz_503_when_migrations_behind(throwaway_db):
     throwaway_db.upgrade("0001")  # one revision short of head
     status, body = _readyz(throwaway_db)
     assert status == 503 and body["migrations"] == "behind"
-    assert "0001" in body["detail"] and "0010" in body["detail"]
+    (head,) = migration_heads()
+    assert "0001" in body["detail"] and head in body["detail"]
     throwaway_db.upgrade("head")
     status, body = _readyz(throwaway_db)
     assert status == 200 and body["migrations"] == "head"

@@ -178,6 +178,134 @@ def test_the_attacker_learns_nothing_withheld_on_random_hierarchies():
                 assert all(r[m] in (None, truth[r["admin_code"]][m]) for m in VILLAGE_MEASURES)
 
 
+STOCKS = ("registered_households", "poor_households", "exited_households", "monitored_households")
+FLOWS = ("entered_households", "exits", "returns")
+
+
+def _random_panel(rng: Any, years: int) -> tuple[list[tuple[str, str | None, int]], list[dict[str, Any]]]:
+    """A small region over ``years`` years whose villages' households move between poor (P), exited (E) and
+    monitored (M), enter as poor and never leave: stocks and flows consistent as in a real registry."""
+    rows, n = [("R", None, 2), ("C", "R", 3)], 0
+    for t in range(rng.randint(2, 3)):
+        rows.append((f"T{t}", "C", 4))
+        for _ in range(rng.randint(1, 4)):
+            rows.append((f"V{n}", f"T{t}", 5))
+            n += 1
+    figures = []
+    for code, _, lv in rows:
+        if lv != 5:
+            continue
+        p, e, m = rng.choice([0, 1, 3, 6, 12]), rng.choice([0, 2, 7]), rng.choice([0, 0, 1, 5])
+        for y in range(years):
+            entered = exits = returns = 0
+            if y:
+                entered = rng.choice([0, 0, 1, 2, 6])
+                pe = rng.randint(0, p)
+                pm = rng.randint(0, p - pe)
+                ep = rng.randint(0, min(e, 1))
+                em = rng.randint(0, min(e - ep, 2))
+                mp = rng.randint(0, min(m, 1))
+                me = rng.randint(0, m - mp)
+                exits, returns = pe + pm, ep + mp
+                p, e, m = p - pe - pm + ep + mp + entered, e - ep - em + pe + me, m - mp - me + pm + em
+            figures.append({"region_id": "r", "year": 2020 + y, "at": f"{2020 + y}-12-31", "village_code": code,
+                            "registered_households": p + e + m, "poor_households": p, "poor_persons": 2 * p,
+                            "exited_households": e, "monitored_households": m, "reached_households": 0,
+                            "reached_persons": 0, "entered_households": entered, "exits": exits, "returns": returns})
+    return rows, figures
+
+
+def learnable(rows: list[tuple[str, str | None, int]], years: list[int], published: dict[tuple, int]) -> set[tuple]:
+    """The figures (measure, unit, year) that the published ones determine, by every linear relation they obey
+    within and across years: sums over the hierarchy, registered = poor + exited + monitored, the registered
+    households of a year are last year's plus the entries, the poor are last year's plus entries and returns minus
+    exits; and a published zero makes every part below it zero. Solved exactly: a figure is learnt when the null
+    space of the system has no component along it."""
+    import numpy as np
+    from scipy.linalg import null_space
+    measures = STOCKS + FLOWS
+    var = {(m, c, y): i for i, (m, c, y) in enumerate((m, c, y) for m in measures for c, _, _ in rows for y in years)}
+    kids: dict[str, list[str]] = defaultdict(list)
+    for c, p, _ in rows:
+        if p is not None:
+            kids[p].append(c)
+    eqs: list[dict[int, float]] = []
+    for y in years:
+        for m in measures:
+            for p, cs in kids.items():
+                eqs.append({var[(m, p, y)]: 1.0, **{var[(m, c, y)]: -1.0 for c in cs}})
+        for c, _, _ in rows:
+            eqs.append({var[(STOCKS[0], c, y)]: 1.0, **{var[(m, c, y)]: -1.0 for m in STOCKS[1:]}})
+            if y - 1 in years:
+                eqs.append({var[("registered_households", c, y)]: 1.0, var[("registered_households", c, y - 1)]: -1.0,
+                            var[("entered_households", c, y)]: -1.0})
+                eqs.append({var[("poor_households", c, y)]: 1.0, var[("poor_households", c, y - 1)]: -1.0,
+                            var[("entered_households", c, y)]: -1.0, var[("returns", c, y)]: -1.0,
+                            var[("exits", c, y)]: 1.0})
+    known = dict(published)
+    for (m, c, y), x in published.items():  # non-negative figures: the parts of a zero are zeros
+        if x == 0:
+            stack = [c]
+            while stack:
+                u = stack.pop()
+                known[(m, u, y)] = 0
+                stack.extend(kids.get(u, ()))
+    a = np.zeros((len(eqs), len(var)))
+    for i, eq in enumerate(eqs):
+        for j, v in eq.items():
+            a[i, j] = v
+    free = [v for v in var if v not in known]
+    cols = [var[v] for v in free]
+    ns = null_space(a[:, cols]) if cols else np.zeros((0, 0))
+    return {v for k, v in enumerate(free) if np.linalg.norm(ns[k]) < 1e-8}
+
+
+def test_no_withheld_figure_is_learnt_across_years_levels_and_measures():
+    """Stocks and flows over several years: from everything published, within and across years, the attacker
+    solves for no withheld figure of 1-4 households (but totals of parts that are public or add up to 0)."""
+    import random
+    rng = random.Random(21)
+    found_small = 0
+    for trial in range(120):
+        years = [2020, 2021, 2022]
+        rows, figures = _random_panel(rng, len(years))
+        units = [{"region_id": "r", "code": c, "parent_code": p, "level": lv, "population": 1000} for c, p, lv in rows]
+        out = build_rows(units, figures)
+        published = {(m, r["admin_code"], r["year"]): r[m] for r in out for m in STOCKS + FLOWS
+                     if r.get(m) is not None}
+        truth = {(m, f["village_code"], f["year"]): f[m] for f in figures for m in STOCKS + FLOWS}
+        level = {c: lv for c, _, lv in rows}
+        sums: dict[tuple, int] = defaultdict(int)
+        parent = {c: p for c, p, _ in rows}
+        for (m, c, y), x in truth.items():
+            u = c
+            while u is not None:
+                sums[(m, u, y)] += x
+                u = parent[u]
+        learnt = learnable(rows, years, published) | set(published)
+        kids: dict[str, list[str]] = defaultdict(list)
+        for c, p in parent.items():
+            if p is not None:
+                kids[p].append(c)
+        for v in learnt:
+            m, c, y = v
+            if m in FLOWS and y == years[0]:
+                continue  # flows of the first year are not defined
+            if v in published or not 0 < sums[v] < K:
+                continue
+            # a withheld figure of 1-4 households is learnt: a violation, unless it is a total whose parts it
+            # cannot solve for add up to 0 (it says nothing that was not already public)
+            rest = sums[v] - sum(sums[(m, u, y)] for u in kids[c] if (m, u, y) in learnt)
+            new = level[c] == 5 or rest != 0
+            found_small += new
+            assert not new, (trial, v, sums[v])
+        for r in out:  # what is published is true
+            for m in STOCKS + FLOWS:
+                if r.get(m) is not None:
+                    assert r[m] == sums[(m, r["admin_code"], r["year"])], (trial, m, r["admin_code"])
+    assert found_small == 0
+
+
 # ------------------------------------------------------------------------------------------------- the demo
 async def _all(api: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     out, url = [], "/collections/admin-poverty/items"
@@ -208,7 +336,14 @@ async def test_the_demo_figures_add_up_hide_small_groups_and_resist_the_attacker
         assert not [r for r in rs if r["level"] == 5 and any(r[m] is not None for m in ADMIN_MEASURES)]
     # the top unit is published: an office sees its region's totals
     top = [r for r in rows if r["parent_code"] is None or r["level"] == min(x["level"] for x in rows)]
-    assert all(not r["suppressed"] for r in top)
+    assert all(r[m] is not None for r in top for m in MEASURES)
+    # flows: published for every year but the first at the top, unless 1-4 (withheld with their pair)
+    for r in top:
+        if r["year"] > min(x["year"] for x in rows):
+            assert r["entered_households"] is not None
+            assert (r["exits"] is None) == (r["returns"] is None)
+    assert any((r["exits"] or 0) > 1000 for r in top)  # the years of mass exits are there
+    assert all(r["income_median"] is not None for r in top)
 
 
 @pytest.mark.asyncio

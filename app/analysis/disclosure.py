@@ -57,14 +57,18 @@ def primary(value: int | None, k: int) -> bool:
 
 
 def withhold_totals(tree: Hierarchy, values: Mapping[str, Mapping[str, int]], finest: Mapping[str, int],
-                    withheld_leaves: Mapping[str, set[str]], decide_below: int, k: int = 5) -> set[str]:
+                    withheld_leaves: Mapping[str, set[str]], decide_below: int, k: int = 5,
+                    forced: Iterable[str] = ()) -> set[str]:
     """The units of level < ``decide_below`` whose figures must be withheld.
 
     ``values[measure][unit]``: the true figure of every unit (missing = 0). ``finest[measure]``: the deepest level
     at which the measure is published. ``withheld_leaves[measure]``: units at levels ≥ ``decide_below`` (decided
     elsewhere, e.g. villages by their own rule) withheld for that measure; the others there are published.
+    ``forced``: units withheld whatever their figures (e.g. because another table's withheld figure would follow
+    from theirs), treated like primary suppressions.
     """
     withheld: set[str] = set()
+    forced = set(forced)
 
     def unknowns(code: str, measure: str, out: list[str]) -> None:
         """The unknowns below ``code`` (a withheld unit) for ``measure``, into ``out``."""
@@ -114,7 +118,7 @@ def withhold_totals(tree: Hierarchy, values: Mapping[str, Mapping[str, int]], fi
         return sum(values[m].get(code, 0) for m in values), code
 
     for code in sorted((c for c in tree.parent if tree.level[c] < decide_below), key=lambda c: -tree.level[c]):
-        if any(primary(values[m].get(code, 0), k) for m in values):
+        if code in forced or any(primary(values[m].get(code, 0), k) for m in values):
             withheld.add(code)
             continue
         # Rather than withhold this total, withhold one more of its children (the smallest whose own unknowns

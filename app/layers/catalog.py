@@ -501,7 +501,10 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
     poor_hh = func.coalesce(agg.c.poor_hh, 0)
     registered = func.coalesce(agg.c.registered, 0)
     small = (poor_hh > 0) & (poor_hh < MIN_HOUSEHOLDS)
-    small_reg = (registered > 0) & (registered < MIN_HOUSEHOLDS)
+    # the registered households are withheld when they are 1-4, and when the households that are not poor
+    # (registered − poor: exited or monitored) are: published beside the poor, they would give those back
+    small_reg = ((registered > 0) & (registered < MIN_HOUSEHOLDS)) | (
+        (registered - poor_hh > 0) & (registered - poor_hh < MIN_HOUSEHOLDS))
 
     def unless(cond: Any, value: Any) -> Any:
         return case((cond, null()), else_=value)
@@ -514,8 +517,10 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
         "latest snapshot): registered "
         "households, poor households (status poor or returned), poor persons and the poverty rate "
         "(poor persons / population). "
-        f"Counts of 1–{MIN_HOUSEHOLDS - 1} households are suppressed (null, suppressed = true). The demand "
-        "layer of the Stage 1 processes.",
+        f"Counts of 1–{MIN_HOUSEHOLDS - 1} households are suppressed (null, suppressed = true), and so are "
+        f"registered households whose households that are not poor number 1–{MIN_HOUSEHOLDS - 1}. The demand "
+        "layer of the Stage 1 processes (select the villages whose poor are published with "
+        "filter=poor_persons IS NOT NULL).",
         source=_village_source(v, a).outerjoin(agg, agg.c.code == v.c.code),
         id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
         props=(
@@ -618,11 +623,12 @@ def admin_poverty_layer(a: Any) -> Layer:
         description="Per administrative unit (region, county, township, village) and registry year, from the "
         "poor-household registry as of the year's last snapshot: registered, poor (poor or returned), exited and "
         "monitored (at risk of returning) households, poor persons, households and persons reached by projects, "
-        "the population of the village forms and the poverty rate. Figures that would reveal fewer than "
-        f"{MIN_HOUSEHOLDS} households are withheld (null, suppressed = true): village figures of 1–"
-        f"{MIN_HOUSEHOLDS - 1} households, and any total from which such a figure could be recovered by "
-        "subtracting published figures (secondary suppression). Villages carry only the figures the "
-        "village-poverty layer publishes.",
+        "the population of the village forms and the poverty rate; the households that entered, exited and "
+        "returned since the previous year's snapshot, and quartiles of income over the poverty line. Figures "
+        f"that would reveal fewer than {MIN_HOUSEHOLDS} households are withheld (null, suppressed = true): "
+        f"village figures of 1–{MIN_HOUSEHOLDS - 1} households, and any total from which such a figure could be "
+        "recovered by subtracting published figures, within a year or across years (secondary suppression). "
+        "Villages carry the stocks the village-poverty layer publishes and the flows.",
         source=s.join(a, a.c.code == s.c.admin_code),
         id_expr=s.c.admin_code + "-" + func.cast(s.c.year, Text), id_schema=STRING, geom=a.c.geom,
         geometry_type="MultiPolygon",
@@ -647,6 +653,18 @@ def admin_poverty_layer(a: Any) -> Layer:
                "Registered households that benefited from a project up to the year"),
             _p("reached_persons", s.c.reached_persons, count, "Members of those households"),
             _p("poverty_rate", s.c.poverty_rate, NUMBER, "Poor persons / population"),
+            _p("entered_households", s.c.entered_households, count,
+               "Households that entered the registry since the previous year's snapshot"),
+            _p("exits", s.c.exits, count, "Households that exited poverty since the previous year's snapshot "
+               "(poor or returned then, exited or monitored now)"),
+            _p("returns", s.c.returns, count, "Households that returned to poverty since the previous year's "
+               "snapshot (exited or monitored then, poor or returned now)"),
+            _p("income_p25", s.c.income_p25, NUMBER, "First quartile of registered households' net income per "
+               "person, over the region's poverty line (groups of 20 households or more)"),
+            _p("income_median", s.c.income_median, NUMBER, "Median of registered households' net income per "
+               "person, over the region's poverty line"),
+            _p("income_p75", s.c.income_p75, NUMBER, "Third quartile of registered households' net income per "
+               "person, over the region's poverty line"),
             _p("suppressed", s.c.suppressed, BOOLEAN, "Figures are withheld (small groups)"),
         ),
         temporal=Temporal(func.make_date(s.c.year, 1, 1), func.make_date(s.c.year + 1, 1, 1), True),

@@ -58,6 +58,7 @@ class Region(Base):
     currency: Mapped[str] = mapped_column(CHAR(3))
     poverty_line_note: Mapped[str | None] = mapped_column(Text)
     default_year: Mapped[int | None] = mapped_column(Integer)
+    monitoring_line_factor: Mapped[Decimal] = mapped_column(Numeric(4, 2), server_default="1.5")
     description: Mapped[str | None] = mapped_column(Text)
     attribution: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
@@ -395,6 +396,12 @@ class AdminStat(Base):
     reached_persons: Mapped[int | None] = mapped_column(Integer)
     poverty_rate: Mapped[float | None] = mapped_column(Double)
     suppressed: Mapped[bool] = mapped_column(Boolean)
+    entered_households: Mapped[int | None] = mapped_column(Integer)
+    exits: Mapped[int | None] = mapped_column(Integer)
+    returns: Mapped[int | None] = mapped_column(Integer)
+    income_p25: Mapped[float | None] = mapped_column(Double)
+    income_median: Mapped[float | None] = mapped_column(Double)
+    income_p75: Mapped[float | None] = mapped_column(Double)
 
 
 class AdminStatState(Base):

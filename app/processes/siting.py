@@ -47,7 +47,7 @@ from app.processes.data import DataInput, Units
 
 # --------------------------------------------------------------------------------- autocorrelation
 # Poor persons in the demo's villages whose counts are published, with 8 nearest neighbours (example inputs)
-POOR_PERSONS_PER_VILLAGE = {"features": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+POOR_PERSONS_PER_VILLAGE = {"features": {"href": "/collections/village-poverty/items?filter=poor_persons IS NOT NULL"},
                             "variable": "poor_persons", "weights": {"type": "knn", "k": 8}, "permutations": 999,
                             "seed": 1}
 
@@ -214,7 +214,7 @@ class ProjectCoverageCorrelation(Process):
     id = "project-coverage-correlation"
     method = ("bivariate", "weights")
     example_summary = "Poor-population density against project capacity per km² in the demo"
-    example = {"units": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+    example = {"units": {"href": "/collections/village-poverty/items?filter=poor_persons IS NOT NULL"},
                "projects": {"href": "/collections/projects/items"},
                "capacity_property": "capacity"}
     title = "Projects against the poor population (bivariate Moran)"
@@ -324,7 +324,7 @@ class Accessibility(Process):
     id = "accessibility"
     method = ("accessibility", "distances")
     example_summary = "Hospital beds within 30 km of the poor population (E2SFCA) in the demo"
-    example = {"demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+    example = {"demand": {"href": "/collections/village-poverty/items?filter=poor_persons IS NOT NULL"},
                "demand_weight": "poor_persons",
                "supply": {"href": "/collections/facilities/items?class=hospital"},
                "supply_capacity": "capacity",
@@ -394,7 +394,7 @@ class CoverageGaps(Process):
     id = "coverage-gaps"
     method = ("coverage-gaps", "distances")
     example_summary = "Villages farther than 3 km from a clinic, 5 km from a primary school or 10 km from a market"
-    example = {"demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+    example = {"demand": {"href": "/collections/village-poverty/items?filter=poor_persons IS NOT NULL"},
                "demand_weight": "poor_persons",
                "supply": {"href": "/collections/facilities/items?filter=class IN ('clinic', 'school_primary', "
                                   "'market')"},
@@ -522,7 +522,7 @@ class LocationAllocation(Process):
     method = ("location-allocation", "distances")
     example_summary = "Ten sites on an H3 grid covering the most poor persons within 10 km (MCLP)"
     example = {"model": "mclp",
-               "demand": {"href": "/collections/village-poverty/items?filter=suppressed = false"},
+               "demand": {"href": "/collections/village-poverty/items?filter=poor_persons IS NOT NULL"},
                "demand_weight": "poor_persons",
                "candidates": {"h3_resolution": 6},
                "p": 10,

@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +32,14 @@ _LOCK = 7_310_020  # pg_advisory_xact_lock key of the build
 VILLAGE_MEASURES = ("registered_households", "poor_households", "poor_persons")
 ADMIN_MEASURES = ("exited_households", "monitored_households", "reached_households", "reached_persons")
 MEASURES = VILLAGE_MEASURES + ADMIN_MEASURES
+# Flows since the previous year's snapshot, per village too. Exits and returns are decided as one group (a village's
+# are withheld together when either is 1-4, then the totals), apart from the stocks: with the stocks of both years
+# published and new households entering as poor, exits − returns is the change of the poor less the entries, so one
+# of the two published would give the other back. Entries are the change of registered households (the registry
+# drops no one): published where both years' registered figures are (tests/test_portal_figures.py's attacker
+# checks the lot across years).
+FLOW_MEASURES = ("exits", "returns")
+MIN_QUANTILE_GROUP = 20  # income quartiles only over at least 20 households
 
 _VERSIONS = text("SELECT table_name, version FROM table_version WHERE table_name = ANY(:names)")
 _STATE = text("SELECT versions FROM admin_stat_state")
@@ -39,13 +48,15 @@ _STATE = text("SELECT versions FROM admin_stat_state")
 # year's figures are those of the village-poverty layer (the registry as of the region's newest valid_from).
 _VILLAGE_FIGURES = text("""
 WITH reg AS (
-  SELECT hh_id, region_id, village_code, status::text AS status, size, valid_from, valid_to FROM household
+  SELECT hh_id, region_id, village_code, status::text AS status, size, net_income_pc, valid_from, valid_to
+  FROM household
   UNION ALL
-  SELECT hh_id, region_id, village_code, status::text, size, valid_from, valid_to FROM household_history
+  SELECT hh_id, region_id, village_code, status::text, size, net_income_pc, valid_from, valid_to
+  FROM household_history
 ), snap AS (
   SELECT region_id, extract(year FROM valid_from)::int AS year, max(valid_from) AS at FROM reg GROUP BY 1, 2
 ), rows AS (
-  SELECT s.region_id, s.year, s.at, r.hh_id, r.village_code, r.status, r.size
+  SELECT s.region_id, s.year, s.at, r.hh_id, r.village_code, r.status, r.size, r.net_income_pc
   FROM snap s JOIN reg r ON r.region_id = s.region_id AND r.valid_from <= s.at
    AND (r.valid_to IS NULL OR r.valid_to > s.at)
 ), reached AS (
@@ -58,8 +69,15 @@ SELECT r.region_id, r.year, r.at, r.village_code,
   count(*) FILTER (WHERE r.status = 'exited') AS exited_households,
   count(*) FILTER (WHERE r.status = 'monitored') AS monitored_households,
   count(x.hh_id) AS reached_households,
-  coalesce(sum(r.size) FILTER (WHERE x.hh_id IS NOT NULL), 0) AS reached_persons
+  coalesce(sum(r.size) FILTER (WHERE x.hh_id IS NOT NULL), 0) AS reached_persons,
+  count(*) FILTER (WHERE p.hh_id IS NULL) AS entered_households,
+  count(*) FILTER (WHERE p.status IN ('poor', 'returned') AND r.status IN ('exited', 'monitored')) AS exits,
+  count(*) FILTER (WHERE p.status IN ('exited', 'monitored') AND r.status IN ('poor', 'returned')) AS returns,
+  array_agg(r.net_income_pc::float8 / g.poverty_line::float8) FILTER (WHERE r.net_income_pc IS NOT NULL)
+    AS income_ratios
 FROM rows r LEFT JOIN reached x ON x.year = r.year AND x.hh_id = r.hh_id
+JOIN region g ON g.region_id = r.region_id
+LEFT JOIN rows p ON p.hh_id = r.hh_id AND p.year = r.year - 1
 GROUP BY 1, 2, 3, 4
 """)
 _UNITS = text("""
@@ -69,33 +87,67 @@ FROM admin_unit a LEFT JOIN village v ON v.code = a.code
 _INSERT = text("""
 INSERT INTO admin_stat (region_id, admin_code, year, snapshot, level, villages, population, registered_households,
   poor_households, poor_persons, exited_households, monitored_households, reached_households, reached_persons,
-  poverty_rate, suppressed)
+  poverty_rate, suppressed, entered_households, exits, returns, income_p25, income_median, income_p75)
 SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(region_id text, admin_code text, year int, snapshot date,
   level smallint, villages int, population bigint, registered_households int, poor_households int,
   poor_persons int, exited_households int, monitored_households int, reached_households int, reached_persons int,
-  poverty_rate float8, suppressed boolean)
+  poverty_rate float8, suppressed boolean, entered_households int, exits int, returns int, income_p25 float8,
+  income_median float8, income_p75 float8)
 """)
 
 
 def _village_withheld(fig: dict[str, int]) -> dict[str, bool]:
-    """The village-poverty layer's rule: registered households withheld when 1–4, poor households and persons
-    (and the rate) when the poor households are 1–4."""
+    """The village-poverty layer's rule: registered households withheld when 1–4 or when those not poor
+    (registered − poor) are 1–4, poor households and persons (and the rate) when the poor households are 1–4."""
     small_poor = primary(fig.get("poor_households", 0), MIN_HOUSEHOLDS)
-    return {"registered_households": primary(fig.get("registered_households", 0), MIN_HOUSEHOLDS),
+    registered = fig.get("registered_households", 0)
+    return {"registered_households": primary(registered, MIN_HOUSEHOLDS)
+            or primary(registered - fig.get("poor_households", 0), MIN_HOUSEHOLDS),
             "poor_households": small_poor, "poor_persons": small_poor}
 
 
+def _sum_up(tree: Hierarchy, order: list[str], leaf: dict[str, dict[str, int]], measures: tuple[str, ...]
+            ) -> dict[str, dict[str, int]]:
+    """Every unit's figures as the sums of its villages' (``order``: deepest first)."""
+    values: dict[str, dict[str, int]] = {m: defaultdict(int) for m in measures}
+    for c in order:
+        for m in measures:
+            if tree.level[c] == VILLAGE_LEVEL:
+                values[m][c] = leaf.get(c, {}).get(m, 0)
+            up = tree.parent[c]
+            if up is not None:
+                values[m][up] += values[m][c]
+    return values
+
+
+def _quartiles(ratios: list[float]) -> tuple[float | None, float | None, float | None]:
+    """Quartiles of net income per person over the poverty line, rounded to 0.01, for groups of at least
+    MIN_QUANTILE_GROUP households (a quartile of a small group is one household's income)."""
+    if len(ratios) < MIN_QUANTILE_GROUP:
+        return None, None, None
+    q = np.quantile(np.asarray(ratios, dtype=float), [0.25, 0.5, 0.75])
+    return tuple(round(float(x), 2) for x in q)  # type: ignore[return-value]
+
+
 def build_rows(units: list[dict[str, Any]], figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of ``admin_stat``: every unit of every region, for every registry year of its region."""
+    """The rows of ``admin_stat``: every unit of every region, for every registry year of its region.
+
+    Stocks (the registry as of the year's snapshot) and flows (since the previous year's snapshot) are decided
+    separately, each by the village rule and the secondary suppression of totals; see FLOW_MEASURES for why the
+    flows are safe across years."""
     by_region: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for u in units:
         by_region[u["region_id"]].append(u)
     years: dict[str, dict[int, str]] = defaultdict(dict)
     per_year: dict[tuple[str, int], dict[str, dict[str, int]]] = defaultdict(dict)
+    ratios: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(dict)
     for f in figures:
         years[f["region_id"]][f["year"]] = str(f["at"])
-        per_year[(f["region_id"], f["year"])][f["village_code"]] = {m: int(f[m]) for m in MEASURES}
+        per_year[(f["region_id"], f["year"])][f["village_code"]] = {
+            m: int(f.get(m) or 0) for m in MEASURES + FLOW_MEASURES + ("entered_households",)}
+        ratios[(f["region_id"], f["year"])][f["village_code"]] = list(f.get("income_ratios") or ())
     out: list[dict[str, Any]] = []
+    finest = {**{m: VILLAGE_LEVEL for m in VILLAGE_MEASURES}, **{m: VILLAGE_LEVEL - 1 for m in ADMIN_MEASURES}}
     for region, rus in by_region.items():
         tree = Hierarchy.of((u["code"], u["parent_code"], u["level"]) for u in rus)
         order = sorted(tree.parent, key=lambda c: -tree.level[c])
@@ -107,36 +159,76 @@ def build_rows(units: list[dict[str, Any]], figures: list[dict[str, Any]]) -> li
                 villages[up] += villages[c]
                 if population[c] is not None:
                     population[up] = (population[up] or 0) + population[c]
+        registered_before: dict[str, int | None] | None = None  # published registered households, last year
+        poor_hidden_before: set[str] = set()  # units whose poor households were withheld last year
         for year, snapshot in sorted(years[region].items()):
             leaf = per_year[(region, year)]
-            values: dict[str, dict[str, int]] = {m: defaultdict(int) for m in MEASURES}
-            for c in order:
-                for m in MEASURES:
-                    if tree.level[c] == VILLAGE_LEVEL:
-                        values[m][c] = leaf.get(c, {}).get(m, 0)
-                    up = tree.parent[c]
-                    if up is not None:
-                        values[m][up] += values[m][c]
+            values = _sum_up(tree, order, leaf, MEASURES + FLOW_MEASURES + ("entered_households",))
             village_rule = {c: _village_withheld({m: values[m][c] for m in VILLAGE_MEASURES})
                             for c in tree.parent if tree.level[c] == VILLAGE_LEVEL}
             withheld_leaves = {m: {c for c, w in village_rule.items() if w[m]} for m in VILLAGE_MEASURES}
-            finest = {**{m: VILLAGE_LEVEL for m in VILLAGE_MEASURES}, **{m: VILLAGE_LEVEL - 1 for m in ADMIN_MEASURES}}
-            withheld = withhold_totals(tree, values, finest, withheld_leaves, VILLAGE_LEVEL, MIN_HOUSEHOLDS)
+            withheld = withhold_totals(tree, {m: values[m] for m in MEASURES}, finest, withheld_leaves,
+                                       VILLAGE_LEVEL, MIN_HOUSEHOLDS)
+            # flows: exits and returns of a village withheld together when either is 1-4, then the totals
+            has_previous = year - 1 in years[region]
+            # ... and wherever the registered or the poor households are withheld in the year or the year before:
+            # the poor of a year are the year before's plus entries and returns minus exits, and the registered
+            # the year before's plus entries, so published flows would give them back
+            poor_hidden = withheld_leaves["poor_households"] | withheld_leaves["registered_households"] | withheld
+            flow_leaves = {c for c in tree.parent if tree.level[c] == VILLAGE_LEVEL
+                           and (any(primary(values[m][c], MIN_HOUSEHOLDS) for m in FLOW_MEASURES)
+                                or c in poor_hidden or c in poor_hidden_before)}
+            flows_withheld = withhold_totals(
+                tree, {m: values[m] for m in FLOW_MEASURES}, dict.fromkeys(FLOW_MEASURES, VILLAGE_LEVEL),
+                dict.fromkeys(FLOW_MEASURES, flow_leaves), VILLAGE_LEVEL, MIN_HOUSEHOLDS,
+                forced=(poor_hidden | poor_hidden_before) - flow_leaves)
+            rows: dict[str, dict[str, Any]] = {}
             for c in tree.parent:
                 lv = tree.level[c]
                 if lv == VILLAGE_LEVEL:
                     hidden = {m: village_rule[c].get(m, True) for m in MEASURES}  # admin-only measures: not here
+                    flows_hidden = c in flow_leaves
                 else:
                     hidden = dict.fromkeys(MEASURES, c in withheld)
+                    flows_hidden = c in flows_withheld
                 row = {m: None if hidden[m] else values[m][c] for m in MEASURES}
                 pop = population[c]
                 poor_pp = row["poor_persons"]
-                out.append({
+                entered = None
+                if has_previous and registered_before is not None:
+                    before, now = registered_before.get(c), row["registered_households"]
+                    x = values["entered_households"][c]
+                    # published where it is the change of two published figures (the registry drops no one):
+                    # anyone can subtract them, so withholding it would protect nothing
+                    if before is not None and now is not None and now - before == x:
+                        entered = x
+                    elif before is not None and now is not None and not primary(x, MIN_HOUSEHOLDS):
+                        entered = x  # households also left the registry: not derivable, and not small
+                mine = [r for r in _descend(tree, c) if tree.level[r] == VILLAGE_LEVEL]
+                pool = [x for v in mine for x in ratios[(region, year)].get(v, ())]
+                quart = _quartiles(pool) if row["registered_households"] is not None else (None, None, None)
+                rows[c] = {
                     "region_id": region, "admin_code": c, "year": year, "snapshot": snapshot, "level": lv,
                     "villages": villages[c], "population": pop, **row,
                     "poverty_rate": poor_pp / pop if poor_pp is not None and pop else None,
+                    # the stocks' flag (as in village-poverty); withheld flows are null
                     "suppressed": any(hidden[m] for m in (VILLAGE_MEASURES if lv == VILLAGE_LEVEL else MEASURES)),
-                })
+                    "entered_households": entered,
+                    **{m: None if (flows_hidden or not has_previous) else values[m][c] for m in FLOW_MEASURES},
+                    "income_p25": quart[0], "income_median": quart[1], "income_p75": quart[2],
+                }
+            out.extend(rows.values())
+            registered_before = {c: r["registered_households"] for c, r in rows.items()}
+            poor_hidden_before = poor_hidden
+    return out
+
+
+def _descend(tree: Hierarchy, code: str) -> list[str]:
+    out, stack = [], [code]
+    while stack:
+        c = stack.pop()
+        out.append(c)
+        stack.extend(tree.children.get(c, ()))
     return out
 
 
