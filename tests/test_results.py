@@ -198,6 +198,8 @@ async def test_regions_are_a_resource(rc, results_db, keys):
     assert demo["adminLevels"]["5"] == "Village 村" and demo["counts"]["villages"] == 1200
     assert demo["counts"]["admin_units"]["3"] == 7 and demo["periods"]["registry_years"] == list(range(2016, 2026))
     assert demo["periods"]["telecom_months"] == []  # the test template has no telecom release
+    line = demo["povertyLine"]["value"]  # monitoring line: 1.5 times the poverty line unless the region says
+    assert demo["monitoringLine"]["factor"] == 1.5 and demo["monitoringLine"]["value"] == round(1.5 * line, 2)
     for month in ("2020-10", "2020-09"):
         fetch(results_db.name, "INSERT INTO telecom_agg (region_id, unit_type, unit_id, period, indicator, value, "
               "n_subscribers, suppressed, valid_from, source) SELECT 'tieling-demo', 'admin', min(code), "

@@ -83,6 +83,11 @@ def region_document(request: Request, row: dict[str, Any], full: bool = False) -
         "adminLevels": _levels(row),
         "povertyLine": {"value": row["poverty_line"], "currency": row["currency"], "per": "person and year",
                         "note": row["poverty_line_note"]},
+        # the line below which an exited household's income makes it a candidate for monitoring against return
+        # to poverty (防止返贫动态监测): by default 1.5 times the poverty line
+        "monitoringLine": {"factor": row["monitoring_line_factor"],
+                           "value": round(row["poverty_line"] * row["monitoring_line_factor"], 2),
+                           "currency": row["currency"], "per": "person and year"},
         "defaultYear": row["default_year"],
         "attribution": row["attribution"],
         "created": row["created_at"].isoformat() if row["created_at"] else None,

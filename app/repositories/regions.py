@@ -152,7 +152,8 @@ async def admin_ancestry(conn: Any, codes: Sequence[str]) -> dict[str, dict[str,
 # ------------------------------------------------------------------------------------------ regions as a resource
 _REGION_ROWS = text(
     "SELECT r.region_id, r.name, r.country, r.code_system, r.analysis_crs, r.poverty_line::float8 AS poverty_line, "
-    "r.currency, r.poverty_line_note, r.default_year, r.description, r.attribution, r.metadata, r.created_at "
+    "r.currency, r.poverty_line_note, r.default_year, r.description, r.attribution, r.metadata, r.created_at, "
+    "r.monitoring_line_factor::float8 AS monitoring_line_factor "
     "FROM region r WHERE (CAST(:id AS text) IS NULL OR r.region_id = :id) ORDER BY r.region_id")
 _REGION_COUNTS = text("""
 SELECT r.region_id,
