@@ -59,6 +59,10 @@ WITH reg AS (
   SELECT s.region_id, s.year, s.at, r.hh_id, r.village_code, r.status, r.size, r.net_income_pc
   FROM snap s JOIN reg r ON r.region_id = s.region_id AND r.valid_from <= s.at
    AND (r.valid_to IS NULL OR r.valid_to > s.at)
+), rows2 AS (  -- each record beside the household's record at the previous year's snapshot (if any)
+  SELECT r.*, CASE WHEN lag(r.year) OVER w = r.year - 1 THEN lag(r.status) OVER w END AS prev_status,
+    lag(r.year) OVER w = r.year - 1 AS had_previous
+  FROM rows r WINDOW w AS (PARTITION BY r.hh_id ORDER BY r.year)
 ), reached AS (
   SELECT DISTINCT r.year, r.hh_id FROM rows r JOIN project_beneficiary b ON b.hh_id = r.hh_id AND b.year <= r.year
 )
@@ -70,14 +74,13 @@ SELECT r.region_id, r.year, r.at, r.village_code,
   count(*) FILTER (WHERE r.status = 'monitored') AS monitored_households,
   count(x.hh_id) AS reached_households,
   coalesce(sum(r.size) FILTER (WHERE x.hh_id IS NOT NULL), 0) AS reached_persons,
-  count(*) FILTER (WHERE p.hh_id IS NULL) AS entered_households,
-  count(*) FILTER (WHERE p.status IN ('poor', 'returned') AND r.status IN ('exited', 'monitored')) AS exits,
-  count(*) FILTER (WHERE p.status IN ('exited', 'monitored') AND r.status IN ('poor', 'returned')) AS returns,
+  count(*) FILTER (WHERE r.had_previous IS NOT TRUE) AS entered_households,
+  count(*) FILTER (WHERE r.prev_status IN ('poor', 'returned') AND r.status IN ('exited', 'monitored')) AS exits,
+  count(*) FILTER (WHERE r.prev_status IN ('exited', 'monitored') AND r.status IN ('poor', 'returned')) AS returns,
   array_agg(r.net_income_pc::float8 / g.poverty_line::float8) FILTER (WHERE r.net_income_pc IS NOT NULL)
     AS income_ratios
-FROM rows r LEFT JOIN reached x ON x.year = r.year AND x.hh_id = r.hh_id
+FROM rows2 r LEFT JOIN reached x ON x.year = r.year AND x.hh_id = r.hh_id
 JOIN region g ON g.region_id = r.region_id
-LEFT JOIN rows p ON p.hh_id = r.hh_id AND p.year = r.year - 1
 GROUP BY 1, 2, 3, 4
 """)
 _UNITS = text("""
