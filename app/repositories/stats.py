@@ -162,8 +162,9 @@ def build_rows(units: list[dict[str, Any]], figures: list[dict[str, Any]]) -> li
                 villages[up] += villages[c]
                 if population[c] is not None:
                     population[up] = (population[up] or 0) + population[c]
+        below = {c: [v for v in _descend(tree, c) if tree.level[v] == VILLAGE_LEVEL] for c in tree.parent}
         registered_before: dict[str, int | None] | None = None  # published registered households, last year
-        poor_hidden_before: set[str] = set()  # units whose poor households were withheld last year
+        stock_hidden_before: set[str] = set()  # units whose registered or poor households were withheld last year
         for year, snapshot in sorted(years[region].items()):
             leaf = per_year[(region, year)]
             values = _sum_up(tree, order, leaf, MEASURES + FLOW_MEASURES + ("entered_households",))
@@ -177,14 +178,14 @@ def build_rows(units: list[dict[str, Any]], figures: list[dict[str, Any]]) -> li
             # ... and wherever the registered or the poor households are withheld in the year or the year before:
             # the poor of a year are the year before's plus entries and returns minus exits, and the registered
             # the year before's plus entries, so published flows would give them back
-            poor_hidden = withheld_leaves["poor_households"] | withheld_leaves["registered_households"] | withheld
+            stock_hidden = withheld_leaves["poor_households"] | withheld_leaves["registered_households"] | withheld
             flow_leaves = {c for c in tree.parent if tree.level[c] == VILLAGE_LEVEL
                            and (any(primary(values[m][c], MIN_HOUSEHOLDS) for m in FLOW_MEASURES)
-                                or c in poor_hidden or c in poor_hidden_before)}
+                                or c in stock_hidden or c in stock_hidden_before)}
             flows_withheld = withhold_totals(
                 tree, {m: values[m] for m in FLOW_MEASURES}, dict.fromkeys(FLOW_MEASURES, VILLAGE_LEVEL),
                 dict.fromkeys(FLOW_MEASURES, flow_leaves), VILLAGE_LEVEL, MIN_HOUSEHOLDS,
-                forced=(poor_hidden | poor_hidden_before) - flow_leaves)
+                forced=(stock_hidden | stock_hidden_before) - flow_leaves)
             rows: dict[str, dict[str, Any]] = {}
             for c in tree.parent:
                 lv = tree.level[c]
@@ -202,13 +203,12 @@ def build_rows(units: list[dict[str, Any]], figures: list[dict[str, Any]]) -> li
                     before, now = registered_before.get(c), row["registered_households"]
                     x = values["entered_households"][c]
                     # published where it is the change of two published figures (the registry drops no one):
-                    # anyone can subtract them, so withholding it would protect nothing
-                    if before is not None and now is not None and now - before == x:
+                    # anyone can subtract them, so withholding it would protect nothing; where households also
+                    # left the registry it is not derivable, and published only when not small
+                    if before is not None and now is not None and (now - before == x
+                                                                   or not primary(x, MIN_HOUSEHOLDS)):
                         entered = x
-                    elif before is not None and now is not None and not primary(x, MIN_HOUSEHOLDS):
-                        entered = x  # households also left the registry: not derivable, and not small
-                mine = [r for r in _descend(tree, c) if tree.level[r] == VILLAGE_LEVEL]
-                pool = [x for v in mine for x in ratios[(region, year)].get(v, ())]
+                pool = [x for v in below[c] for x in ratios[(region, year)].get(v, ())]
                 quart = _quartiles(pool) if row["registered_households"] is not None else (None, None, None)
                 rows[c] = {
                     "region_id": region, "admin_code": c, "year": year, "snapshot": snapshot, "level": lv,
@@ -222,7 +222,7 @@ def build_rows(units: list[dict[str, Any]], figures: list[dict[str, Any]]) -> li
                 }
             out.extend(rows.values())
             registered_before = {c: r["registered_households"] for c, r in rows.items()}
-            poor_hidden_before = poor_hidden
+            stock_hidden_before = stock_hidden
     return out
 
 
