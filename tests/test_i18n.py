@@ -43,7 +43,7 @@ def test_texts_from_the_data_are_translated():
 
     with i18n.DATA_CATALOGUE.open("rb") as fh:
         catalog = read_po(fh)
-    from app.ogc.overview import FIGURES, SOURCE
+    from app.ogc.overview import FIGURES, HISTORY, SOURCE
     from app.ogc.processes import _inputs_description
 
     layers = builtin_layers(SecuritySettings(jitter_key="test")) + telecom_layers()
@@ -53,7 +53,7 @@ def test_texts_from_the_data_are_translated():
     for p in PROCESSES.values():  # the portal's analysis forms show the inputs' titles and help
         for entry in _inputs_description(p).values():
             texts |= {entry["title"], entry["description"]} - {""}
-    texts |= {title for _, title in FIGURES} | {SOURCE}
+    texts |= {title for _, title in FIGURES + HISTORY} | {SOURCE}
     from app.processes.styles import legend_texts
 
     texts |= legend_texts()  # the portal's legends of analysis results

@@ -412,6 +412,54 @@ async def test_the_overview_of_the_region_is_its_published_figures_with_period_a
 
 
 @pytest.mark.asyncio
+async def test_the_history_of_a_unit_is_its_published_figures_of_every_year(api):
+    """The overview's history is the admin-poverty items of the unit, year by year (nothing the layer withholds
+    appears); a village's carries the stocks and flows villages publish, not the figures from townships up; the
+    HTML page and the workbook show the same table."""
+    from io import BytesIO
+
+    from openpyxl import load_workbook
+
+    from app.repositories.overview import HISTORY_COLUMNS
+
+    doc = (await api.get("/regions/tieling-demo/overview")).json()
+    years = doc["years"]
+    assert [h["year"] for h in doc["history"]] == years and len(years) == 10
+    village = None
+    for unit in ("211200", None):
+        if unit is None:  # a village with a published poor count one year and a withheld one another
+            feats = (await api.get("/collections/admin-poverty/items", params={
+                "level": 5, "year": 2019, "filter": "poor_households IS NULL AND registered_households IS NOT NULL",
+                "limit": 1})).json()["features"]
+            unit = village = feats[0]["properties"]["admin_code"]
+        got = (await api.get("/regions/tieling-demo/overview", params={"unit": unit})).json()["history"]
+        items = (await api.get("/collections/admin-poverty/items", params={
+            "admin_code": unit, "sortby": "year", "limit": 20})).json()["features"]
+        assert [h["year"] for h in got] == [f["properties"]["year"] for f in items] == years
+        for h, f in zip(got, items, strict=True):
+            for k in HISTORY_COLUMNS:
+                if k in h:
+                    assert h[k] == f["properties"][k], (unit, h["year"], k)
+        if unit == village:
+            assert not {"monitored_households", "exited_households", "reached_households"} & set(got[0])
+            assert any(h["poor_households"] is None for h in got) and any(h["poor_households"] for h in got)
+        else:
+            assert got[0]["exits"] is None and got[1]["exits"] == items[1]["properties"]["exits"] > 0
+            assert got[0]["income_median"] < 1 < got[-1]["income_median"]  # the median household crossed the line
+    page = (await api.get("/regions/tieling-demo/overview", params={"unit": "211200", "f": "html"})).text
+    assert "Over the years" in page and f"<td>{years[-1]}</td>" in page
+    book = load_workbook(BytesIO((await api.get("/regions/tieling-demo/overview",
+                                                params={"unit": "211200", "f": "xlsx"})).content))
+    sheet = [list(r) for r in book["History"].iter_rows(values_only=True)]
+    assert [r[0] for r in sheet[1:]] == years
+    assert sheet[1][3] in ("", None)  # the first year has no entries (no year before), not "withheld"
+    h2020 = doc["history"][years.index(2020)]
+    row = sheet[1 + years.index(2020)]
+    assert row[1] == h2020["registered_households"]
+    assert (row[4] == "withheld") == (h2020["exits"] is None)
+
+
+@pytest.mark.asyncio
 async def test_the_overview_refuses_what_does_not_exist(api):
     for path, params in (("/regions/nowhere/overview", {}), ("/regions/tieling-demo/overview", {"unit": "nope"}),
                          ("/regions/tieling-demo/overview", {"year": 1999})):

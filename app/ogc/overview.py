@@ -34,7 +34,7 @@ from app.ogc.render import HTML, JSON, link, respond, self_links, url_for
 from app.repositories import overview as repo
 from app.repositories.features import compile_stmt, shape_and_values, where_clauses
 from app.repositories.regions import known_regions
-from app.repositories.stats import MEASURES
+from app.repositories.stats import ADMIN_MEASURES, FLOW_MEASURES, MEASURES, VILLAGE_LEVEL
 
 router = APIRouter(tags=["Regions"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -51,6 +51,15 @@ FIGURES = (  # (id, title) in the order an office reads them
     ("population", "Population"),
     ("villages", "Villages"),
 )
+HISTORY = (  # the columns of a unit's figures over the years, as an office reads them
+    ("registered_households", "Registered households"),
+    ("poor_households", "Poor households"),
+    ("entered_households", "Entered the registry"),
+    ("exits", "Exits from poverty"),
+    ("returns", "Returns to poverty"),
+    ("monitored_households", "Households monitored as at risk"),
+    ("income_median", "Median income / poverty line"),
+)
 SOURCE = "Poor-household registry (建档立卡), public aggregates with small counts withheld"
 
 
@@ -64,6 +73,27 @@ class Figure(BaseModel):
     source: str
 
 
+class HistoryYear(BaseModel):
+    """The unit's public figures in one registry year (null: withheld, or not defined for the first year)."""
+    model_config = ConfigDict(extra="allow")
+    year: int
+    suppressed: bool
+    poverty_rate: float | None
+    registered_households: int | None
+    poor_households: int | None
+    poor_persons: int | None
+    exited_households: int | None = None  # not published for villages
+    monitored_households: int | None = None  # not published for villages
+    reached_households: int | None = None  # not published for villages
+    reached_persons: int | None = None  # not published for villages
+    entered_households: int | None
+    exits: int | None
+    returns: int | None
+    income_p25: float | None
+    income_median: float | None
+    income_p75: float | None
+
+
 class Overview(BaseModel):
     model_config = ConfigDict(extra="allow")
     region: str
@@ -71,6 +101,7 @@ class Overview(BaseModel):
     year: int
     years: list[int]
     figures: list[Figure]
+    history: list[HistoryYear]
     children: list[dict[str, Any]]
     projects: dict[str, Any]
     facilities: dict[str, Any]
@@ -107,6 +138,17 @@ def _figures(request: Request, row: dict[str, Any]) -> list[dict[str, Any]]:
                     "source": SOURCE if fid not in ("population", "villages") else "Village forms (贫困村信息采集表)",
                     "href": item})
     return out
+
+
+def history_columns(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The columns of HISTORY the unit's history carries (a village's has no monitored households)."""
+    return [c for c in HISTORY if doc["history"] and c[0] in doc["history"][0]]
+
+
+def history_blank(index: int, fid: str) -> str:
+    """What a null of the history means: the flows of the first year are not defined (no year before), any
+    other null is withheld (or, for income, a group under 20 households)."""
+    return "" if index == 0 and fid in ("entered_households", *FLOW_MEASURES) else i18n.gettext("withheld")
 
 
 def _tally(rows: list[dict[str, Any]], key: str, code_list: str) -> list[dict[str, Any]]:
@@ -149,6 +191,9 @@ async def overview_document(request: Request, region: str, unit: str | None, yea
         "snapshot": row["snapshot"].isoformat(),
         "ancestors": [_unit_doc(a) for a in row["ancestors"]],
         "figures": _figures(request, row),
+        # villages carry the registry's stocks and flows, not the figures published from townships up
+        "history": [{k: v for k, v in h.items() if row["level"] < VILLAGE_LEVEL or k not in ADMIN_MEASURES}
+                    for h in row["history"]],
         "children": children,
         "projects": {"total": sum(int(p["n"]) for p in projects),
                      "budget": sum(float(p["budget"]) for p in projects),
@@ -202,6 +247,11 @@ def _xlsx(doc: dict[str, Any], lang: str) -> bytes:
     ws4.append([i18n.gettext("Class"), i18n.gettext("Facilities")])
     for f in doc["facilities"]["byClass"]:
         ws4.append([label(f["label"], f["code"]), f["count"]])
+    wsh = wb.create_sheet("History" if not zh else "历年变化")
+    columns = history_columns(doc)
+    wsh.append([i18n.gettext("Year"), *(i18n.data_text(t) for _, t in columns)])
+    for i, h in enumerate(doc["history"]):
+        wsh.append([h["year"], *(h[fid] if h[fid] is not None else history_blank(i, fid) for fid, _ in columns)])
     for sheet in wb.worksheets:
         for cell in sheet[3 if sheet is ws else 1]:
             cell.font = Font(bold=True)
@@ -214,9 +264,12 @@ def _xlsx(doc: dict[str, Any], lang: str) -> bytes:
             summary="The public figures of an administrative unit and year, for an overview or a report",
             description="Registry figures (as the admin-poverty collection publishes them, small groups withheld), "
             "projects by type and status, facilities by class, each with its period and source, and the figures of "
-            "the units one level down. `unit`: a code of the region's administrative units (default: its top "
-            "unit); `year`: a registry year (default: the region's default year when it has figures, else the "
-            "latest). `f=xlsx` gives the tables as an Excel workbook.",
+            "the units one level down. `history` gives the unit's figures in every registry year, with the "
+            "households that entered the registry, exited and returned to poverty since the year before, and "
+            "quartiles of net income per person relative to the poverty line (null where withheld). `unit`: a "
+            "code of the region's administrative units (default: its top unit); `year`: a registry year "
+            "(default: the region's default year when it has figures, else the latest). `f=xlsx` gives the "
+            "tables as an Excel workbook.",
             response_model=Overview,
             responses={200: {"content": {HTML: {}, XLSX: {}}}, 404: {"description": "No such region, unit or year"}})
 async def get_region_overview(request: Request, regionId: str = Path(...),  # noqa: N803
@@ -234,7 +287,7 @@ async def get_region_overview(request: Request, regionId: str = Path(...),  # no
         return Response(_xlsx(doc, lang), media_type=XLSX,
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Content-Language": lang,
                                  "Vary": "Accept, Accept-Language, Cookie"})
-    return respond(request, doc, "overview.html")
+    return respond(request, doc, "overview.html", history_columns=history_columns(doc))
 
 
 # --------------------------------------------------------------------------------------------------- classes

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.repositories.stats import MEASURES
+from app.repositories.stats import FLOW_MEASURES, MEASURES
 
 _STAT_COLUMNS = ("admin_code, level, year, snapshot, villages, population, poverty_rate, suppressed, "
                  + ", ".join(MEASURES))
@@ -28,6 +28,11 @@ WHERE a.region_id = :region AND a.code = coalesce(CAST(:unit AS text), (
     FROM admin_stat x JOIN region r ON r.region_id = x.region_id WHERE x.region_id = :region))
 """)
 _YEARS = text("SELECT DISTINCT year FROM admin_stat WHERE region_id = :region ORDER BY year")
+# The unit over every registry year: stocks, flows since the year before and income relative to the line, as
+# admin_stat holds them (suppressed already; a withheld figure is null).
+HISTORY_COLUMNS = ("year", "suppressed", "poverty_rate", *MEASURES, "entered_households", *FLOW_MEASURES,
+                   "income_p25", "income_median", "income_p75")
+_HISTORY = text(f"SELECT {', '.join(HISTORY_COLUMNS)} FROM admin_stat WHERE admin_code = :unit ORDER BY year")
 _CHILDREN = text(f"""
 SELECT a.code, a.name, a.name_en, {", ".join("s." + c for c in _STAT_COLUMNS.split(", ")[1:])}
 FROM admin_unit a JOIN admin_stat s ON s.admin_code = a.code AND s.year = :year
@@ -64,6 +69,7 @@ async def unit_figures(conn: Any, region: str, unit: str | None, year: int | Non
         return None
     out = dict(row)
     out["years"] = list((await conn.execute(_YEARS, {"region": region})).scalars())
+    out["history"] = [dict(r) for r in (await conn.execute(_HISTORY, {"unit": out["code"]})).mappings()]
     out["ancestors"] = [dict(r) for r in (await conn.execute(_ANCESTORS, {"unit": out["code"]})).mappings()]
     out["children"] = [dict(r) for r in (await conn.execute(
         _CHILDREN, {"unit": out["code"], "year": out["year"]})).mappings()]
