@@ -48,6 +48,8 @@ class Watched:
         self.context = browser.new_context(viewport={"width": width, "height": height}, locale=lang,
                                            extra_http_headers={"Accept-Language": lang})
         self.page = self.context.new_page()
+        # a generous wait: on a loaded CI machine the first figures after a registry change take their rebuild
+        self.page.set_default_timeout(90_000)
         self.problems: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
@@ -125,6 +127,42 @@ def test_the_legend_is_the_classes_of_the_data(site, browser):
             units = httpx.get(f"{site}/collections/admin-poverty/items",
                               params={"level": level, "year": 2020, "limit": 1}).json()["numberMatched"]
             assert sum(n for _, n in rows) == units  # every unit is in a class or counted as withheld
+        assert w.problems == []
+    finally:
+        w.close()
+
+
+def test_the_years_of_a_unit_and_of_a_village_are_its_published_figures(site, browser):
+    """The overview's table over the years is the admin-poverty items of the unit, one row per year, with the chart
+    beside it; a village opened from the list of villages shows its card with its own years (a village publishes no
+    monitored households) and the keyboard lands in it."""
+    w = Watched(browser)
+    try:
+        _open_portal(w, site)
+        page = w.page
+        items = httpx.get(f"{site}/collections/admin-poverty/items", params={
+            "admin_code": "211200", "sortby": "year", "limit": 20}).json()["features"]
+        rows = page.eval_on_selector_all("#history-table tr", "trs => trs.map(t => [...t.cells].map(c => c.innerText))")
+        head, body = rows[0], rows[1:]
+        assert [int(r[0]) for r in body] == [f["properties"]["year"] for f in items] and len(body) == 10
+        poor = head.index("Poor")
+        for r, f in zip(body, items, strict=True):
+            assert r[poor].replace(",", "") == str(f["properties"]["poor_households"])
+        assert page.locator("#history-chart svg polyline").count() >= 2
+        assert "Monitored" in head
+        # down the list of places below: a county, a township, then a village, whose card opens with its own years
+        for _ in ("county", "township"):
+            before = page.inner_text("#unit-name")
+            page.locator("#children-table a").first.click()
+            page.wait_for_function("t => document.querySelector('#unit-name').innerText !== t", arg=before)
+        page.locator("#children-table a").first.click()  # a village: its card
+        page.wait_for_selector("#card-history tr:nth-child(2)")
+        assert page.evaluate("document.activeElement.id") == "card-close"
+        card_head = page.eval_on_selector_all("#card-history th", "ths => ths.map(t => t.innerText)")
+        assert "Poor" in card_head and "Monitored" not in card_head
+        assert page.locator("#card-history tr").count() == 11
+        page.keyboard.press("Escape")
+        assert page.is_hidden("#card")
         assert w.problems == []
     finally:
         w.close()
@@ -245,7 +283,7 @@ def test_the_report_prints_with_the_map_on_page_one_and_its_tables_download(site
     assert xlsx.status_code == 200 and xlsx.headers["content-type"].startswith("application/vnd.openxmlformats")
     from openpyxl import load_workbook
     wb = load_workbook(io.BytesIO(xlsx.content))
-    assert wb.sheetnames == ["主要指标", "下级单位", "项目", "设施"]
+    assert wb.sheetnames == ["主要指标", "下级单位", "项目", "设施", "历年变化"]
     doc = httpx.get(f"{site}/regions/{REGION}/overview", params={"unit": county}).json()
     values = [row[1].value for row in wb["主要指标"].iter_rows(min_row=4)]
     assert values == [pytest.approx(f["value"]) if f["value"] is not None else "不公开" for f in doc["figures"]]

@@ -24,14 +24,16 @@ from app import i18n
 from app.auth import SESSION_COOKIE, csrf_token, current_role, verified
 from app.db import translated_errors
 from app.errors import Forbidden, InvalidParameter
-from app.ogc.features import current_catalog
-from app.ogc.overview import FIGURES, overview_document
+from app.ogc.features import current_catalog, find_layer
+from app.ogc.overview import FIGURES, history_columns, overview_document
 from app.ogc.render import base_url, html_response
 from app.repositories import regions as regions_repo
 
 router = APIRouter(tags=["Portal"], include_in_schema=False)
 SESSION_DAYS = 1  # the cookie's lifetime; the key's own expiry and revocation end it sooner
 MAX_FORM = 4096
+# the village-form indicators a village's card shows (properties of the villages collection)
+CARD_INDICATORS = ("km_to_township", "paved_road", "clinic", "broadband", "unsafe_water_households")
 
 
 # The year a region opens on: its default year when the figures have it, else the latest.
@@ -118,8 +120,12 @@ async def portal(request: Request, region: str | None = Query(None)) -> Response
         f"/regions/{quote(chosen)}/overview?" + urlencode({"year": year}),
         "/collections/admin-poverty/classes?" + urlencode({"property": "poverty_rate", "method": "quantiles", "k": 5,
                                                           "level": 4, "year": year, "region": chosen})]
+    villages = await find_layer(request, "villages")
+    indicators = [[name, i18n.data_text(villages.prop(name).description) if villages and villages.prop(name) else name]
+                  for name in CARD_INDICATORS]
     return html_response(request, "portal.html", regions=regions, region=chosen, session=session,
-                         signin_failed=failed, process_texts=_process_texts(), preload=preload)
+                         signin_failed=failed, process_texts=_process_texts(), preload=preload,
+                         card_indicators=indicators)
 
 
 @router.post("/portal/session")
@@ -158,4 +164,5 @@ async def report(request: Request, region: str = Query(...), unit: str | None = 
     if region not in regions:
         raise InvalidParameter(f"There is no region '{region}'. Regions: {', '.join(regions) or 'none yet'}.")
     doc = await overview_document(request, region, unit, year, links=False)
-    return html_response(request, "report.html", page=doc, region_info=regions[region], figures=FIGURES)
+    return html_response(request, "report.html", page=doc, region_info=regions[region], figures=FIGURES,
+                         history_columns=history_columns(doc))

@@ -192,9 +192,10 @@
       return [label(f.label, f.code), f.count];
     }));
     table($("children-table"), [T.name, T.figures.poor_households, T.figures.poverty_rate], doc.children.map(function (c) {
-      return [{text: c.name, code: c.code}, fmt(c.poor_households) || T.withheld,
+      return [{text: c.name, code: c.code, level: c.level}, fmt(c.poor_households) || T.withheld,
               fmt(c.poverty_rate, "poverty_rate") || T.withheld];
     }));
+    showYears($("history-table"), $("history-chart"), doc);
     var params = q({region: state.region, unit: doc.unit.code, year: doc.year});
     $("report-link").href = base + "/portal/report?" + params;
     $("xlsx-link").href = base + "/regions/" + encodeURIComponent(state.region) + "/overview?" +
@@ -204,7 +205,11 @@
   function table(t, head, rows) {
     t.textContent = "";
     var tr = el("tr");
-    head.forEach(function (h, i) { tr.appendChild(el("th", {scope: "col", "class": i ? "n" : ""}, h)); });
+    head.forEach(function (h, i) {  // a heading is its text, or {text, title} for a short one
+      var th = el("th", {scope: "col", "class": i ? "n" : ""}, h && h.text ? h.text : h);
+      if (h && h.title) { th.setAttribute("title", h.title); }
+      tr.appendChild(th);
+    });
     t.appendChild(tr);
     rows.forEach(function (r) {
       var row = el("tr");
@@ -212,13 +217,97 @@
         var td = el("td", {"class": i ? "n" : ""});
         if (v && v.code) {
           var a = el("a", {href: "#"}, v.text);
-          a.addEventListener("click", function (e) { e.preventDefault(); overview(v.code); });
+          // a village in the list opens its card, as a click on the map does (the keyboard's way to the card)
+          a.addEventListener("click", function (e) { e.preventDefault(); if (v.level === 5) { card(v.code); } else { overview(v.code); } });
           td.appendChild(a);
         } else { td.textContent = v === null || v === undefined ? "" : String(v); }
         row.appendChild(td);
       });
       t.appendChild(row);
     });
+  }
+
+  // ------------------------------------------------------------------------------------------ over the years
+  var FLOWS = ["entered_households", "exits", "returns"];
+  function historyColumns(history) {  // a village's history has no monitored households
+    return T.history.filter(function (c) { return history.length && c[0] in history[0]; });
+  }
+  function historyRows(history) {
+    var cols = historyColumns(history);
+    return history.map(function (h, i) {
+      return [String(h.year)].concat(cols.map(function (c) {
+        var v = h[c[0]];
+        if (v === null || v === undefined) { return i === 0 && FLOWS.indexOf(c[0]) >= 0 ? "" : "—"; }  // see the note
+        return c[0] === "income_median" ? v.toFixed(2) : fmt(v);
+      }));
+    });
+  }
+  // Poor and monitored households as two lines over the years, drawn as SVG by hand: two polylines do not need a
+  // charting library (the table below the chart holds the same figures for screen readers and print).
+  var SVG = "http://www.w3.org/2000/svg";
+  var SERIES = [["poor_households", "#b2182b"], ["monitored_households", "#2166ac"], ["exits", "#4d9221"]];
+  function svg(tag, attrs) {
+    var e = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    return e;
+  }
+  function chart(box, history) {
+    box.textContent = "";
+    if (history.length < 2) { return; }
+    var w = 360, h = 130, l = 46, r = 14, t = 8, b = 20;
+    var top = 0;
+    var series = SERIES.filter(function (s) { return s[0] in history[0]; });
+    series.forEach(function (s) { history.forEach(function (y) { top = Math.max(top, y[s[0]] || 0); }); });
+    if (!top) { return; }
+    var x = function (i) { return l + i * (w - l - r) / (history.length - 1); };
+    var y = function (v) { return t + (h - t - b) * (1 - v / top); };
+    var long = {};
+    T.history.forEach(function (c) { long[c[0]] = c[2]; });
+    var names = series.map(function (s) { return long[s[0]]; });
+    var g = svg("svg", {viewBox: "0 0 " + w + " " + h, role: "img", "class": "chart",
+                        "aria-label": T.overYears + ": " + names.join(", ")});
+    [0, top].forEach(function (v) {
+      g.appendChild(svg("line", {x1: l, x2: w - r, y1: y(v), y2: y(v), stroke: "#ccc"}));
+      var tx = svg("text", {x: l - 4, y: y(v) + 4, "text-anchor": "end", "font-size": 10}); tx.textContent = fmt(v); g.appendChild(tx);
+    });
+    history.forEach(function (yr, i) {
+      if (i === 0 || i === history.length - 1 || yr.year === state.year) {
+        var anchor = i === 0 ? "start" : i === history.length - 1 ? "end" : "middle";
+        var tx = svg("text", {x: x(i), y: h - 5, "text-anchor": anchor, "font-size": 10,
+                              "font-weight": yr.year === state.year ? 700 : 400});
+        tx.textContent = yr.year; g.appendChild(tx);
+      }
+    });
+    series.forEach(function (s) {
+      var runs = [[]];  // a withheld year breaks the line
+      history.forEach(function (yr, i) {
+        var v = yr[s[0]];
+        if (v === null || v === undefined) { if (runs[runs.length - 1].length) { runs.push([]); } return; }
+        runs[runs.length - 1].push(x(i).toFixed(1) + "," + y(v).toFixed(1));
+      });
+      runs.forEach(function (pts) {
+        if (pts.length > 1) { g.appendChild(svg("polyline", {points: pts.join(" "), fill: "none", stroke: s[1], "stroke-width": 2})); }
+        if (pts.length === 1) { var c = pts[0].split(","); g.appendChild(svg("circle", {cx: c[0], cy: c[1], r: 2.5, fill: s[1]})); }
+      });
+    });
+    box.appendChild(g);
+    var keys = el("div", {"class": "keys"});
+    series.forEach(function (s, i) {
+      var k = el("span", {"class": "key"});
+      k.appendChild(el("span", {"class": "sw", style: "background:" + s[1]})); k.appendChild(document.createTextNode(" " + names[i]));
+      keys.appendChild(k);
+    });
+    box.appendChild(keys);
+  }
+  function showYears(tbl, chartBox, doc) {  // not "history": that name is the window's History
+    table(tbl, [T.year].concat(historyColumns(doc.history).map(function (c) { return {text: c[1], title: c[2]}; })),
+          historyRows(doc.history));
+    if (chartBox) { chart(chartBox, doc.history); }
+    var note = tbl.parentNode.nextSibling;
+    if (!note || !note.classList || !note.classList.contains("hnote")) {
+      note = el("p", {"class": "muted hnote"}, T.historyNote);
+      tbl.parentNode.parentNode.insertBefore(note, tbl.parentNode.nextSibling);
+    }
   }
 
   function overview(unit) {
@@ -257,9 +346,12 @@
     var body = $("card-body");
     body.textContent = "…";
     $("card").hidden = false;
+    $("card-close").focus();  // the keyboard lands in the card it opened (Escape or the button closes it)
     var vp = getJSON("/collections/village-poverty/items/" + encodeURIComponent(code));
     var vf = getJSON("/collections/villages/items/" + encodeURIComponent(code)).catch(function () { return null; });
-    Promise.all([vp, vf]).then(function (got) {
+    var vh = getJSON("/regions/" + encodeURIComponent(state.region) + "/overview?" + q({unit: code, year: state.year}))
+      .catch(function () { return null; });
+    Promise.all([vp, vf, vh]).then(function (got) {
       var p = got[0].properties, v = got[1] ? got[1].properties : {}, xy = got[0].geometry.coordinates;
       body.textContent = "";
       body.appendChild(el("h3", {id: "card-title"}, p.name));
@@ -269,10 +361,19 @@
                [T.figures.registered_households, fmt(p.registered_households) || T.withheld],
                [T.figures.poor_households, fmt(p.poor_households) || T.withheld],
                [T.figures.poverty_rate, fmt(p.poverty_rate, "poverty_rate") || T.withheld]]);
-      ["km_to_township", "paved_road", "clinic", "broadband", "unsafe_water_households"].forEach(function (k) {
-        if (v[k] !== undefined && v[k] !== null) { rows(t, [[k, String(v[k])]]); }
+      T.cardIndicators.forEach(function (c) {
+        var x = v[c[0]];
+        if (x !== undefined && x !== null) { rows(t, [[c[1], x === true ? T.yes : x === false ? T.no : fmt(x)]]); }
       });
       body.appendChild(t);
+      if (got[2] && got[2].history.length) {
+        body.appendChild(el("h4", {}, T.overYears));
+        var hc = el("div", {id: "card-history-chart"}), wrap = el("div", {"class": "history", tabindex: "0", role: "region", "aria-label": T.overYears});
+        var ht = el("table", {"class": "compact", id: "card-history"});
+        wrap.appendChild(ht);
+        body.appendChild(hc); body.appendChild(wrap);
+        showYears(ht, hc, got[2]);
+      }
       var box = [xy[0] - 0.07, xy[1] - 0.05, xy[0] + 0.07, xy[1] + 0.05].join(",");
       return getJSON("/collections/projects/items?" + q({bbox: box, limit: 200})).then(function (fc) {
         var near = fc.features.filter(function (f) {
@@ -577,6 +678,7 @@
   $("process").addEventListener("change", function () { form($("process").value); });
   $("run-form").addEventListener("submit", submit);
   $("card-close").addEventListener("click", function () { $("card").hidden = true; });
+  $("card").addEventListener("keydown", function (e) { if (e.key === "Escape") { $("card").hidden = true; } });
   Object.keys(POINTS).forEach(function (name) {
     var box = $(POINTS[name].box);
     if (box) { box.addEventListener("change", function () { togglePoints(name); }); }
