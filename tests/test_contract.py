@@ -234,7 +234,7 @@ async def test_schema_of_every_collection(api, api_keys):
         doc = r.json()
         jsonschema.Draft202012Validator.check_schema(doc)
         assert doc["properties"]["id"]["x-ogc-role"] == "id"
-        editable = c["id"] in ("villages", "projects", "facilities", "households")
+        editable = c["id"] in ("villages", "projects", "facilities", "households", "alerts")
         assert ("required" in doc) == editable, c["id"]
         if not editable:
             assert all(p.get("readOnly") for n, p in doc["properties"].items() if n != "id"), c["id"]

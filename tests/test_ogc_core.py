@@ -85,9 +85,9 @@ async def test_collections_by_role(api, api_keys):
                    "telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
                    "telecom-od", "telecom-admin-od"]
     analyst = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.analyst]}"})).json()
-    assert layers(analyst) == ids + ["households", "household-records"]
+    assert layers(analyst) == ids + ["households", "household-records", "alerts"]
     admin = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.admin]}"})).json()
-    assert layers(admin) == ids + ["households", "household-records", "persons", "audit"]
+    assert layers(admin) == ids + ["households", "household-records", "alerts", "persons", "audit"]
 
 
 async def test_collection(api, demo_database):

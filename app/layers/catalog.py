@@ -43,6 +43,7 @@ from app.models.codes import Role, allowed
 from app.models.orm import (
     AdminStat,
     AdminUnit,
+    Alert,
     AuditLog,
     Facility,
     H3Cell,
@@ -411,6 +412,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
     ))
 
     layers.append(household_records_layer(h, secret))
+    layers.append(alerts_layer(secret))
 
     layers.append(Layer(
         id="persons",
@@ -547,7 +549,9 @@ def household_records_layer(h: Any, secret: str) -> Layer:
     prev = reg.alias("previous")
     # the record that ends where this one begins: an index lookup per row (household_history's key is
     # (hh_id, valid_from)), where a window over the whole registry would defeat every filter
-    src = reg.outerjoin(prev, (prev.c.hh_id == reg.c.hh_id) & (prev.c.valid_to == reg.c.valid_from))
+    rg = Region.__table__
+    src = reg.outerjoin(prev, (prev.c.hh_id == reg.c.hh_id) & (prev.c.valid_to == reg.c.valid_from)).join(
+        rg, rg.c.region_id == reg.c.region_id)
     year = func.cast(func.extract("year", reg.c.valid_from), Integer)
     change = func.cast(reg.c.net_income_pc, Double) / func.nullif(func.cast(prev.c.net_income_pc, Double), 0) - 1
     displaced = displaced_point(reg.c.geom, reg.c.hh_id, secret)
@@ -589,6 +593,10 @@ def household_records_layer(h: Any, secret: str) -> Layer:
             _p("loss_disaster", reg.c.loss_disaster, NUMBER, "Losses from disasters (per year)"),
             _p("rigid_expense_share", rigid_share, NUMBER, "Rigid expenditure (medical, schooling, disaster losses) "
                "over the household's net income"),
+            _p("poverty_line", func.cast(rg.c.poverty_line, Double), NUMBER,
+               "The region's poverty line (net income per person per year)"),
+            _p("monitoring_line", func.cast(rg.c.poverty_line * rg.c.monitoring_line_factor, Double), NUMBER,
+               "The region's monitoring line: the poverty line times its monitoring factor (1.5 by default)"),
             _p("house_safety_grade", reg.c.house_safety_grade, enum_schema(codes.SafetyGrade), "House safety grade"),
             _p("water_safe", reg.c.water_safe, BOOLEAN, "Safe drinking water"),
             _p("water_difficulty", reg.c.water_difficulty, BOOLEAN, "Difficult water access"),
@@ -607,8 +615,47 @@ def household_records_layer(h: Any, secret: str) -> Layer:
         temporal=Temporal(reg.c.valid_from, reg.c.valid_to, True),
         required_role=Role.analyst,
         keywords=("households", "registry", "history", "monitoring", "restricted"),
-        versioned=("public.household", "public.household_history"),
+        versioned=("public.household", "public.household_history", "public.region"),
         geom_for_role=lambda role: reg.c.geom if role == Role.admin else displaced,
+        displacement_m=500.0,
+    )
+
+
+def alerts_layer(secret: str) -> Layer:
+    """What dynamic monitoring found (restricted): one alert per household and year, written by a screening
+    (``tpa monitoring run``), moved through its lifecycle by administrators with Part 4 edits (audited)."""
+    al = Alert.__table__
+    displaced = displaced_point(al.c.geom, al.c.hh_id, secret)
+    categories = {"type": "array", "items": enum_schema(codes.MonitoringCategory)}
+    return Layer(
+        id="alerts",
+        title="Monitoring alerts (restricted)",
+        description="Households that the region's monitoring rules flagged in a registry year "
+        "(docs/methodology.md#monitoring): the categories (unstable after exit, at the edge of poverty, in sudden "
+        "difficulty), the rules that fired and the values that triggered them. An alert moves new → verified → "
+        "assisted → closed, or to dismissed from new or verified: administrators change status and note with "
+        "a PATCH (JSON merge patch), recorded in the audit trail. Points displaced for analysts as in households.",
+        source=al, id_expr=al.c.alert_id, id_schema=STRING, geom=al.c.geom, geometry_type="Point",
+        props=(
+            _p("region", al.c.region_id, STRING, "Region id"),
+            _p("hh_id", al.c.hh_id, STRING, "Household (pseudonym)"),
+            _p("year", al.c.year, INTEGER, "Registry year screened"),
+            _p("village_code", al.c.village_code, STRING, "Village"),
+            _p("categories", al.c.categories, categories, "Monitoring categories of the rules that fired",
+               filterable=False),
+            _p("rules", al.c.rules, {"type": "array", "items": STRING}, "Rules that fired", filterable=False),
+            _p("trigger_values", al.c.trigger_values, _s("object"), "The values the fired rules read"),
+            _p("status", al.c.status, enum_schema(codes.AlertStatus), "Where the alert stands"),
+            _p("note", al.c.note, STRING, "The cadre's note"),
+            _p("screened_at", al.c.screened_at, DATETIME, "When the screening last found it"),
+            _p("updated_at", al.c.updated_at, DATETIME, "Last change"),
+        ),
+        temporal=Temporal(al.c.screened_at, al.c.screened_at, False, is_date=False),
+        required_role=Role.analyst,
+        keywords=("monitoring", "alerts", "return to poverty", "restricted"),
+        versioned=("public.alert",),
+        editable=Editable(al, "alert_id", "geom", ("Point",)),
+        geom_for_role=lambda role: al.c.geom if role == Role.admin else displaced,
         displacement_m=500.0,
     )
 

@@ -223,6 +223,24 @@ class RunStatus(StrEnum):
     dismissed = "dismissed"
 
 
+class MonitoringCategory(StrEnum):
+    """The three groups of dynamic monitoring against return to poverty (防止返贫动态监测)."""
+
+    unstable_exited = "unstable_exited"  # 脱贫不稳定户
+    edge = "edge"  # 边缘易致贫户
+    sudden_difficulty = "sudden_difficulty"  # 突发严重困难户
+
+
+class AlertStatus(StrEnum):
+    """Where an alert stands: new → verified → assisted → closed, or dismissed (from new or verified)."""
+
+    new = "new"
+    verified = "verified"
+    assisted = "assisted"
+    closed = "closed"
+    dismissed = "dismissed"
+
+
 class Role(StrEnum):
     analyst = "analyst"
     admin = "admin"

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, CHAR, DATERANGE, ENUM, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -409,3 +410,38 @@ class AdminStatState(Base):
     id: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     versions: Mapped[dict[str, Any]] = mapped_column(JSONB)
     built: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MonitoringRule(Base):
+    """A screening rule of dynamic monitoring (revision 0013): a CQL2 text expression over household-records."""
+
+    __tablename__ = "monitoring_rule"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    region_id: Mapped[str | None] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    rule_id: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    title_zh: Mapped[str | None] = mapped_column(Text)
+    expression: Mapped[str] = mapped_column(Text)
+    report: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    source: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean)
+
+
+class Alert(Base):
+    """A household a screening found, in one year, with the rules that fired (revision 0013)."""
+
+    __tablename__ = "alert"
+    alert_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    hh_id: Mapped[str] = mapped_column(ForeignKey("household.hh_id", ondelete="CASCADE"))
+    year: Mapped[int] = mapped_column(Integer)
+    village_code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"))
+    geom = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=True)
+    categories: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    rules: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    trigger_values: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(Text, server_default="new")
+    note: Mapped[str | None] = mapped_column(Text)
+    screened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=text("clock_timestamp()"))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=text("clock_timestamp()"))
