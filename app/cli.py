@@ -27,6 +27,9 @@ region_app = typer.Typer(help="Regions: create one from standard files, list, de
 export_app = typer.Typer(help="Share a region: GeoPackage of its public layers, pygeoapi configuration.",
                          no_args_is_help=True)
 telecom_app = typer.Typer(help="Mobile-phone location data → privacy-safe aggregates.", no_args_is_help=True)
+monitoring_app = typer.Typer(help="Dynamic monitoring against return to poverty: rules and alerts.",
+                             no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(telecom_app, name="telecom")
 app.add_typer(region_app, name="region")
 app.add_typer(export_app, name="export")
@@ -664,6 +667,52 @@ def openapi_export(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     console.print(f"wrote {output}")
+
+
+@monitoring_app.command("rules")
+def monitoring_rules(region: str = typer.Option(..., "--region", help="Region id")) -> None:
+    """The region's monitoring rules (its own rows replace the defaults with the same id)."""
+    from rich.table import Table
+
+    from app.services.monitoring import region_rules
+
+    async def work(engine, _settings):  # noqa: ANN001, ANN202
+        async with engine.connect() as conn:
+            return await region_rules(conn, region)
+
+    table = Table("rule", "category", "expression", "whose", box=None)
+    for r in _with_engine(work):
+        table.add_row(r.rule_id, r.category, r.expression, r.region_id or "default")
+    Console().print(table)
+
+
+@monitoring_app.command("run")
+def monitoring_run(
+    region: str = typer.Option(..., "--region", help="Region id"),
+    period: int = typer.Option(..., "--period", help="Registry year to screen, e.g. 2024"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be raised; write nothing"),
+) -> None:
+    """Screen a region's registry records of one year with its monitoring rules and write the alerts (restricted
+    collection 'alerts'): alerts found again keep their status and note; 'new' alerts no longer found are removed."""
+    from app.services.monitoring import screen
+
+    async def work(engine, settings):  # noqa: ANN001, ANN202
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+            bar.add_task(f"screening {region} {period}", total=None)
+            return await screen(engine, settings.security, region, period, write=not dry_run)
+
+    result = _with_engine(work)
+    console.print(f"{region} {period}: {result.records:,} household records, {len(result.alerts):,} alerts "
+                  f"in {result.seconds:.1f} s")
+    for name, n in sorted(result.by_category.items()):
+        console.print(f"  category {name}: {n:,}")
+    for name, n in sorted(result.by_rule.items()):
+        console.print(f"  rule {name}: {n:,}")
+    if result.written:
+        w = result.written
+        console.print(f"written: {w['created']:,} new, {w['updated']:,} found again, {w['removed']:,} removed")
+    else:
+        console.print("dry run: nothing written")
 
 
 def main() -> None:
