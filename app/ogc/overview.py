@@ -287,7 +287,7 @@ async def get_region_overview(request: Request, regionId: str = Path(...),  # no
         return Response(_xlsx(doc, lang), media_type=XLSX,
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Content-Language": lang,
                                  "Vary": "Accept, Accept-Language, Cookie"})
-    return respond(request, doc, "overview.html", history_columns=history_columns(doc))
+    return respond(request, doc, "overview.html", history_columns=history_columns(doc), history_blank=history_blank)
 
 
 # --------------------------------------------------------------------------------------------------- classes

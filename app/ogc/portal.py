@@ -25,7 +25,7 @@ from app.auth import SESSION_COOKIE, csrf_token, current_role, verified
 from app.db import translated_errors
 from app.errors import Forbidden, InvalidParameter
 from app.ogc.features import current_catalog, find_layer
-from app.ogc.overview import FIGURES, history_columns, overview_document
+from app.ogc.overview import FIGURES, history_blank, history_columns, overview_document
 from app.ogc.render import base_url, html_response
 from app.repositories import regions as regions_repo
 
@@ -165,4 +165,4 @@ async def report(request: Request, region: str = Query(...), unit: str | None = 
         raise InvalidParameter(f"There is no region '{region}'. Regions: {', '.join(regions) or 'none yet'}.")
     doc = await overview_document(request, region, unit, year, links=False)
     return html_response(request, "report.html", page=doc, region_info=regions[region], figures=FIGURES,
-                         history_columns=history_columns(doc))
+                         history_columns=history_columns(doc), history_blank=history_blank)
