@@ -152,25 +152,24 @@ async def screen(engine: AsyncEngine, security: SecuritySettings, region: str, y
     started = time.perf_counter()
     layer = records_layer(security)
     props = {p.name: p.expr for p in layer.props}
+    # the year as a range of valid_from as well, which indexes can use (the year itself is an expression)
+    where = and_(props["region"] == region, props["year"] == year, props["valid_from"] >= dt.date(year, 1, 1),
+                 props["valid_from"] < dt.date(year + 1, 1, 1))
     async with engine.connect() as conn:
         if await conn.scalar(text("SELECT 1 FROM region WHERE region_id = :r"), {"r": region}) is None:
             raise NotFound(f"There is no region '{region}'.")
         if rules is None:
             rules = await region_rules(conn, region)
-    compiled = compile_rules(rules, layer)
-    fired = [func.coalesce(c.predicate, false()).label(f"r{i}") for i, c in enumerate(compiled)]
-    reads = sorted({p for c in compiled for p in c.reads})
-    # the year as a range of valid_from as well, which indexes can use (the year itself is an expression)
-    where = and_(props["region"] == region, props["year"] == year, props["valid_from"] >= dt.date(year, 1, 1),
-                 props["valid_from"] < dt.date(year + 1, 1, 1))
-    stmt = select(props["hh_id"].label("hh_id"), props["village_code"].label("village_code"),
-                  func.ST_AsEWKB(layer.geom).label("geom"),
-                  *fired, *(props[p].label(f"v_{p}") for p in reads)).select_from(layer.source).where(
-        where, or_(*(func.coalesce(c.predicate, false()) for c in compiled)))
-    count = select(func.count()).select_from(layer.source).where(where)
-    async with engine.connect() as conn:
+        compiled = compile_rules(rules, layer)
+        reads = sorted({p for c in compiled for p in c.reads})
+        # each rule evaluated once per record, as a column; the records where any is true kept outside
+        flags = select(props["hh_id"].label("hh_id"), props["village_code"].label("village_code"),
+                       func.ST_AsEWKB(layer.geom).label("geom"),
+                       *(func.coalesce(c.predicate, false()).label(f"r{i}") for i, c in enumerate(compiled)),
+                       *(props[p].label(f"v_{p}") for p in reads)).select_from(layer.source).where(where).subquery()
+        stmt = select(flags).where(or_(*(flags.c[f"r{i}"] for i in range(len(compiled)))))
         await conn.execute(text("SET LOCAL work_mem = '64MB'"))
-        records = await conn.scalar(count)
+        records = await conn.scalar(select(func.count()).select_from(layer.source).where(where))
         if not records:
             years = (await conn.execute(select(props["year"]).select_from(layer.source).where(
                 props["region"] == region).distinct().order_by(props["year"]))).scalars().all()
