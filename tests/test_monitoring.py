@@ -7,8 +7,10 @@ of a year plus a hand-made panel of households at the rules' boundaries (both si
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import httpx
@@ -210,3 +212,57 @@ async def test_alerts_are_restricted(engine, editor: httpx.AsyncClient, edit_key
             seen[role, coll] = r.json()["geometry"]["coordinates"]
     assert seen[Role.analyst, "alerts"] == seen[Role.analyst, "households"]
     assert seen[Role.admin, "alerts"] == seen[Role.admin, "households"] != seen[Role.analyst, "alerts"]
+
+
+async def test_the_monitoring_screen_process_writes_what_the_command_writes(engine, panel, editor: httpx.AsyncClient,
+                                                                              edit_keys):
+    # checks the method: methodology#monitoring
+    eng, security = engine
+    admin, analyst = auth(edit_keys, Role.admin), auth(edit_keys, Role.analyst)
+    url = "/processes/monitoring-screen/execution"
+    body = {"inputs": {"region": "tieling-demo", "period": YEAR, "dry_run": True}}
+    # who may: analysts only a dry run, administrators a screening that writes; nobody anonymously
+    r = await editor.post(url, json=body)
+    assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
+    r = await editor.post(url, headers=analyst, json={"inputs": {**body["inputs"], "dry_run": False}})
+    assert r.status_code == 403 and "dry_run" in r.json()["detail"]
+    r = await editor.post(url, headers=analyst, json={"inputs": {**body["inputs"], "region": "atlantis"}})
+    assert r.status_code == 400 and "tieling-demo" in r.json()["detail"]
+    r = await editor.post(url, headers=analyst, json={"inputs": {**body["inputs"], "period": 1999}})
+    assert r.status_code == 400 and "no records in 1999" in r.json()["detail"], r.text
+    fetch(panel.name, "DELETE FROM alert")
+    # a dry run: the counts of the screening, nothing written
+    r = await editor.post(url, headers=analyst, json=body)
+    assert r.status_code == 200, r.text
+    want = _oracle(panel, YEAR)
+    dry = r.json()
+    assert dry["alerts"] == len(want) and dry["written"] is None
+    assert dry["by_rule"] == dict(Counter(rule for rules in want.values() for rule in rules))
+    assert dry["records"] == fetch(panel.name, f"SELECT count(*) FROM {REGISTRY} r "
+                                               "WHERE extract(year FROM valid_from) = $1", YEAR)[0][0]
+    assert fetch(panel.name, "SELECT count(*) FROM alert")[0][0] == 0
+    # an administrator's screening, queued as a job: the alerts of the oracle written, the job recording who ran it
+    r = await editor.post(url, headers={**admin, "Prefer": "respond-async"},
+                          json={"inputs": {**body["inputs"], "dry_run": False}})
+    assert r.status_code == 201, r.text
+    job = r.json()["jobID"]
+    for _ in range(300):
+        status = (await editor.get(f"/jobs/{job}", headers=admin)).json()
+        if status["status"] not in ("accepted", "running"):
+            break
+        await asyncio.sleep(0.1)
+    assert status["status"] == "successful", status
+    done = (await editor.get(f"/jobs/{job}/results", headers=admin)).json()
+    assert done["written"] == {"created": len(want), "updated": 0, "removed": 0}
+    stored = dict(fetch(panel.name, "SELECT hh_id, rules FROM alert WHERE year = $1", YEAR))
+    assert {k: list(v) for k, v in stored.items()} == want
+    assert fetch(panel.name, "SELECT owner_role::text FROM analysis_run WHERE run_id = $1", job)[0][0] == "admin"
+    # the link to the year's alerts: readable with a key, not without
+    items = done["items"]["href"]
+    page = (await editor.get(items, headers=analyst)).json()
+    assert page["numberMatched"] == len(want)
+    assert {f["properties"]["year"] for f in page["features"]} == {YEAR}
+    assert (await editor.get(items)).status_code in (401, 404)
+    # the same as the command: a second screening finds every alert again
+    again = await screen(eng, security, "tieling-demo", YEAR)
+    assert again.written == {"created": 0, "updated": len(want), "removed": 0}

@@ -157,8 +157,9 @@ def results_model(p: Process) -> type[BaseModel]:
     """The results document of one process, typed member by member (one member per output id)."""
     fields: dict[str, Any] = {}
     for i, (out_id, spec) in enumerate(p.outputs.items()):
-        kind: Any = ResultLink if spec.layer else Annotated[Any, WithJsonSchema(spec.schema)]
-        fields[f"o{i}"] = (kind | None if spec.layer else kind,
+        linked = spec.layer or spec.link
+        kind: Any = ResultLink if linked else Annotated[Any, WithJsonSchema(spec.schema)]
+        fields[f"o{i}"] = (kind | None if linked else kind,
                            Field(None, alias=out_id, title=spec.title, description=spec.description))
     name = "".join(w.capitalize() for w in p.id.split("-")) + "Results"
     return create_model(name, __config__=ConfigDict(populate_by_name=True), **fields)
@@ -284,6 +285,9 @@ def results_document(request: Request, run: dict[str, Any]) -> dict[str, Any]:
             lid = result["collections"][out_id]
             body[out_id] = {"href": url_for(request, f"/collections/{lid}/items"), "rel": ITEMS_REL,
                             "type": GEOJSON, "title": f"Output '{out_id}' (collection {lid})"}
+        elif p.outputs[out_id].link and (target := (result.get("values") or {}).get(out_id)):
+            body[out_id] = {"href": url_for(request, target["path"], target.get("params")), "rel": ITEMS_REL,
+                            "type": GEOJSON, "title": p.outputs[out_id].title}
         else:
             body[out_id] = (result.get("values") or {}).get(out_id)
     return body

@@ -22,6 +22,7 @@ from app.analysis.spatial import (
     representative_lonlat,
     to_metric,
 )
+from app.models.codes import Role
 from app.processes import styles as st
 from app.processes.data import DataInput, Units
 from app.processes.registry import RegistryRef
@@ -60,6 +61,9 @@ class OutputSpec:
     schema: dict[str, Any]
     layer: bool = False
     style: st.Style | None = None  # how the published layer is drawn (app.processes.styles)
+    # a link to items of a collection: the value is {"path": "/collections/…/items", "params": {…}}, returned as a
+    # link with this service's address
+    link: bool = False
 
 
 LAYER_SCHEMA = {"type": "object", "contentMediaType": "application/geo+json",
@@ -141,6 +145,17 @@ class Process:
 
     def run(self, inputs: Any, data: dict[str, Units], threads: int) -> Outcome:
         raise AnalysisError(f"The process {self.id} cannot run.")
+
+    # A process that works on the service's own tables (reads and writes them in one transaction) rather than on
+    # resolved data: the job worker runs ``run_in_database`` itself, within the job's time limit, instead of
+    # forking an analysis child; ``authorize`` is called when the job is submitted, before anything is recorded.
+    in_database: ClassVar[bool] = False
+
+    async def authorize(self, app: Any, inputs: Any, role: Role | None) -> None:
+        return None
+
+    async def run_in_database(self, app: Any, inputs: Any, role: Role | None, actor: str | None) -> Outcome:
+        raise AnalysisError(f"The process {self.id} does not run in the database.")
 
 
 

@@ -86,13 +86,18 @@ async def check_registry(request: Request, name: str, ref: RegistryRef, role: Ro
         if role is None:
             raise Unauthorized(f"{name}: authentication is required for the household registry.")
         raise Forbidden(f"{name}: the role '{role.value}' may not read the household registry.")
-    async with translated_errors(), request.app.state.engine.connect() as conn:
-        found = await regions_repo.find_region(conn, ref.region)
+    ref.region = await region_id(request.app, name, ref.region)  # a display name given: the id from here on
+
+
+async def region_id(app: Any, name: str, given: str) -> str:
+    """The id of the region an input names (its id or its display name); 400 with the known regions if none."""
+    async with translated_errors(), app.state.engine.connect() as conn:
+        found = await regions_repo.find_region(conn, given)
         if found is None:
             known = ", ".join(f"{rid} ({title})" for rid, title in await regions_repo.known_regions(conn))
-            raise InvalidParameter(f"{name}: there is no region '{ref.region}'. Give a region's id (see /regions): "
+            raise InvalidParameter(f"{name}: there is no region '{given}'. Give a region's id (see /regions): "
                                    f"{known or 'no region is loaded yet'}.")
-        ref.region = found  # a display name given: the id from here on
+    return found
 
 
 async def fetch_ref(app: Any, name: str, href: str, role: Role | None, max_features: int,
