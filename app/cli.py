@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import typer
@@ -713,6 +715,57 @@ def monitoring_run(
         console.print(f"written: {w['created']:,} new, {w['updated']:,} found again, {w['removed']:,} removed")
     else:
         console.print("dry run: nothing written")
+
+
+@monitoring_app.command("risk")
+def monitoring_risk(
+    region: str = typer.Option(..., "--region", help="Region id"),
+    until: int = typer.Option(None, "--until", help="Last registry year read (default: the latest)"),
+    validate_years: int = typer.Option(3, "--validate-years", help="Last years validated by time"),
+    threshold: float = typer.Option(0.1, "--threshold", help="Probability from which a household is at high risk"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Train and validate; store nothing"),
+) -> None:
+    """Train the return-risk model on a region's registry (validated by time against the monitoring rules), store
+    it and score its households for the year after --until (the process return-risk, run here)."""
+    from types import SimpleNamespace
+
+    from app.processes.base import DatabaseJob
+    from app.processes.monitoring import ReturnRisk, RiskInputs
+
+    process = ReturnRisk()
+    inputs = RiskInputs(region=region, until=until, validate_years=validate_years, threshold=threshold,
+                        dry_run=dry_run)
+
+    async def work(engine, settings):  # noqa: ANN001, ANN202
+        async def analyse(data):  # noqa: ANN001, ANN202 (in this process: the command has no time limit)
+            return await asyncio.to_thread(process.run, inputs, data, os.cpu_count() or 1)
+
+        app_ = SimpleNamespace(state=SimpleNamespace(engine=engine, settings=settings))
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+            bar.add_task(f"training the return-risk model of {region}", total=None)
+            return await process.run_in_database(DatabaseJob(app_, None, None, "tpa monitoring risk", analyse),
+                                                 inputs)
+
+    started = time.perf_counter()
+    out = _with_engine(work).values
+    v, t = out["validation"], out["trained"]
+    console.print(f"{region}: learned from {t['household_years']:,} household-years ({t['trained_from']}–"
+                  f"{t['trained_until']}, {t['positives']:,} in poverty the next year) in "
+                  f"{time.perf_counter() - started:.1f} s")
+    console.print("validation by time (model | rules only):")
+    for y in v["by_year"]:
+        console.print(f"  {y['outcome_year']}: AUC {_fmt(y['auc'])} | {_fmt(y['baseline']['auc'])}, Brier "
+                      f"{_fmt(y['brier'], 5)} | {_fmt(y['baseline']['brier'], 5)}, {y['positives']:,} of {y['n']:,}")
+    console.print(f"  pooled: AUC {_fmt(v['pooled']['auc'])} | {_fmt(v['baseline']['auc'])}, Brier "
+                  f"{_fmt(v['pooled']['brier'], 5)} | {_fmt(v['baseline']['brier'], 5)}")
+    sc = out["scored"]
+    console.print(f"scored {sc['households']:,} households of {sc['year']} for {sc['for_year']}: {sc['high_risk']:,} "
+                  f"at p ≥ {sc['threshold']:g}")
+    console.print(f"model stored: {out['model_id']}" if out["model_id"] else "dry run: nothing stored")
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
 
 
 def main() -> None:

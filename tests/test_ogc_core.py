@@ -81,13 +81,15 @@ async def test_collections_by_role(api, api_keys):
     anon = (await api.get("/collections")).json()
     validate(anon, P1 + "collections.yaml")
     ids = layers(anon)
-    assert ids == ["admin-units", "villages", "village-poverty", "admin-poverty", "projects", "facilities",
+    assert ids == ["admin-units", "villages", "village-poverty", "admin-poverty", "village-risk", "projects",
+                   "facilities",
                    "telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
                    "telecom-od", "telecom-admin-od"]
     analyst = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.analyst]}"})).json()
-    assert layers(analyst) == ids + ["households", "household-records", "alerts"]
+    assert layers(analyst) == ids + ["households", "household-records", "alerts", "risk-predictions"]
     admin = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.admin]}"})).json()
-    assert layers(admin) == ids + ["households", "household-records", "alerts", "persons", "audit"]
+    assert layers(admin) == ids + ["households", "household-records", "alerts", "risk-predictions", "persons",
+                                   "audit"]
 
 
 async def test_collection(api, demo_database):

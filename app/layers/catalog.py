@@ -51,9 +51,11 @@ from app.models.orm import (
     Person,
     Project,
     Region,
+    RiskPrediction,
     TelecomAgg,
     TelecomOD,
     Village,
+    VillageRisk,
 )
 from app.settings import SecuritySettings
 
@@ -315,6 +317,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
 
     layers.append(village_poverty_layer(v, a, h))
     layers.append(admin_poverty_layer(a))
+    layers.append(village_risk_layer(v, a))
 
     layers.append(Layer(
         id="projects",
@@ -413,6 +416,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
 
     layers.append(household_records_layer(h, secret))
     layers.append(alerts_layer(secret))
+    layers.append(risk_predictions_layer(secret))
 
     layers.append(Layer(
         id="persons",
@@ -657,6 +661,69 @@ def alerts_layer(secret: str) -> Layer:
         editable=Editable(al, "alert_id", "geom", ("Point",)),
         geom_for_role=lambda role: al.c.geom if role == Role.admin else displaced,
         displacement_m=500.0,
+    )
+
+
+def risk_predictions_layer(secret: str) -> Layer:
+    """Each household's probability of being in poverty the year after a scored record (restricted), from the
+    return-risk models of ``risk_model``, with the factors that raised it most."""
+    rp = RiskPrediction.__table__
+    displaced = displaced_point(rp.c.geom, rp.c.hh_id, secret)
+    return Layer(
+        id="risk-predictions",
+        title="Return-risk predictions (restricted)",
+        description="Per household out of poverty (exited or monitored) in a scored registry year: the probability "
+        "that it is in poverty the next year (registered poor or returned, or net income per person below the "
+        "poverty line) from the region's gradient-boosted return-risk model (docs/methodology.md#return-risk), "
+        "whether it is at high risk (probability at or above the model's threshold), the monitoring rules that "
+        "fired on the record, and the factors that raised the probability most with their values and "
+        "contributions to the log-odds. Every model stored is here; filter by model_id. Points displaced for "
+        "analysts as in households.",
+        source=rp, id_expr=rp.c.model_id + ":" + rp.c.hh_id, id_schema=STRING, geom=rp.c.geom,
+        geometry_type="Point",
+        props=(
+            _p("model_id", rp.c.model_id, STRING, "The model (see the results of its return-risk job)"),
+            _p("region", rp.c.region_id, STRING, "Region id"),
+            _p("hh_id", rp.c.hh_id, STRING, "Household (pseudonym)"),
+            _p("year", rp.c.year, INTEGER, "Registry year scored (the prediction is for the next year)"),
+            _p("village_code", rp.c.village_code, STRING, "Village"),
+            _p("probability", rp.c.probability, NUMBER, "Probability of being in poverty the next year"),
+            _p("high_risk", rp.c.high_risk, BOOLEAN, "Probability at or above the model's threshold"),
+            _p("rules_fired", rp.c.rules_fired, INTEGER, "Monitoring rules that fired on the record"),
+            _p("factors", rp.c.factors, _s("array"), "The factors that raised the probability most: feature, "
+               "value, contribution to the log-odds", filterable=False),
+        ),
+        required_role=Role.analyst,
+        keywords=("monitoring", "return to poverty", "early warning", "restricted"),
+        versioned=("public.risk_prediction",),
+        geom_for_role=lambda role: rp.c.geom if role == Role.admin else displaced,
+        displacement_m=500.0,
+    )
+
+
+def village_risk_layer(v: Any, a: Any) -> Layer:
+    """Public village figures of each region's latest return-risk model, suppressed when they are written."""
+    vr = VillageRisk.__table__
+    return Layer(
+        id="village-risk",
+        title="Return risk by village",
+        description="Per village, from the region's latest return-risk model (docs/methodology.md#return-risk): "
+        "the households out of poverty at high risk of being in poverty the next year and their mean probability. "
+        f"No figure for a village with fewer than {MIN_HOUSEHOLDS} scored households, and no count of 1–"
+        f"{MIN_HOUSEHOLDS - 1} high-risk households or leaving 1–{MIN_HOUSEHOLDS - 1} not at high risk "
+        "(null, suppressed = true).",
+        source=_village_source(v, a).join(vr, vr.c.village_code == v.c.code),
+        id_expr=v.c.code, id_schema=STRING, geom=v.c.geom_point, geometry_type="Point",
+        props=(
+            *_village_head(v, a),
+            _p("year", vr.c.year, INTEGER, "Registry year scored (the risk is for the next year)"),
+            _p("model_id", vr.c.model_id, STRING, "The model"),
+            _p("high_risk", vr.c.high_risk, INTEGER, "Households at high risk of being in poverty the next year"),
+            _p("mean_probability", vr.c.mean_probability, NUMBER, "Mean probability of the scored households"),
+            _p("suppressed", vr.c.suppressed, BOOLEAN, "A figure is withheld to protect small groups"),
+        ),
+        keywords=("villages", "monitoring", "return to poverty", "early warning"),
+        versioned=("public.village_risk", "public.village", "public.admin_unit"),
     )
 
 

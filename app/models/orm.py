@@ -445,3 +445,52 @@ class Alert(Base):
     note: Mapped[str | None] = mapped_column(Text)
     screened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=text("clock_timestamp()"))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=text("clock_timestamp()"))
+
+
+class RiskModel(Base):
+    """A return-risk model trained for a region, with what it learned from and how it validated (revision 0014)."""
+
+    __tablename__ = "risk_model"
+    model_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    trained_from: Mapped[int] = mapped_column(Integer)
+    trained_until: Mapped[int] = mapped_column(Integer)
+    scored_year: Mapped[int] = mapped_column(Integer)
+    trained_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=text("clock_timestamp()"))
+    owner: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    features: Mapped[Any] = mapped_column(JSONB)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    libraries: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    threshold: Mapped[float] = mapped_column(Double)
+    model: Mapped[str] = mapped_column(Text)
+
+
+class RiskPrediction(Base):
+    """A household's probability of being in poverty the year after a record (revision 0014; restricted)."""
+
+    __tablename__ = "risk_prediction"
+    model_id: Mapped[str] = mapped_column(ForeignKey("risk_model.model_id", ondelete="CASCADE"), primary_key=True)
+    hh_id: Mapped[str] = mapped_column(ForeignKey("household.hh_id", ondelete="CASCADE"), primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    year: Mapped[int] = mapped_column(Integer)
+    village_code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"))
+    geom = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=True)
+    probability: Mapped[float] = mapped_column(Double)
+    high_risk: Mapped[bool] = mapped_column(Boolean)
+    rules_fired: Mapped[int] = mapped_column(Integer)
+    factors: Mapped[Any] = mapped_column(JSONB)
+
+
+class VillageRisk(Base):
+    """Village figures of a region's latest return-risk model, suppressed (revision 0014; public)."""
+
+    __tablename__ = "village_risk"
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"), primary_key=True)
+    village_code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("risk_model.model_id", ondelete="CASCADE"))
+    year: Mapped[int] = mapped_column(Integer)
+    high_risk: Mapped[int | None] = mapped_column(Integer)
+    mean_probability: Mapped[float | None] = mapped_column(Double)
+    suppressed: Mapped[bool] = mapped_column(Boolean)

@@ -6,6 +6,7 @@ come back as ``LayerOut`` and are published as collections by the job machinery 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -154,8 +155,20 @@ class Process:
     async def authorize(self, app: Any, inputs: Any, role: Role | None) -> None:
         return None
 
-    async def run_in_database(self, app: Any, inputs: Any, role: Role | None, actor: str | None) -> Outcome:
+    async def run_in_database(self, job: DatabaseJob, inputs: Any) -> Outcome:
         raise AnalysisError(f"The process {self.id} does not run in the database.")
+
+
+@dataclass
+class DatabaseJob:
+    """What a process working on the service's tables gets from the job worker."""
+
+    app: Any
+    run_id: Any  # uuid.UUID of the job
+    role: Role | None
+    actor: str | None
+    # runs the process's pure ``run`` on ``data`` in the killable analysis child (time limit, dismissal)
+    analyse: Callable[[dict[str, Any]], Awaitable[Outcome]]
 
 
 

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from app.errors import (
 from app.models.codes import ROLE_RANK, Role, allowed
 from app.processes import inputs as job_inputs
 from app.processes import publish, store
-from app.processes.base import Outcome, Process
+from app.processes.base import DatabaseJob, Outcome, Process
 from app.processes.data import (
     CollectionRef,
     InlineFeatures,
@@ -271,7 +272,7 @@ async def execute(app: Any, run_id: uuid.UUID, sync: bool = False) -> None:
     try:
         inputs = process.Inputs.model_validate(params["inputs"])
         if process.in_database:
-            await _execute_in_database(app, run_id, process, inputs, params, role, row, started)
+            await _execute_in_database(app, run_id, process, inputs, params, role, row, started, dismissed)
             return
         t0 = time.perf_counter()
         data = await job_inputs.resolve(app, process, inputs, role, row["owner"])
@@ -313,14 +314,24 @@ async def execute(app: Any, run_id: uuid.UUID, sync: bool = False) -> None:
 
 
 async def _execute_in_database(app: Any, run_id: uuid.UUID, process: Process, inputs: BaseModel,
-                               params: dict[str, Any], role: Role | None, row: Any, started: dt.datetime) -> None:
+                               params: dict[str, Any], role: Role | None, row: Any, started: dt.datetime,
+                               dismissed: Callable[[], Awaitable[bool]]) -> None:
     """A process on the service's tables, in this worker within the job's time limit (its writes are one
-    transaction of their own: a time limit before it commits leaves nothing written)."""
+    transaction of their own: a time limit before it commits leaves nothing written); its pure part, if any, in
+    the analysis child like every analysis."""
     limit = float(row["time_limit_s"] or app.state.settings.processes.time_limit_s)
+    deadline = time.monotonic() + limit
     t0 = time.perf_counter()
+
+    async def analyse(data: dict[str, Any]) -> Outcome:
+        return await run_isolated(process.id, inputs.model_dump(mode="json"), data,
+                                  app.state.settings.processes.solver_threads,
+                                  max(deadline - time.monotonic(), 0.1), dismissed)
+
+    job = DatabaseJob(app, run_id, role, row["owner"], analyse)
     try:
         async with asyncio.timeout(limit):
-            outcome = await process.run_in_database(app, inputs, role, row["owner"])
+            outcome = await process.run_in_database(job, inputs)
     except TimeoutError:
         raise JobTimeout(f"the time limit of {limit:g} s was reached") from None
     except DomainError as exc:  # bad input found on the data (no records that year, a rule that does not parse)
