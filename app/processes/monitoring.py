@@ -149,8 +149,9 @@ class ReturnRisk(Process):
                                link=True),
         "provenance": PROVENANCE,
     }
-    example = {"region": "tieling-demo", "dry_run": True, "validate_years": 1}
-    example_summary = "Train and validate on the demo region's registry (one test year), store nothing"
+    example = {"region": "tieling-demo", "until": 2021, "dry_run": True, "validate_years": 1, "trees": 50}
+    example_summary = ("Train and validate on the demo region's registry up to 2021 (one test year, 50 trees), "
+                       "store nothing")
 
     async def authorize(self, app: Any, inputs: Any, role: Role | None) -> None:
         from app.processes.inputs import region_id
