@@ -15,9 +15,7 @@ with t + 1 ≤ T only (``tests/test_risk.py`` perturbs every later record and ge
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -61,15 +59,7 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("rules_fired", "Monitoring rules that fired on the record"),
 )
 FEATURE_NAMES = tuple(f for f, _ in FEATURES)
-LIBRARIES = ("lightgbm", "scikit-learn", "numpy", "pandas")
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
-    return out
+LIBRARIES = ("lightgbm", "scikit-learn", "numpy", "pandas")  # stored with every model
 
 
 def _ratio(a: pd.Series, b: pd.Series) -> pd.Series:

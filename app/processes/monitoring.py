@@ -10,7 +10,7 @@ and when; the alerts keep when they were last found (``screened_at``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,26 @@ class ScreenInputs(Strict):
                           "run this; writing alerts needs an administrator's key)")
 
 
-class MonitoringScreen(Process):
+class RegionWork(Process):
+    """A process that writes a region's tables: an administrator's act; analysts may run a dry run (nothing
+    written). The region is given by its id or display name."""
+
+    in_database = True
+    data_inputs = ()
+    acting: ClassVar[str]  # what it does, for the refusal ("Screening the registry")
+
+    async def authorize(self, app: Any, inputs: Any, role: Role | None) -> None:
+        from app.processes.inputs import region_id
+
+        if not allowed(role, Role.analyst if inputs.dry_run else Role.admin):
+            if role is None:
+                raise Unauthorized(f"{self.acting} needs an analyst (dry run) or administrator key: {SIGN_IN}")
+            raise Forbidden(f"The role '{role.value}' may not write what {self.acting.lower()} stores; run it with "
+                            "dry_run, or ask an administrator.")
+        inputs.region = await region_id(app, "region", inputs.region)
+
+
+class MonitoringScreen(RegionWork):
     id = "monitoring-screen"
     title = "Monitoring screening (early warning of return to poverty)"
     description = (
@@ -41,9 +60,8 @@ class MonitoringScreen(Process):
         "rules that fired and the values that triggered them. Alerts found again keep their status and note; "
         "alerts still 'new' that no rule finds any more are removed. Administrators; analysts with dry_run.")
     keywords = ("monitoring", "return to poverty", "early warning", "alerts")
+    acting = "Screening the registry"
     Inputs = ScreenInputs
-    data_inputs = ()
-    in_database = True
     method = ("monitoring",)
     outputs = {
         "records": OutputSpec("Records screened", "Household records of the year", {"type": "integer"}),
@@ -61,11 +79,6 @@ class MonitoringScreen(Process):
     example = {"region": "tieling-demo", "period": 2024, "dry_run": True}
     example_summary = "What the default rules would raise in the demo region's 2024 records (nothing written)"
 
-    async def authorize(self, app: Any, inputs: Any, role: Role | None) -> None:
-        from app.processes.inputs import region_id
-
-        _needs(role, inputs.dry_run, "Screening the registry")
-        inputs.region = await region_id(app, "region", inputs.region)
 
     async def run_in_database(self, job: DatabaseJob, inputs: Any) -> Outcome:
         from app.services.monitoring import screen
@@ -78,17 +91,6 @@ class MonitoringScreen(Process):
             "records": found.records, "alerts": len(found.alerts), "by_category": found.by_category,
             "by_rule": found.by_rule, "written": found.written or None,
             "items": {"path": "/collections/alerts/items", "params": {"filter": flt, "filter-lang": "cql2-text"}}})
-
-
-def _needs(role: Role | None, dry_run: bool, what: str) -> None:
-    """Writing is an administrator's act; analysts may run a dry run (nothing written)."""
-    needed = Role.analyst if dry_run else Role.admin
-    if allowed(role, needed):
-        return
-    if role is None:
-        raise Unauthorized(f"{what} needs an analyst (dry run) or administrator key: {SIGN_IN}")
-    raise Forbidden(f"The role '{role.value}' may not write what {what.lower()} stores; run it with dry_run, or ask "
-                    "an administrator.")
 
 
 class RiskInputs(Strict):
@@ -115,7 +117,7 @@ LINK = {"type": ["object", "null"]}
 ROWS = {"type": "array", "items": {"type": "object"}}
 
 
-class ReturnRisk(Process):
+class ReturnRisk(RegionWork):
     id = "return-risk"
     title = "Return-risk early warning (gradient-boosted model)"
     description = (
@@ -128,9 +130,8 @@ class ReturnRisk(Process):
         "collection 'risk-predictions', village figures the public 'village-risk'. Administrators; analysts with "
         "dry_run.")
     keywords = ("monitoring", "return to poverty", "early warning", "machine learning")
+    acting = "Training a return-risk model"
     Inputs = RiskInputs
-    data_inputs = ()
-    in_database = True
     method = ("return-risk",)
     outputs = {
         "model_id": OutputSpec("Model", "Id of the stored model (null for a dry run)", {"type": ["string", "null"]}),
@@ -153,14 +154,10 @@ class ReturnRisk(Process):
     example_summary = ("Train and validate on the demo region's registry up to 2021 (one test year, 50 trees), "
                        "store nothing")
 
-    async def authorize(self, app: Any, inputs: Any, role: Role | None) -> None:
-        from app.processes.inputs import region_id
-
-        _needs(role, inputs.dry_run, "Training a return-risk model")
-        inputs.region = await region_id(app, "region", inputs.region)
 
     async def run_in_database(self, job: DatabaseJob, inputs: Any) -> Outcome:
-        from app.analysis.risk import library_versions
+        from app.analysis.risk import LIBRARIES
+        from app.processes.publish import library_versions
         from app.services import risk as svc
 
         app = job.app
@@ -175,7 +172,7 @@ class ReturnRisk(Process):
             model_id = await svc.store(app.state.engine, region=inputs.region, model={
                 **v["trained"], "features": v["features"], "params": v["params"], "threshold": inputs.threshold,
                 "metrics": {k: v[k] for k in ("validation", "calibration", "by_county", "importance")},
-                "libraries": library_versions(), "model": v["model"]},
+                "libraries": library_versions(LIBRARIES), "model": v["model"]},
                 predictions=v["predictions"], villages=v["villages"], owner=job.actor, run_id=job.run_id)
         region = inputs.region.replace("'", "''")
         return Outcome({

@@ -28,9 +28,10 @@ log = logging.getLogger("tpa.jobs")
 LIBRARIES = ("esda", "libpysal", "spopt", "pulp", "access", "ortools", "numpy", "scipy", "shapely", "pyproj", "h3")
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+    """The installed versions of ``libraries`` (those installed)."""
     out = {}
-    for name in LIBRARIES:
+    for name in libraries:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
