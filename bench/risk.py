@@ -94,7 +94,9 @@ def main() -> None:
     env = {**os.environ, "DATABASE_URL": f"{PG}/{DB}", "TPA_JITTER_KEY": "bench-only jitter key"}
     t = time.perf_counter()
     whole = subprocess.run([str(ROOT / ".venv/bin/tpa"), "monitoring", "risk", "--region", region],
-                           env=env, capture_output=True, text=True, check=True)
+                           env=env, capture_output=True, text=True)
+    if whole.returncode:
+        raise SystemExit(f"tpa monitoring risk failed:\n{whole.stderr[-3000:]}")
     t_whole = time.perf_counter() - t
 
     cpu = platform.processor() or platform.machine()
@@ -122,7 +124,8 @@ def main() -> None:
         "Output of the command:",
         "",
         "```",
-        *whole.stdout.strip().splitlines(),
+        *(line for line in (whole.stdout + whole.stderr).strip().splitlines()  # the report, not the spinner
+          if line.strip() and not line.lstrip().startswith(("⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"))),
         "```",
         "",
     ]

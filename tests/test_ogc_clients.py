@@ -18,6 +18,7 @@ from app.repositories.layers import publish_table
 from app.settings import DatabaseSettings
 
 PUBLIC = ("admin-units", "villages", "village-poverty", "admin-poverty", "projects", "facilities")
+EMPTY = ("village-risk",)  # public, empty until a return-risk model is stored for the region
 TELECOM = ("telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
            "telecom-od", "telecom-admin-od")
 
@@ -58,7 +59,8 @@ def test_owslib_reads_the_service(live_server):
     api = Features(live_server)
     assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core" in api.conformance()["conformsTo"]
     ids = [c["id"] for c in api.collections()["collections"]]
-    assert ids == [*PUBLIC, *TELECOM]  # other tests' executions on the shared server are not listed
+    # other tests' executions on the shared server are not listed
+    assert ids == [*PUBLIC[:4], *EMPTY, *PUBLIC[4:], *TELECOM]
     assert api.collection("villages")["id"] == "villages"
     items = api.collection_items("villages", limit=5)
     assert items["numberReturned"] == 5 and len(items["features"]) == 5

@@ -59,7 +59,10 @@ async def load_records(engine: AsyncEngine, security: SecuritySettings, region: 
         stmt = select(*((cast(props[c], Double) if c in numbers else props[c]).label(c) for c in RECORD_COLUMNS),
                       fired.label("rules_fired")).select_from(
             layer.source).where(and_(*where))
+        # a region's whole history is one long read: the job's time limit governs it (cancelling the task cancels
+        # the statement), not the API's per-statement limit
         await conn.execute(text("SET LOCAL work_mem = '64MB'"))
+        await conn.execute(text("SET LOCAL statement_timeout = 0"))
         rows = (await conn.execute(stmt)).all()
         members = pd.DataFrame((await conn.execute(_MEMBERS, {"r": region})).all(),
                                columns=["hh_id", "labour", "ill", "disabled"])
