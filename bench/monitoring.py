@@ -7,8 +7,9 @@ once with the demo generator (seed 42) in database tpa_bench_monitoring10. Measu
 - **service**: ``app.services.monitoring.screen`` on four registry years (2022-2025: 1,000,000 household-years),
   rules translated by the CQL2 engine and evaluated in one SQL statement per year over household-records, the
   alerts written (upsert, one transaction per year) — the work of ``tpa monitoring run``;
-- **peer**: the same four years read from PostgreSQL (the raw registry columns with the previous record's income)
-  and the rules evaluated with pandas (the test oracle, tests/test_monitoring.py), nothing written.
+- **peer**: the same four years read from PostgreSQL (the raw registry columns with the previous record's income
+  and the members valid on each record's and the previous record's first day) and the rules evaluated with pandas
+  (the test oracle, tests/test_monitoring.py), nothing written.
 
 Both must find the same alerts. Target: the service ≤ 60 s for the 1,000,000 household-years.
 
@@ -86,7 +87,7 @@ def main() -> None:
         f"Measured {stamp} with `.venv/bin/python bench/monitoring.py` on this machine (2 cores), PostgreSQL 15 on "
         f"loopback. Region: the demo generator ×10 (seed 42; {SIZES['n_households']:,} households, "
         f"{sum(per_year.values()):,} household-years 2016–2025). Screened: {', '.join(map(str, YEARS))} "
-        f"({records:,} household-years) with the four default rules.",
+        f"({records:,} household-years) with the five default rules.",
         "",
         "| | time (s) | household-years / s | alerts | same alerts as the peer | target |",
         "|---|---:|---:|---:|---|---|",

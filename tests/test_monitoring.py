@@ -54,22 +54,60 @@ HAND_MADE = (
 )
 
 
-def _insert_hand_made(db: ThrowawayDatabase) -> None:
+def _insert_hand_made(db: ThrowawayDatabase) -> str:
     """Each hand-made household is a copy of a demo household of the year with the values above, and a previous
     record (the template's own previous record, re-identified) when it has a previous income."""
     tpl = fetch(db.name, "SELECT h.hh_id FROM household h JOIN household_history p ON p.hh_id = h.hh_id "
                          "AND p.valid_to = h.valid_from WHERE extract(year FROM h.valid_from) = $1 "
                          "ORDER BY h.hh_id LIMIT 1", YEAR)[0][0]
-    for hid, status, exited, inc, size, med, edu, loss, prev in HAND_MADE:
-        patch = {"hh_id": hx(hid), "status": status, "year_exited": exited, "net_income_pc": inc, "size": size,
-                 "expense_medical": med, "expense_education": edu, "loss_disaster": loss}
-        fetch(db.name, "INSERT INTO household SELECT (jsonb_populate_record(NULL::household, to_jsonb(h) || "
-                       "$1::jsonb)).* FROM household h WHERE hh_id = $2", _json(patch), tpl)
-        if prev is not None:
-            fetch(db.name, "INSERT INTO household_history SELECT (jsonb_populate_record(NULL::household_history, "
-                           "to_jsonb(p) || $1::jsonb)).* FROM household_history p JOIN household h "
-                           "ON h.hh_id = p.hh_id AND p.valid_to = h.valid_from WHERE p.hh_id = $2",
-                           _json({"hh_id": hx(hid), "net_income_pc": prev}), tpl)
+    for row in HAND_MADE:
+        _insert_household(db, tpl, row)
+    return tpl
+
+
+def _insert_household(db: ThrowawayDatabase, tpl: str, row: tuple) -> None:
+    hid, status, exited, inc, size, med, edu, loss, prev = row
+    patch = {"hh_id": hx(hid), "status": status, "year_exited": exited, "net_income_pc": inc, "size": size,
+             "expense_medical": med, "expense_education": edu, "loss_disaster": loss}
+    fetch(db.name, "INSERT INTO household SELECT (jsonb_populate_record(NULL::household, to_jsonb(h) || "
+                   "$1::jsonb)).* FROM household h WHERE hh_id = $2", _json(patch), tpl)
+    if prev is not None:
+        fetch(db.name, "INSERT INTO household_history SELECT (jsonb_populate_record(NULL::household_history, "
+                       "to_jsonb(p) || $1::jsonb)).* FROM household_history p JOIN household h "
+                       "ON h.hh_id = p.hh_id AND p.valid_to = h.valid_from WHERE p.hh_id = $2",
+                       _json({"hh_id": hx(hid), "net_income_pc": prev}), tpl)
+
+
+# (id, previous income or None, members as (labour at the previous record, labour now); None = not a member then)
+LABOUR_MADE = (
+    ("mon-labour-lost", 9000.0, (("ordinary", "lost"), ("skilled", "skilled"))),     # 2 → 1: fires
+    ("mon-labour-same", 9000.0, (("ordinary", "ordinary"), ("weak", "weak"))),       # 1 → 1
+    ("mon-labour-gained", 9000.0, (("none", "ordinary"), ("ordinary", "ordinary"))),  # 1 → 2
+    ("mon-labour-left", 9000.0, (("ordinary", None), ("ordinary", "ordinary"))),     # 2 → 1 (a member left): fires
+    ("mon-labour-new", None, (("ordinary", "ordinary"),)),                           # no previous record
+)
+
+
+def _insert_labour_made(db: ThrowawayDatabase, tpl: str) -> None:
+    """Exited households with member records over time: a member whose labour changes has a history row up to the
+    current record's first day and a current row from it."""
+    for hid, prev, members in LABOUR_MADE:
+        _insert_household(db, tpl, (hid, "exited", 2018, 9000.0, 2, 0, 0, 0, prev))
+        now, before = fetch(db.name, "SELECT h.valid_from, p.valid_from FROM household h LEFT JOIN household_history "
+                                     "p ON p.hh_id = h.hh_id AND p.valid_to = h.valid_from WHERE h.hh_id = $1",
+                            hx(hid))[0]
+        for k, (was, is_) in enumerate(members):
+            pid = hx(f"{hid}-member-{k}")
+            rows = [("person_history", was, before, now), ("person", is_, now, None)] if was != is_ else \
+                [("person", is_, before or now, None)]
+            for table, labour, start, end in rows:
+                if labour is None or start is None:
+                    continue
+                fetch(db.name, f"INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(m) || "
+                               "$1::jsonb)).* FROM person m WHERE m.person_id = (SELECT min(person_id) FROM person)",
+                      _json({"person_id": pid, "hh_id": hx(hid), "labour": labour, "valid_from": str(start),
+                             "valid_to": None if end is None else str(end), "relation": "head" if k == 0 else
+                             "spouse"}))
 
 
 def _json(d: dict) -> str:
@@ -83,7 +121,7 @@ def _oracle(db: ThrowawayDatabase, year: int) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def panel(edit_database: ThrowawayDatabase) -> ThrowawayDatabase:
-    _insert_hand_made(edit_database)
+    _insert_labour_made(edit_database, _insert_hand_made(edit_database))
     return edit_database
 
 
@@ -111,6 +149,9 @@ async def test_screening_equals_an_independent_pandas_implementation(engine, pan
         "mon-rigid-over": ["rigid-expenditure"], "mon-rigid-null": ["rigid-expenditure"],
         "mon-loss-30": ["income-loss"], "mon-loss-29": None, "mon-no-previous": None,
         "mon-all": ["income-below-line-exited", "rigid-expenditure", "income-loss"]}
+    assert {h: got.get(hx(h)) for h, *_ in LABOUR_MADE} == {
+        "mon-labour-lost": ["labour-loss"], "mon-labour-same": None, "mon-labour-gained": None,
+        "mon-labour-left": ["labour-loss"], "mon-labour-new": None}
     every = {name: a for a in result.alerts for name, *_ in HAND_MADE if a["hh_id"] == hx(name)}
     assert every["mon-all"]["categories"] == ["unstable_exited", "sudden_difficulty"]
     assert every["mon-edge"]["categories"] == ["edge"]
@@ -120,6 +161,9 @@ async def test_screening_equals_an_independent_pandas_implementation(engine, pan
     assert every["mon-loss-30"]["trigger_values"]["income_change"] == pytest.approx(-0.3)
     assert every["mon-loss-30"]["trigger_values"]["previous_net_income_pc"] == 10000.0
     assert every["mon-rigid-null"]["trigger_values"]["rigid_expense_share"] == pytest.approx(9000 / 16000)
+    lost = next(a for a in result.alerts if a["hh_id"] == hx("mon-labour-lost"))
+    assert lost["trigger_values"] == {"status": "exited", "labour_members": 1, "previous_labour_members": 2}
+    assert lost["categories"] == ["sudden_difficulty"]
     # written: one row per household and year, as found
     stored = dict(fetch(panel.name, "SELECT hh_id, rules FROM alert WHERE year = $1", YEAR))
     assert {k: list(v) for k, v in stored.items()} == want

@@ -160,6 +160,13 @@ async def test_a_model_trained_until_t_never_reads_later_records(engine, edit_da
     fetch(edit_database.name, """
         UPDATE household SET status = 'poor', net_income_pc = 1, microcredit = NOT microcredit, year_exited = NULL
         WHERE valid_from >= DATE '2023-01-01'""")
+    # and members changed from 2023: the record until 2023 kept as history, a new one ill and unable to work
+    fetch(edit_database.name, """
+        WITH changed AS (SELECT * FROM person WHERE labour IN ('ordinary', 'skilled') ORDER BY person_id LIMIT 3000),
+        kept AS (INSERT INTO person_history SELECT (jsonb_populate_record(NULL::person_history, to_jsonb(c)
+                 || jsonb_build_object('valid_to', DATE '2023-01-01'))).* FROM changed c)
+        UPDATE person p SET labour = 'lost', health = 'major_illness', valid_from = DATE '2023-01-01'
+        FROM changed c WHERE p.person_id = c.person_id""")
     after = await svc.load_records(eng, security, "tieling-demo", until=2022)
     pd.testing.assert_frame_equal(before, after)
     again = risk.fit(risk.pairs(after), SMALL, threads=2)
@@ -168,6 +175,8 @@ async def test_a_model_trained_until_t_never_reads_later_records(engine, edit_da
     # and the later records did change: a model reading them would differ
     moved = await svc.load_records(eng, security, "tieling-demo", until=2023)
     assert (moved.loc[moved["year"] == 2023, "status"] != "exited").all()
+    later, earlier = moved[moved["year"] == 2023], moved[moved["year"] == 2022]
+    assert later["labour"].sum() < earlier["labour"].sum() and later["ill"].sum() > earlier["ill"].sum()
 
 
 async def test_return_risk_stores_the_model_and_restricts_its_predictions(editor: httpx.AsyncClient, edit_keys,

@@ -27,7 +27,7 @@ WATCHED = ("exited", "monitored")  # the households the model scores: out of pov
 POOR = ("poor", "returned")
 GRADES = {"A": 0.0, "B": 1.0, "C": 2.0, "D": 3.0}
 CATEGORICAL = ("hh_type", "main_cause")
-# (feature, description): what the model reads of a record of year t (persons: the members as registered)
+# (feature, description): what the model reads of a record of year t (members: as registered on its first day)
 FEATURES: tuple[tuple[str, str], ...] = (
     ("monitored", "The household is under monitoring (1) rather than exited (0)"),
     ("years_since_exit", "Years since the household exited (missing if it never did)"),
@@ -53,9 +53,9 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("microcredit", "Has obtained microcredit"),
     ("food_insecure", "Food insecure"),
     ("family_doctor", "Contracted family doctor"),
-    ("labour", "Members able to work"),
-    ("ill", "Members with a chronic or major illness"),
-    ("disabled", "Members with a disability"),
+    ("labour", "Members able to work, on the record's first day"),
+    ("ill", "Members with a chronic or major illness, on the record's first day"),
+    ("disabled", "Members with a disability, on the record's first day"),
     ("rules_fired", "Monitoring rules that fired on the record"),
 )
 FEATURE_NAMES = tuple(f for f, _ in FEATURES)

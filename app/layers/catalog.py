@@ -546,6 +546,22 @@ def village_poverty_layer(v: Any, a: Any, h: Any) -> Layer:
     )
 
 
+PERSON_HISTORY = Table("person_history", MetaData(), *(Column(c.name, c.type) for c in Person.__table__.columns))
+ABLE_TO_WORK = ("ordinary", "skilled")
+
+
+def labour_members(hh_id: Any, at: Any) -> Any:
+    """How many members of the household ``hh_id`` were able to work (ordinary or skilled labour) on day ``at``:
+    the member records (current and ``person_history``, revision 0005) valid that day. A correlated count per
+    record, by the index on each table's hh_id."""
+    def valid(t: Any) -> Any:
+        return select(func.count()).select_from(t).where(
+            t.c.hh_id == hh_id, t.c.valid_from <= at, (t.c.valid_to.is_(None)) | (t.c.valid_to > at),
+            t.c.labour.in_(ABLE_TO_WORK)).scalar_subquery()
+
+    return valid(Person.__table__) + valid(PERSON_HISTORY)
+
+
 def household_records_layer(h: Any, secret: str) -> Layer:
     """The registry over time (restricted): one feature per household and registry year, from the current rows and
     ``household_history``, with the previous year's income beside each record (the inputs of monitoring rules)."""
@@ -562,6 +578,9 @@ def household_records_layer(h: Any, secret: str) -> Layer:
     rigid = (func.coalesce(reg.c.expense_medical, 0) + func.coalesce(reg.c.expense_education, 0)
              + func.coalesce(reg.c.loss_disaster, 0))
     rigid_share = func.cast(rigid, Double) / func.nullif(func.cast(reg.c.net_income_pc * reg.c.size, Double), 0)
+    labour_now = labour_members(reg.c.hh_id, reg.c.valid_from)
+    # at the previous record's first day; none without a previous record (as its income)
+    labour_before = case((prev.c.hh_id.is_(None), null()), else_=labour_members(reg.c.hh_id, prev.c.valid_from))
     return Layer(
         id="household-records",
         title="Registry records by year (restricted)",
@@ -592,6 +611,10 @@ def household_records_layer(h: Any, secret: str) -> Layer:
                "Net income per person in the household's previous record"),
             _p("income_change", change, NUMBER, "Relative change of net income per person since the previous "
                "record (−0.3 = fell by 30 %)"),
+            _p("labour_members", labour_now, INTEGER, "Members able to work (ordinary or skilled labour) on the "
+               "record's first day, from the member records valid then"),
+            _p("previous_labour_members", labour_before, INTEGER, "Members able to work on the first day of the "
+               "household's previous record"),
             _p("expense_medical", reg.c.expense_medical, NUMBER, "Medical costs paid out of pocket (per year)"),
             _p("expense_education", reg.c.expense_education, NUMBER, "Schooling costs (per year)"),
             _p("loss_disaster", reg.c.loss_disaster, NUMBER, "Losses from disasters (per year)"),

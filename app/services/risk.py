@@ -15,13 +15,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Double, Integer, and_, cast, false, func, select, text
+from sqlalchemy import Double, Integer, and_, cast, false, func, or_, select, text, true, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import InvalidParameter, NotFound
+from app.layers.catalog import ABLE_TO_WORK, PERSON_HISTORY
+from app.models.orm import Person
 from app.services.monitoring import compile_rules, records_layer, region_rules
 from app.settings import SecuritySettings
 
@@ -32,11 +33,6 @@ RECORD_COLUMNS = ("hh_id", "year", "region", "village_code", "status", "hh_type"
                   "income_change", "expense_medical", "expense_education", "loss_disaster", "rigid_expense_share",
                   "poverty_line", "house_safety_grade", "water_safe", "water_difficulty", "arable_mu",
                   "irrigated_mu", "coop_member", "microcredit", "food_insecure", "family_doctor")
-_MEMBERS = text("""
-SELECT hh_id, count(*) FILTER (WHERE labour IN ('ordinary', 'skilled'))::int AS labour,
-       count(*) FILTER (WHERE health IN ('chronic', 'major_illness'))::int AS ill,
-       count(*) FILTER (WHERE health = 'disabled' OR disability_grade IS NOT NULL)::int AS disabled
-FROM person WHERE region_id = :r AND valid_to IS NULL GROUP BY hh_id""")
 _UNITS = text("SELECT code, level, parent_code FROM admin_unit WHERE region_id = :r")
 
 
@@ -56,23 +52,35 @@ async def load_records(engine: AsyncEngine, security: SecuritySettings, region: 
         compiled = compile_rules(await region_rules(conn, region), layer)
         fired = sum((cast(func.coalesce(c.predicate, false()), Integer) for c in compiled), start=0)
         numbers = {p.name for p in layer.props if p.schema.get("type") == "number"}  # numeric → float8, not Decimal
+        members = _members_on(props["hh_id"], props["valid_from"])
         stmt = select(*((cast(props[c], Double) if c in numbers else props[c]).label(c) for c in RECORD_COLUMNS),
-                      fired.label("rules_fired")).select_from(
-            layer.source).where(and_(*where))
+                      fired.label("rules_fired"), members.c.labour, members.c.ill, members.c.disabled).select_from(
+            layer.source.join(members, true())).where(and_(*where))
         # a region's whole history is one long read: the job's time limit governs it (cancelling the task cancels
         # the statement), not the API's per-statement limit
         await conn.execute(text("SET LOCAL work_mem = '64MB'"))
         await conn.execute(text("SET LOCAL statement_timeout = 0"))
         rows = (await conn.execute(stmt)).all()
-        members = pd.DataFrame((await conn.execute(_MEMBERS, {"r": region})).all(),
-                               columns=["hh_id", "labour", "ill", "disabled"])
         units = (await conn.execute(_UNITS, {"r": region})).all()
     # in a fixed order: the same records give the same model (the database returns them in any order)
-    df = pd.DataFrame(rows, columns=[*RECORD_COLUMNS, "rules_fired"]).sort_values(["year", "hh_id"], kind="stable")
-    df = df.merge(members, on="hh_id", how="left")
-    df[["labour", "ill", "disabled"]] = df[["labour", "ill", "disabled"]].fillna(0)
+    df = pd.DataFrame(rows, columns=[*RECORD_COLUMNS, "rules_fired", "labour", "ill", "disabled"]).sort_values(
+        ["year", "hh_id"], kind="stable", ignore_index=True)
     df["county"] = df["village_code"].map(counties(units))
     return df
+
+
+def _members_on(hh_id: Any, at: Any) -> Any:
+    """The household's members as registered on day ``at`` (current and historical member rows valid then): able to
+    work, ill, disabled — so a record of year t never reads what its members became later."""
+    p = Person.__table__
+    cols = ("hh_id", "labour", "health", "disability_grade", "valid_from", "valid_to")
+    m = union_all(select(*(p.c[c] for c in cols)), select(*(PERSON_HISTORY.c[c] for c in cols))).subquery("m")
+    return select(
+        func.count().filter(m.c.labour.in_(ABLE_TO_WORK)).label("labour"),
+        func.count().filter(m.c.health.in_(("chronic", "major_illness"))).label("ill"),
+        func.count().filter(or_(m.c.health == "disabled", m.c.disability_grade.is_not(None))).label("disabled"),
+    ).where(m.c.hh_id == hh_id, m.c.valid_from <= at, or_(m.c.valid_to.is_(None), m.c.valid_to > at)).lateral(
+        "members")
 
 
 def counties(units: Sequence[Any]) -> dict[str, str]:
@@ -156,7 +164,3 @@ JOIN (SELECT hh_id, village_code, geom, valid_from FROM household
 
 def _json(v: Any) -> str:
     return orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-def as_float_or_none(v: Any) -> float | None:
-    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
