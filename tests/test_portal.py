@@ -132,6 +132,37 @@ def test_the_legend_is_the_classes_of_the_data(site, browser):
         w.close()
 
 
+def test_a_slow_answer_to_an_earlier_choice_does_not_paint_over_the_last_one(site, browser):
+    """Natural breaks of the villages take longer than equal intervals: choosing one and then the other quickly must
+    leave the legend of the last choice (a CI run once found the earlier, slower answer drawn over it)."""
+    w = Watched(browser)
+    try:
+        _open_portal(w, site)
+        page = w.page
+        # the natural-breaks request is held until the equal-interval legend is drawn, then let through
+        held: list[Any] = []
+        page.route(lambda url: "/classes?" in url and "method=natural-breaks" in url,
+                   lambda route: held.append(route))
+        page.select_option("#level", "5")
+        page.select_option("#method", "natural-breaks")
+        page.select_option("#method", "equal-interval")
+        page.wait_for_selector("#legend[data-level='5'][data-method='equal-interval']")
+        assert held, "the natural-breaks request was not seen"
+        for route in held:
+            route.continue_()
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(500)
+        assert page.get_attribute("#legend", "data-method") == "equal-interval"
+        classes = httpx.get(f"{site}/collections/admin-poverty/classes", params={
+            "property": "poverty_rate", "level": 5, "year": 2020, "region": REGION, "method": "equal-interval",
+            "k": 5}).json()
+        uppers = page.eval_on_selector_all("#legend .cls", "els => els.map(e => e.dataset.upper || null)")
+        assert [float(u) for u in uppers if u is not None] == pytest.approx(classes["breaks"])
+        assert w.problems == []
+    finally:
+        w.close()
+
+
 def test_the_years_of_a_unit_and_of_a_village_are_its_published_figures(site, browser):
     """The overview's table over the years is the admin-poverty items of the unit, one row per year, with the chart
     beside it; a village opened from the list of villages shows its card with its own years (a village publishes no

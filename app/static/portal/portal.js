@@ -114,8 +114,10 @@
     }
   }
 
+  var drawing = 0;  // the latest choropleth asked for: an earlier answer that arrives later is dropped
   function choropleth() {
     var level = $("level").value, prop = $("indicator").value;  // every unit of the level in the region
+    var mine = ++drawing;
     var classes = getJSON("/collections/admin-poverty/classes?" + q({property: prop, method: $("method").value,
                                                                      k: 5, level: level, year: state.year,
                                                                      region: state.region}));
@@ -130,6 +132,9 @@
       }
     });
     return Promise.all([classes, drawn]).then(function (got) {
+      // natural breaks of 1,200 villages take longer than equal intervals: without this a slow answer to an
+      // earlier choice would paint over the answer to the last one
+      if (mine !== drawing) { return; }
       state.classes = got[0];
       if (!state.shown.length) { map.setPaintProperty("units-fill", "fill-opacity", 1); }
       paintChoropleth();
