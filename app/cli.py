@@ -29,9 +29,11 @@ region_app = typer.Typer(help="Regions: create one from standard files, list, de
 export_app = typer.Typer(help="Share a region: GeoPackage of its public layers, pygeoapi configuration.",
                          no_args_is_help=True)
 telecom_app = typer.Typer(help="Mobile-phone location data → privacy-safe aggregates.", no_args_is_help=True)
+roads_app = typer.Typer(help="Road networks: the versions of each region's roads.", no_args_is_help=True)
 monitoring_app = typer.Typer(help="Dynamic monitoring against return to poverty: rules and alerts.",
                              no_args_is_help=True)
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(roads_app, name="roads")
 app.add_typer(telecom_app, name="telecom")
 app.add_typer(region_app, name="region")
 app.add_typer(export_app, name="export")
@@ -399,7 +401,7 @@ def region_delete(
     console.print(f"deleted region {region_id}")
 
 
-ENTITY_HELP = "boundaries, villages, households, persons, projects or facilities"
+ENTITY_HELP = "boundaries, villages, households, persons, projects, facilities or roads"
 
 
 @app.command("import")
@@ -418,10 +420,19 @@ def import_file(
     report: Path = typer.Option(None, help="Write every rejected row to this CSV file"),
     suggest_mapping: bool = typer.Option(False, "--suggest-mapping", help="Print a mapping template for FILE"),
     batch_rows: int = typer.Option(50_000, min=100, help="Rows per staging batch (memory bound)"),
+    speeds: Path = typer.Option(None, help="Roads: JSON of speeds per road class (default: the region's last "
+                                "network's speeds, else docs/methodology.md#road-networks)"),
+    note: str = typer.Option(None, help="Roads: a note kept with the network version (e.g. the extract's date)"),
 ) -> None:
-    """Import a file into a region: validated, all or nothing, idempotent (upsert by natural key)."""
+    """Import a file into a region: validated, all or nothing, idempotent (upsert by natural key). Roads (an
+    OpenStreetMap .osm.pbf or a line layer) become a new version of the region's road network."""
     from app.ingest.entities import entity as get_entity
 
+    if entity == "roads":
+        if not region:
+            raise typer.BadParameter("--region is required", param_hint="--region")
+        _import_roads(file, region, mapping, source_crs, layer, speeds, note, dry_run)
+        return
     get_entity(entity)
     if suggest_mapping:
         typer.echo(_suggest(entity, file, mapping, layer, region), nl=False)
@@ -451,6 +462,41 @@ def import_file(
     _print_result(result, report)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _import_roads(file: Path, region: str, mapping: Path | None, source_crs: str | None, layer: str | None,
+                  speeds_file: Path | None, note: str | None, dry_run: bool) -> None:
+    from app.ingest.roads import LineMapping, Speeds, read_roads
+    from app.services.roads import current_network, store_network
+
+    async def speeds_of_region(conn):  # noqa: ANN001, ANN202
+        if speeds_file is not None:
+            try:
+                return Speeds.from_json(json.loads(speeds_file.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                raise typer.BadParameter(f"cannot read {speeds_file}: {exc}", param_hint="--speeds") from None
+        last = await current_network(conn, region)
+        return last.speeds if last is not None else Speeds.default()
+
+    speeds = _asyncpg_run(speeds_of_region)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("features"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"reading {file.name}", total=None)
+        edges = read_roads(file, speeds, LineMapping.load(mapping), source_crs, layer,
+                           lambda n: progress.update(task, advance=n))
+        for why, n in edges.skipped.items():
+            console.print(f"[yellow]skipped[/] {n:,} × {why}")
+        if dry_run:
+            console.print(f"would write {len(edges):,} edges (dry run: nothing written)")
+            return
+        progress.update(task, description="storing and indexing")
+        loaded = _asyncpg_run(lambda conn: store_network(conn, region, edges, speeds, file.name, note))
+        progress.update(task, description="done")
+    console.print(f"[green]wrote[/] {loaded.network.label} (network {loaded.network.network_id}): "
+                  f"{loaded.network.edges:,} edges, {loaded.vertices:,} vertices, {loaded.length_km:,.1f} km; "
+                  f"{loaded.components:,} connected part(s), the largest with "
+                  f"{loaded.largest_component_share:.1%} of the vertices; {loaded.seconds:.1f} s")
 
 
 def _suggest(entity: str, file: Path, mapping_path: Path | None, layer: str | None, region: str | None) -> str:
@@ -762,6 +808,26 @@ def monitoring_risk(
     console.print(f"scored {sc['households']:,} households of {sc['year']} for {sc['for_year']}: {sc['high_risk']:,} "
                   f"at p ≥ {sc['threshold']:g}")
     console.print(f"model stored: {out['model_id']}" if out["model_id"] else "dry run: nothing stored")
+
+
+@roads_app.command("list")
+def roads_list(region: str = typer.Option(None, "--region", help="Region id (default: every region)")) -> None:
+    """The network versions of a region (the current one marked), with their size and source."""
+    from rich.table import Table
+
+    async def rows(conn):  # noqa: ANN001, ANN202
+        return await conn.fetch(
+            "SELECT network_id, region_id, version, current, source, note, imported_at, edges, vertices, length_km, "
+            "components, largest_component_share FROM road_network WHERE $1::text IS NULL OR region_id = $1 "
+            "ORDER BY region_id, version", region)
+
+    table = Table("network", "region", "version", "current", "source", "imported", "edges", "km", "parts",
+                  "largest part", "note", box=None)
+    for r in _asyncpg_run(rows):
+        table.add_row(str(r["network_id"]), r["region_id"], str(r["version"]), "yes" if r["current"] else "",
+                      r["source"], f"{r['imported_at']:%Y-%m-%d %H:%M}", f"{r['edges']:,}", f"{r['length_km']:,.1f}",
+                      str(r["components"]), f"{r['largest_component_share']:.1%}", r["note"] or "")
+    Console().print(table)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the PostgreSQL server behind $DATABASE_URL can create the PostGIS extension,
-# then make sure the target database exists and has PostGIS (and its topology-free core) enabled.
+# and pgRouting, then make sure the target database exists and has both enabled.
 #
 # Usage: scripts/ensure-postgis.sh [--server-only | DBNAME]
 #   DATABASE_URL   libpq or SQLAlchemy URL (default postgresql://postgres@127.0.0.1:5432/tpa).
@@ -45,33 +45,38 @@ if ! psql "$admin_url" -Atqc 'SELECT 1' >/dev/null 2>&1; then
   exit 1
 fi
 
-available() { psql "$admin_url" -Atqc "SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'"; }
+available() { psql "$admin_url" -Atqc "SELECT count(*) FROM pg_available_extensions WHERE name = '$1'"; }
 
-if [ "$(available)" = "0" ]; then
-  major="$(psql "$admin_url" -Atqc 'SHOW server_version_num' | cut -c1-2)"
-  pkg="postgresql-${major}-postgis-3"
+# PostGIS, and pgRouting for travel time on road networks (Debian packages of the server's major version)
+major="$(psql "$admin_url" -Atqc 'SHOW server_version_num' | cut -c1-2)"
+missing=()
+[ "$(available postgis)" = "0" ] && missing+=("postgresql-${major}-postgis-3")
+[ "$(available pgrouting)" = "0" ] && missing+=("postgresql-${major}-pgrouting")
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$local_server" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "PostGIS is not installed on this server; installing $pkg (apt-get)."
+    say "not installed on this server: ${missing[*]}; installing (apt-get)."
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "$pkg" >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    say "The PostgreSQL server at $host has no PostGIS extension."
+    say "The PostgreSQL server at $host lacks ${missing[*]}."
     if [ "$local_server" = 1 ]; then
-      say "Install it as root and run this command again:  sudo apt-get update && sudo apt-get install -y $pkg"
+      say "Install as root and run this command again:  sudo apt-get update && sudo apt-get install -y ${missing[*]}"
     else
-      say "Install PostGIS 3 on that server (package $pkg on Debian/Ubuntu), or use docker compose up db."
+      say "Install PostGIS 3 and pgRouting on that server (packages ${missing[*]} on Debian/Ubuntu)."
     fi
     exit 1
   fi
-  if [ "$(available)" = "0" ]; then
-    say "$pkg was installed but the server still lists no postgis extension; is the server version $major?"
-    exit 1
-  fi
+  for ext in postgis pgrouting; do
+    if [ "$(available $ext)" = "0" ]; then
+      say "${missing[*]} installed but the server still lists no $ext extension; is the server version $major?"
+      exit 1
+    fi
+  done
 fi
 
 if [ "$server_only" = 1 ]; then
-  say "PostGIS is available on the server"
+  say "PostGIS and pgRouting are available on the server"
   exit 0
 fi
 if [ "$(psql "$admin_url" -Atqc "SELECT count(*) FROM pg_database WHERE datname = '$target_db'")" = "0" ]; then
@@ -79,5 +84,5 @@ if [ "$(psql "$admin_url" -Atqc "SELECT count(*) FROM pg_database WHERE datname 
   psql "$admin_url" -qc "CREATE DATABASE \"$target_db\"" >/dev/null
 fi
 db_url="$(printf '%s' "$admin_url" | sed -E "s#/postgres([?]|\$)#/${target_db}\\1#")"
-psql "$db_url" -qc 'CREATE EXTENSION IF NOT EXISTS postgis' >/dev/null
+psql "$db_url" -qc 'CREATE EXTENSION IF NOT EXISTS postgis; CREATE EXTENSION IF NOT EXISTS pgrouting' >/dev/null
 say "PostGIS $(psql "$db_url" -Atqc 'SELECT postgis_lib_version()') ready in database $target_db"

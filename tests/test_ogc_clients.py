@@ -17,7 +17,7 @@ from app.models.codes import Role
 from app.repositories.layers import publish_table
 from app.settings import DatabaseSettings
 
-PUBLIC = ("admin-units", "villages", "village-poverty", "admin-poverty", "projects", "facilities")
+PUBLIC = ("admin-units", "villages", "village-poverty", "admin-poverty", "projects", "facilities", "roads")
 EMPTY = ("village-risk",)  # public, empty until a return-risk model is stored for the region
 TELECOM = ("telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
            "telecom-od", "telecom-admin-od")

@@ -82,7 +82,7 @@ async def test_collections_by_role(api, api_keys):
     validate(anon, P1 + "collections.yaml")
     ids = layers(anon)
     assert ids == ["admin-units", "villages", "village-poverty", "admin-poverty", "village-risk", "projects",
-                   "facilities",
+                   "facilities", "roads",
                    "telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
                    "telecom-od", "telecom-admin-od"]
     analyst = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.analyst]}"})).json()

@@ -22,7 +22,7 @@ from app.models.codes import Role
 _C = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 PROCESS_IDS = {"spatial-autocorrelation", "hotspots", "project-coverage-correlation", "accessibility",
                "coverage-gaps", "location-allocation", "needs-assessment", "needs-matching",
-               "coupling-coordination", "mpi", "monitoring-screen", "return-risk"}
+               "coupling-coordination", "mpi", "monitoring-screen", "return-risk", "isochrones"}
 
 
 # edit_database / edit_keys / editor (conftest): a private demo copy per module; jobs publish results into it
@@ -154,7 +154,8 @@ async def test_async_job_life_cycle_and_dismissal(pc: httpx.AsyncClient, proc_ke
         await asyncio.sleep(0.2)
     assert st["status"] == "successful", st
     res = (await pc.get(loc + "/results", headers=key)).json()
-    assert set(res) == {"summary", "gaps", "provenance"}
+    assert set(res) == {"summary", "gaps", "cost", "provenance"}
+    assert res["cost"] == {"kind": "great-circle km", "network": None}
     for t, s in res["summary"].items():
         assert s["share"] == pytest.approx(s["population_affected"] / s["population_total"]), t
     jobs = (await pc.get("/jobs", headers=key)).json()

@@ -67,5 +67,5 @@ def test_processes_are_grouped_by_domain():
         "spatial-autocorrelation": "siting", "hotspots": "siting", "project-coverage-correlation": "siting",
         "accessibility": "siting", "coverage-gaps": "siting", "location-allocation": "siting",
         "needs-assessment": "needs", "needs-matching": "needs", "coupling-coordination": "coupling", "mpi": "poverty",
-        "monitoring-screen": "monitoring", "return-risk": "monitoring",
+        "monitoring-screen": "monitoring", "return-risk": "monitoring", "isochrones": "network",
     }

@@ -67,6 +67,16 @@ def candidate_pairs(unit_lonlat: np.ndarray, project_lonlat: np.ndarray, radius_
     return u[keep], p[keep], d[keep]
 
 
+def pairs_from_matrix(cost: np.ndarray, max_cost: float, unit_mask: np.ndarray, project_mask: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit, project, cost) of every compatible pair whose cost (e.g. network minutes; NaN: unreachable) is at
+    most ``max_cost``."""
+    c = np.nan_to_num(np.asarray(cost, dtype=float), nan=np.inf)
+    ok = (c <= max_cost) & ((unit_mask[:, None] & project_mask[None, :]) != 0)
+    u, p = np.nonzero(ok)
+    return u, p, c[u, p]
+
+
 def min_cost_match(demand: np.ndarray, capacity: np.ndarray, u: np.ndarray, p: np.ndarray, dist_km: np.ndarray,
                    cost_factor: np.ndarray, penalty: np.ndarray) -> MatchResult:
     """Solve the flow for the given compatible pairs. ``cost_factor`` (per unit) multiplies distances

@@ -52,6 +52,8 @@ from app.models.orm import (
     Project,
     Region,
     RiskPrediction,
+    RoadEdge,
+    RoadNetwork,
     TelecomAgg,
     TelecomOD,
     Village,
@@ -367,6 +369,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
         editable=Editable(f, "fac_id", "geom", ("Point",)),
     ))
 
+    layers.append(roads_layer())
     layers += telecom_layers()
 
     if security.jitter_key is None:  # not serving (e.g. exporting public layers): no household layer
@@ -747,6 +750,44 @@ def village_risk_layer(v: Any, a: Any) -> Layer:
         ),
         keywords=("villages", "monitoring", "return to poverty", "early warning"),
         versioned=("public.village_risk", "public.village", "public.admin_unit"),
+    )
+
+
+def roads_layer() -> Layer:
+    """The current road network of each region (docs/methodology.md#road-networks): the edges travel times are
+    computed on, with their speeds; earlier versions stay in the database for the results that used them."""
+    e, n = RoadEdge.__table__, RoadNetwork.__table__
+    minutes = _s("number", minimum=0)
+    return Layer(
+        id="roads",
+        title="Road network",
+        description="The edges of each region's current road network, as travel times are computed on them: road "
+        "class, one-way (1 along the line, -1 against it, 0 both ways), surface, motor and walking speeds (km/h; "
+        "null: closed to that mode) and the minutes each takes. A result computed on the network names its "
+        "version (network_id).",
+        source=e.join(n, (n.c.network_id == e.c.network_id) & n.c.current),
+        id_expr=func.concat(e.c.network_id, "-", e.c.edge_id), id_schema=STRING, geom=e.c.geom,
+        geometry_type="LineString",
+        props=(
+            _p("region", n.c.region_id, STRING, "Region id"),
+            _p("network_id", e.c.network_id, INTEGER, "The network (version) the edge belongs to"),
+            _p("version", n.c.version, INTEGER, "Version of the region's network"),
+            _p("edge_id", e.c.edge_id, INTEGER, "Edge id within the network"),
+            _p("source", e.c.source, INTEGER, "Vertex at the start of the line"),
+            _p("target", e.c.target, INTEGER, "Vertex at the end of the line"),
+            _p("road_class", e.c.road_class, STRING, "Road class (OpenStreetMap highway values)"),
+            _p("name", e.c.name, STRING, "Name"),
+            _p("oneway", e.c.oneway, {"type": "integer", "enum": [-1, 0, 1]}, "One-way: 1 along the line, -1 "
+               "against it, 0 both ways (motor traffic; walking goes both ways)"),
+            _p("surface", e.c.surface, STRING, "Surface"),
+            _p("length_m", e.c.length_m, NUMBER, "Length (m, geodesic)"),
+            _p("motor_kmh", e.c.motor_kmh, NUMBER, "Motor speed (km/h); null: closed to motor traffic"),
+            _p("walk_kmh", e.c.walk_kmh, NUMBER, "Walking speed (km/h); null: closed to pedestrians"),
+            _p("motor_minutes", e.c.length_m * 0.06 / e.c.motor_kmh, minutes, "Minutes by motor vehicle"),
+            _p("walk_minutes", e.c.length_m * 0.06 / e.c.walk_kmh, minutes, "Minutes on foot"),
+        ),
+        keywords=("roads", "network", "travel time", "accessibility"),
+        versioned=("public.road_edge", "public.road_network"),
     )
 
 

@@ -494,3 +494,41 @@ class VillageRisk(Base):
     high_risk: Mapped[int | None] = mapped_column(Integer)
     mean_probability: Mapped[float | None] = mapped_column(Double)
     suppressed: Mapped[bool] = mapped_column(Boolean)
+
+
+class RoadNetwork(Base):
+    """A version of a region's road network with the speeds it was costed with (revision 0016)."""
+
+    __tablename__ = "road_network"
+    network_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    current: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    imported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    speeds: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    edges: Mapped[int] = mapped_column(Integer)
+    vertices: Mapped[int] = mapped_column(Integer)
+    length_km: Mapped[float] = mapped_column(Double)
+    components: Mapped[int] = mapped_column(Integer)
+    largest_component_share: Mapped[float] = mapped_column(Double)
+
+
+class RoadEdge(Base):
+    """An edge of a road network between two of its vertices (revision 0016)."""
+
+    __tablename__ = "road_edge"
+    network_id: Mapped[int] = mapped_column(ForeignKey("road_network.network_id", ondelete="CASCADE"),
+                                            primary_key=True)
+    edge_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source: Mapped[int] = mapped_column(BigInteger)
+    target: Mapped[int] = mapped_column(BigInteger)
+    road_class: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    oneway: Mapped[int] = mapped_column(SmallInteger)
+    surface: Mapped[str | None] = mapped_column(Text)
+    length_m: Mapped[float] = mapped_column(Double)
+    motor_kmh: Mapped[float | None] = mapped_column(Double)
+    walk_kmh: Mapped[float | None] = mapped_column(Double)
+    geom = mapped_column(Geometry("LINESTRING", srid=4326, spatial_index=False))

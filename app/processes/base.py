@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import shapely
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.analysis.spatial import (
     AnalysisError,
@@ -25,7 +25,7 @@ from app.analysis.spatial import (
 )
 from app.models.codes import Role
 from app.processes import styles as st
-from app.processes.data import DataInput, Units
+from app.processes.data import DataInput, NetworkCosts, Units
 from app.processes.registry import RegistryRef
 
 
@@ -103,6 +103,63 @@ class Inference(Strict):
     analysis_crs: int | None = Field(None, description=ANALYSIS_CRS_HELP)
 
 
+NETWORK_COSTS = "network_costs"  # the key of the travel times in a job's data (cost "network")
+
+
+class CostChoice(Strict):
+    """How distances are measured (docs/methodology.md#road-networks): great-circle km (the default) or travel
+    time in minutes on the region's current road network (imported with ``tpa import roads``)."""
+
+    cost: Literal["straight", "network"] = Field(
+        "straight", description="straight: great-circle km; network: travel time (minutes) on the region's road "
+        "network — thresholds and catchments are then in minutes")
+    mode: Literal["motor", "walk"] = Field("motor", description="Travel mode on the network")
+    max_snap_m: float = Field(1000.0, gt=0, le=50_000, title="Maximum snap distance",
+                              description="Farthest a point may be from a road it is snapped to (m; walked "
+                              "off-road); farther points are unreachable and listed")
+
+    @model_validator(mode="after")
+    def _one_cost(self) -> CostChoice:
+        if self.cost == "network" and getattr(self, "cost_matrix", None) is not None:
+            raise ValueError("give either cost_matrix or cost 'network', not both")
+        return self
+
+
+def costs(demand: Units, supply: Units, matrix: list[list[float | None]] | None, data: dict[str, Units]
+          ) -> tuple[np.ndarray, str]:
+    """The demand × supply costs of a run and what they are: network minutes (computed for the job), a given
+    matrix, or great-circle km."""
+    from app.analysis.spatial import great_circle_km
+
+    net = data.get(NETWORK_COSTS)
+    if isinstance(net, NetworkCosts) and net.minutes is not None:
+        if net.minutes.shape != (len(demand), len(supply)):
+            raise AnalysisError("the network travel times do not match the inputs")
+        summary = net.summary or {}
+        return net.minutes, f"network minutes ({summary.get('mode', 'motor')})"
+    if matrix is not None:
+        if len(matrix) != len(demand) or any(len(row) != len(supply) for row in matrix):
+            raise AnalysisError(f"cost_matrix must have {len(demand)} rows of {len(supply)} values "
+                                "(demand × supply, in input order).")
+        c = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float) \
+            if matrix else np.zeros((0, 0))
+        if c.shape != (len(demand), len(supply)):
+            raise AnalysisError(f"cost_matrix must have {len(demand)} rows of {len(supply)} values "
+                                "(demand × supply, in input order).")
+        if (np.nan_to_num(c) < 0).any():
+            raise AnalysisError("cost_matrix has negative costs.")
+        return c, "cost matrix"
+    d = representative_lonlat(demand.need_geometry())
+    s = representative_lonlat(supply.need_geometry()) if len(supply) else np.zeros((0, 2))
+    return great_circle_km(d, s), "great-circle km"
+
+
+def network_summary(data: dict[str, Units]) -> dict[str, Any] | None:
+    """What a result says of the network it was computed on (None: it was not)."""
+    net = data.get(NETWORK_COSTS)
+    return net.summary if isinstance(net, NetworkCosts) else None
+
+
 def metric_xy(units: Units, epsg: int | None) -> tuple[np.ndarray, np.ndarray, Any]:
     geoms = units.need_geometry()
     lonlat = representative_lonlat(geoms)
@@ -146,6 +203,14 @@ class Process:
 
     def run(self, inputs: Any, data: dict[str, Units], threads: int) -> Outcome:
         raise AnalysisError(f"The process {self.id} cannot run.")
+
+    # cost "network": the inputs whose features are the origins and the destinations of the travel times
+    network_between: ClassVar[tuple[str, str] | None] = None
+
+    def network_points(self, inputs: Any, data: dict[str, Units]) -> tuple[Units, Units]:
+        """The origins and destinations of the travel times (the features of ``network_between``)."""
+        assert self.network_between is not None
+        return data[self.network_between[0]], data[self.network_between[1]]
 
     # A process that works on the service's own tables (reads and writes them in one transaction) rather than on
     # resolved data: the job worker runs ``run_in_database`` itself, within the job's time limit, instead of

@@ -102,6 +102,23 @@ class Units:
                      [self.props[i] for i in idx], self.source)
 
 
+@dataclass
+class NetworkCosts(Units):
+    """Travel times on a road network from one input's features to another's (minutes; NaN: unreachable), computed
+    in the database before the analysis (``app.services.roads``) and carried to it with the data. It has no features
+    of its own; ``summary`` says which network, mode and speeds were used and what was not snapped."""
+
+    minutes: np.ndarray | None = None
+    summary: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "minutes": self.minutes, "summary": self.summary}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.minutes, self.summary = state["minutes"], state["summary"]
+
+
 def _number(v: Any) -> float | None:
     if isinstance(v, bool):
         return None

@@ -24,10 +24,11 @@ from app.errors import (
 from app.layers.catalog import Catalog, Layer, LiveCatalog
 from app.layers.query import PageLimits, Params, items_query
 from app.models.codes import Role, allowed
-from app.processes.base import Process
+from app.processes.base import NETWORK_COSTS, Process
 from app.processes.data import (
     CollectionRef,
     InlineFeatures,
+    NetworkCosts,
     Units,
     units_from_geojson,
     units_from_table,
@@ -158,6 +159,15 @@ async def with_region_crs(app: Any, inputs: BaseModel, raw: dict[str, Any], data
     areas contain the data's centre. Without a single region, the UTM zone of the data is used."""
     if "analysis_crs" not in type(inputs).model_fields or getattr(inputs, "analysis_crs", None) is not None:
         return raw
+    async with app.state.engine.connect() as conn:
+        regions = await data_regions(conn, inputs, data)
+        crs = set((await regions_repo.analysis_crs_of(conn, sorted(regions))).values()) if regions else set()
+    return {**raw, "analysis_crs": crs.pop()} if len(crs) == 1 else raw
+
+
+async def data_regions(conn: Any, inputs: BaseModel, data: dict[str, Units]) -> set[str]:
+    """The regions the data of a job belong to: the one named by the registry input, or by the ``region`` property
+    of every feature, or, for inline data, the ones whose administrative areas contain the data's centre."""
     regions: set[str] = set()
     for value in (getattr(inputs, n, None) for n in type(inputs).model_fields):
         if isinstance(value, RegistryRef):
@@ -165,15 +175,40 @@ async def with_region_crs(app: Any, inputs: BaseModel, raw: dict[str, Any], data
     units = [u for u in data.values() if u.name != "cause_table"]
     for u in units:
         regions |= {str(p["region"]) for p in u.props if p.get("region") is not None}
+    if regions:
+        return regions
+    points = [representative_lonlat(u.geoms) for u in units if u.geoms is not None and len(u.geoms)]
+    if not points:
+        return set()
+    centre = np.concatenate(points).mean(axis=0)
+    return {rid for rid, _ in await regions_repo.regions_at(conn, float(centre[0]), float(centre[1]))}
+
+
+async def network_costs(app: Any, process: Process, inputs: BaseModel, data: dict[str, Units]) -> NetworkCosts:
+    """Travel times on the current road network of the data's region (cost "network"), in minutes."""
+    from app.services.roads import current_network, travel_times
+
     async with app.state.engine.connect() as conn:
-        if regions:
-            found = await regions_repo.analysis_crs_of(conn, sorted(regions))
-            crs = set(found.values())
-        else:
-            points = [representative_lonlat(u.geoms) for u in units if u.geoms is not None and len(u.geoms)]
-            if not points:
-                return raw
-            centre = np.concatenate(points).mean(axis=0)
-            crs = {epsg for _, epsg in await regions_repo.regions_at(conn, float(centre[0]), float(centre[1]))}
-    return {**raw, "analysis_crs": crs.pop()} if len(crs) == 1 else raw
+        regions = await data_regions(conn, inputs, data)
+        if len(regions) != 1:
+            raise AnalysisError("cost 'network' needs data of one region (found "
+                                f"{', '.join(sorted(regions)) if regions else 'none'}); use cost 'straight'")
+        region = regions.pop()
+        raw = (await conn.get_raw_connection()).driver_connection
+        network = await current_network(raw, region)
+    if network is None:
+        raise AnalysisError(f"the region {region!r} has no road network: import one (tpa import roads FILE "
+                            f"--region {region}) or use cost 'straight'")
+    origins, destinations = process.network_points(inputs, data)
+    mode = getattr(inputs, "mode", "motor")
+    tt = await travel_times(app.state.engine, network, mode, representative_lonlat(origins.need_geometry()),
+                            representative_lonlat(destinations.need_geometry()),
+                            float(getattr(inputs, "max_snap_m", 1000.0)),
+                            parallel=app.state.settings.processes.solver_threads)
+    summary = tt.summary()
+    for side, units, snapped in (("origins", origins, tt.origins), ("destinations", destinations, tt.destinations)):
+        missed = [units.ids[i] for i in np.flatnonzero(~snapped.ok)]
+        summary[f"{side}_not_snapped_ids"] = missed[:100]  # listed, never silently dropped (the first 100)
+    summary["origins"], summary["destinations"] = origins.name, destinations.name
+    return NetworkCosts(NETWORK_COSTS, [], None, [], f"network {network.network_id}", tt.seconds / 60.0, summary)
 

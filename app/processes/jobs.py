@@ -44,7 +44,7 @@ from app.errors import (
 from app.models.codes import ROLE_RANK, Role, allowed
 from app.processes import inputs as job_inputs
 from app.processes import publish, store
-from app.processes.base import DatabaseJob, Outcome, Process
+from app.processes.base import NETWORK_COSTS, DatabaseJob, Outcome, Process
 from app.processes.data import (
     CollectionRef,
     InlineFeatures,
@@ -277,10 +277,19 @@ async def execute(app: Any, run_id: uuid.UUID, sync: bool = False) -> None:
         t0 = time.perf_counter()
         data = await job_inputs.resolve(app, process, inputs, role, row["owner"])
         run_inputs = await job_inputs.with_region_crs(app, inputs, params["inputs"], data)
+        limit = float(row["time_limit_s"] or app.state.settings.processes.time_limit_s)
+        t_net = time.perf_counter()
+        if getattr(inputs, "cost", None) == "network":  # travel times on the road network, computed here
+            try:
+                async with asyncio.timeout(limit):
+                    data[NETWORK_COSTS] = await job_inputs.network_costs(
+                        app, process, process.Inputs.model_validate(run_inputs), data)
+            except TimeoutError:
+                raise JobTimeout(f"the time limit of {limit:g} s was reached (travel times)") from None
         t1 = time.perf_counter()
         outcome: Outcome = await run_isolated(
             process.id, run_inputs, data, app.state.settings.processes.solver_threads,
-            float(row["time_limit_s"] or app.state.settings.processes.time_limit_s), dismissed)
+            max(limit - (time.perf_counter() - t_net), 0.1), dismissed)
         t2 = time.perf_counter()
         await publish.publish_results(app, run_id, process, {**params, "inputs": run_inputs}, data, outcome, started)
         log.info("job %s (%s): inputs %.2f s, analysis %.2f s, publishing %.2f s", run_id, process.id, t1 - t0,

@@ -20,8 +20,10 @@ from app.models.codes import Cause, HouseholdStatus, Need, ProjectType
 from app.processes import styles as st
 from app.processes.base import (
     LAYER_SCHEMA,
+    NETWORK_COSTS,
     OBJECT,
     PROVENANCE,
+    CostChoice,
     HouseholdsInput,
     LayerOut,
     Outcome,
@@ -29,8 +31,10 @@ from app.processes.base import (
     Process,
     Strict,
     as_floats,
+    costs,
     group_labels,
     group_layer,
+    network_summary,
     of_types,
     split_list,
 )
@@ -252,7 +256,7 @@ class NeedsAssessment(Process):
 
 
 # --------------------------------------------------------------------------------- needs-matching
-class MatchingInputs(Strict):
+class MatchingInputs(CostChoice):
     units: DataInput = Field(description="Households or villages with their needs, e.g. the 'households' or "
                              "'villages' output of needs-assessment")
     projects: DataInput = Field(description="Projects with the needs they address, capacity and service radius, "
@@ -270,7 +274,11 @@ class MatchingInputs(Strict):
     default_capacity: int | None = Field(None, ge=0, description="Slots of a project without capacity; null: "
                                          "unlimited")
     default_radius_km: float = Field(10.0, gt=0, description="Radius of a project without one")
-    penalty: float = Field(1000.0, gt=0, description="Cost M of one unit of unmet demand (km-equivalent)")
+    penalty: float = Field(1000.0, gt=0, description="Cost M of one unit of unmet demand (km-equivalent; "
+                           "minutes with cost network)")
+    max_minutes: float = Field(60.0, gt=0, le=600, title="Longest trip",
+                               description="With cost network: the longest trip to a project (minutes), in place of "
+                               "the projects' service radius")
     project_types: list[str] | None = Field(None, description="Only projects of these types")
     type_property: str = "type"
 
@@ -307,6 +315,10 @@ class NeedsMatching(Process):
         "provenance": PROVENANCE,
     }
     data_inputs = ("units", "projects")
+    network_between = ("units", "projects")
+
+    def network_points(self, inputs: MatchingInputs, data: dict[str, Units]) -> tuple[Units, Units]:
+        return data["units"], of_types(data["projects"], inputs.project_types, inputs.type_property)
 
     def run(self, inputs: MatchingInputs, data: dict[str, Units], threads: int) -> Outcome:
         units, projects = data["units"], data["projects"]
@@ -331,7 +343,12 @@ class NeedsMatching(Process):
         pen = inputs.penalty * ((0.5 + lnv) if inputs.priority == "penalty" else np.ones(len(units)))
         ull = representative_lonlat(units.need_geometry())
         pll = representative_lonlat(projects.need_geometry()) if len(projects) else np.zeros((0, 2))
-        u, p, d = mt.candidate_pairs(ull, pll, radius, umask, pmask)
+        network = NETWORK_COSTS in data
+        if network:  # travel minutes on the road network, within max_minutes (unreachable pairs never match)
+            minutes, _ = costs(units, projects, None, data)
+            u, p, d = mt.pairs_from_matrix(minutes, inputs.max_minutes, umask, pmask)
+        else:
+            u, p, d = mt.candidate_pairs(ull, pll, radius, umask, pmask)
         r = mt.min_cost_match(demand, capacity, u, p, d, factor, pen)
         lines = np.asarray([shapely.LineString([ull[i], pll[j]]) for i, j in zip(r.unit, r.project, strict=True)],
                            dtype=object)
@@ -342,7 +359,7 @@ class NeedsMatching(Process):
             "project_id": ("text", [projects.ids[j] for j in r.project]),
             "group": ("text", [labels[i] for i in r.unit]),
             "flow": ("integer", [int(v) for v in r.flow]),
-            "distance_km": ("double precision", as_floats(r.distance_km)),
+            ("minutes" if network else "distance_km"): ("double precision", as_floats(r.distance_km)),
             "cost": ("double precision", as_floats(r.cost)),
         }, unit_column="unit_id")
         keys = sorted(set(labels))
@@ -376,7 +393,8 @@ class NeedsMatching(Process):
             "distance_km_total": float((r.distance_km * r.flow).sum()),
             "distance_km_mean": float((r.distance_km * r.flow).sum() / served) if served else None,
             "compatible_pairs": r.pairs, "status": r.status, "priority": inputs.priority,
-            "penalty": inputs.penalty}}, {"assignments": assign, "unmet": unmet, "utilisation": util})
+            "penalty": inputs.penalty, "cost": "network minutes" if network else "great-circle km",
+            "network": network_summary(data)}}, {"assignments": assign, "unmet": unmet, "utilisation": util})
 
 
 

@@ -18,7 +18,6 @@ from app.analysis.spatial import (
     AnalysisError,
     geodesic_area_km2,
     geoms_to_metric,
-    great_circle_km,
     is_polygonal,
     metric_crs,
     representative_lonlat,
@@ -28,9 +27,11 @@ from app.processes import styles as st
 from app.processes.base import (
     ANALYSIS_CRS_HELP,
     LAYER_SCHEMA,
+    NETWORK_COSTS,
     NUMBER,
     NUMBER_OR_NULL,
     PROVENANCE,
+    CostChoice,
     Inference,
     LayerOut,
     Outcome,
@@ -39,7 +40,9 @@ from app.processes.base import (
     Strict,
     Weights,
     as_floats,
+    costs,
     metric_xy,
+    network_summary,
     of_types,
     spatial_weights,
 )
@@ -290,34 +293,17 @@ class Step(Strict):
 CostMatrix = list[list[float | None]]
 
 
-class AccessibilityInputs(Strict):
+class AccessibilityInputs(CostChoice):
     demand: DataInput
     demand_weight: str = Field("poor_persons", description="Property with the demand (e.g. poor persons)")
     supply: DataInput
     supply_capacity: str = Field("capacity", description="Property with the capacity of a supply site")
     method: Literal["2sfca", "e2sfca", "gaussian"] = "2sfca"
-    max_cost: float = Field(30.0, gt=0, description="Catchment size d0 (km, or the cost matrix's unit)")
+    max_cost: float = Field(30.0, gt=0, description="Catchment size d0 (km; minutes on the network; or the cost "
+                            "matrix's unit)")
     steps: list[Step] | None = Field(None, description="E2SFCA zones; default Luo & Qi 1/0.68/0.22 over thirds")
     cost_matrix: CostMatrix | None = Field(None, description="Demand × supply costs (null = unreachable); default "
                                            "great-circle km")
-
-
-def _cost(demand: Units, supply: Units, matrix: CostMatrix | None) -> tuple[np.ndarray, str]:
-    if matrix is not None:
-        if len(matrix) != len(demand) or any(len(row) != len(supply) for row in matrix):
-            raise AnalysisError(f"cost_matrix must have {len(demand)} rows of {len(supply)} values "
-                                "(demand × supply, in input order).")
-        c = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float) \
-            if matrix else np.zeros((0, 0))
-        if c.shape != (len(demand), len(supply)):
-            raise AnalysisError(f"cost_matrix must have {len(demand)} rows of {len(supply)} values "
-                                "(demand × supply, in input order).")
-        if (np.nan_to_num(c) < 0).any():
-            raise AnalysisError("cost_matrix has negative costs.")
-        return c, "cost matrix"
-    d = representative_lonlat(demand.need_geometry())
-    s = representative_lonlat(supply.need_geometry())
-    return great_circle_km(d, s), "great-circle km"
 
 
 class Accessibility(Process):
@@ -344,10 +330,11 @@ class Accessibility(Process):
         "provenance": PROVENANCE,
     }
     data_inputs = ("demand", "supply")
+    network_between = ("demand", "supply")
 
     def run(self, inputs: AccessibilityInputs, data: dict[str, Units], threads: int) -> Outcome:
         demand, supply = data["demand"], data["supply"]
-        cost, cost_kind = _cost(demand, supply, inputs.cost_matrix)
+        cost, cost_kind = costs(demand, supply, inputs.cost_matrix, data)
         p = demand.column(inputs.demand_weight)
         s = supply.column(inputs.supply_capacity)
         steps = [(st.upper, st.weight) for st in inputs.steps] if inputs.steps else None
@@ -356,6 +343,7 @@ class Accessibility(Process):
         total = float(p.sum())
         return Outcome(
             {"summary": {"method": inputs.method, "max_cost": inputs.max_cost, "cost": cost_kind,
+                         "network": network_summary(data),
                          "mean_access": float(a.mean()) if len(a) else None,
                          "weighted_mean_access": float((a * p).sum() / total) if total else None,
                          "min_access": float(a.min()) if len(a) else None,
@@ -370,7 +358,7 @@ class Accessibility(Process):
 
 
 # --------------------------------------------------------------------------------- coverage gaps
-class GapInputs(Strict):
+class GapInputs(CostChoice):
     demand: DataInput
     demand_weight: str = Field("poor_persons", description="Property with the (poor) population of a unit")
     supply: DataInput = Field(description="Projects or facilities, e.g. /collections/facilities/items")
@@ -410,9 +398,13 @@ class CoverageGaps(Process):
                               {"type": "object"}),
         "gaps": OutputSpec("Units in a gap", "One feature per (unit, type) in the gap", LAYER_SCHEMA, layer=True,
                            style=st.distinct("type", "Type of supply out of reach")),
+        "cost": OutputSpec("Cost", "What distances were measured in (great-circle km, network minutes, a cost "
+                           "matrix) and, on a network, its version, mode, speeds and the points not snapped",
+                           {"type": "object"}),
         "provenance": PROVENANCE,
     }
     data_inputs = ("demand", "supply")
+    network_between = ("demand", "supply")
 
     def run(self, inputs: GapInputs, data: dict[str, Units], threads: int) -> Outcome:
         demand, supply = data["demand"], data["supply"]
@@ -420,9 +412,10 @@ class CoverageGaps(Process):
         stypes = supply.text(inputs.type_property) if inputs.type_property else ["all"] * len(supply)
         wanted = inputs.types or sorted({t for t in stypes if t is not None} | set(inputs.thresholds or {}))
         cost = None
-        if inputs.cost_matrix is not None:
-            cost, _ = _cost(demand, supply, inputs.cost_matrix)
+        if inputs.cost_matrix is not None or NETWORK_COSTS in data:
+            cost, cost_kind = costs(demand, supply, inputs.cost_matrix, data)
         else:
+            cost_kind = "great-circle km"
             dl = representative_lonlat(demand.need_geometry())
             sl = representative_lonlat(supply.need_geometry()) if len(supply) else np.zeros((0, 2))
         summary: dict[str, Any] = {}
@@ -459,7 +452,8 @@ class CoverageGaps(Process):
         layer = LayerOut("Coverage gaps", "Demand units beyond the threshold of a type", ids,
                          np.array(geoms, dtype=object) if demand.geoms is not None else None,
                          {k: (types[k], v) for k, v in cols.items()}, unit_column="unit_id")
-        return Outcome({"summary": summary}, {"gaps": layer})
+        return Outcome({"summary": summary, "cost": {"kind": cost_kind, "network": network_summary(data)}},
+                       {"gaps": layer})
 
 
 # --------------------------------------------------------------------------------- location-allocation
@@ -470,7 +464,7 @@ class H3Grid(Strict):
     buffer_km: float = Field(0.0, ge=0, le=100, description="Grow the hull by this much first")
 
 
-class LocationInputs(Strict):
+class LocationInputs(CostChoice):
     model: Literal["lscp", "mclp", "pmedian", "pcenter"]
     demand: DataInput
     demand_weight: str = Field("poor_persons", description="Property with the demand weight a_i")
@@ -549,24 +543,30 @@ class LocationAllocation(Process):
         "provenance": PROVENANCE,
     }
     data_inputs = ("demand", "candidates", "existing")
+    network_between = ("demand", "sites")
 
-    def run(self, inputs: LocationInputs, data: dict[str, Units], threads: int) -> Outcome:
-        demand = data["demand"]
+    @staticmethod
+    def _sites(inputs: LocationInputs, data: dict[str, Units]) -> tuple[Units, Units, Units | None]:
+        """(all sites: the candidates then the existing ones, the candidates, the existing)."""
         cands = data["candidates"] if "candidates" in data else \
-            h3_candidates(demand, inputs.candidates, inputs.analysis_crs)
+            h3_candidates(data["demand"], inputs.candidates, inputs.analysis_crs)
         existing = data.get("existing")
         sites_ids = list(cands.ids) + ([f"existing:{i}" for i in existing.ids] if existing else [])
         site_geoms = None
         if cands.geoms is not None and (existing is None or existing.geoms is not None):
             site_geoms = np.concatenate([cands.geoms] + ([existing.geoms] if existing else []))
+        return Units("sites", sites_ids, site_geoms, cands.props + (existing.props if existing else []), ""), \
+            cands, existing
+
+    def network_points(self, inputs: LocationInputs, data: dict[str, Units]) -> tuple[Units, Units]:
+        return data["demand"], self._sites(inputs, data)[0]
+
+    def run(self, inputs: LocationInputs, data: dict[str, Units], threads: int) -> Outcome:
+        demand = data["demand"]
+        all_sites, cands, existing = self._sites(inputs, data)
+        sites_ids, site_geoms = all_sites.ids, all_sites.geoms
         kind = ["candidate"] * len(cands) + ["existing"] * (len(existing) if existing else 0)
-        if inputs.cost_matrix is not None:
-            all_sites = Units("sites", sites_ids, site_geoms, cands.props + (existing.props if existing else []), "")
-            cost, _ = _cost(demand, all_sites, inputs.cost_matrix)
-        else:
-            dl = representative_lonlat(demand.need_geometry())
-            sl = representative_lonlat(site_geoms if site_geoms is not None else cands.need_geometry())
-            cost = great_circle_km(dl, sl)
+        cost, cost_kind = costs(demand, all_sites, inputs.cost_matrix, data)
         a = demand.column(inputs.demand_weight)
         fixed = list(range(len(cands), len(sites_ids)))
         limit = inputs.time_limit_s
@@ -600,7 +600,8 @@ class LocationAllocation(Process):
             "objective": r.objective, "coverage_weighted_pct": r.coverage_weighted_pct, "status": r.status,
             "mip_gap": r.mip_gap,
             "bounds": {"lower": r.lower_bound, "upper": r.upper_bound, "solver_seconds": round(r.solver_seconds, 3),
-                       "candidates": len(cands), "existing": len(fixed), "notes": r.notes},
+                       "candidates": len(cands), "existing": len(fixed), "notes": r.notes,
+                       "cost": cost_kind, "network": network_summary(data)},
         }, {"selected": selected, "assignment": assignment})
 
 

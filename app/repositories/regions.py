@@ -45,7 +45,7 @@ def _encode_geometry(g: BaseGeometry) -> bytes:
     )
 
 
-async def _driver_connection(session: AsyncSession) -> Any:
+async def driver_connection(session: AsyncSession) -> Any:
     """The asyncpg connection behind the session, inside the session's open transaction."""
     conn = await session.connection()
     await conn.execute(text("SELECT 1"))  # make sure the adapter's transaction has begun
@@ -72,7 +72,7 @@ async def copy_rows(
     """Bulk-load rows with COPY (binary). Dicts become JSON text; geometries become EWKB."""
     if table not in REGION_TABLES:
         raise ValueError(f"not a region table: {table}")
-    driver = await _driver_connection(session)
+    driver = await driver_connection(session)
     json_idx = [i for i, c in enumerate(columns) if c in ("properties", "budget_by_level", "metadata")]
 
     def prepared() -> Iterable[tuple[Any, ...]]:

@@ -54,9 +54,24 @@ async def load_demo(
     t1 = time.perf_counter()
     async with sessionmaker() as session, session.begin():
         await load_data(session, data, load_progress)
+        if load_progress:
+            load_progress("road network")
+        await load_demo_roads(session, int(data.region["analysis_crs"]), seed)
         fingerprint = await regions.region_fingerprint(session, REGION_ID)
     t2 = time.perf_counter()
     return DemoLoadReport(REGION_ID, seed, data.counts(), data.checksum(), combine(fingerprint), t1 - t0, t2 - t1)
+
+
+async def load_demo_roads(session: AsyncSession, analysis_crs: int, seed: int) -> None:
+    """The demo's synthetic road network (app/demo/roads.py) as version 1 of the region's network."""
+    from app.demo.roads import SOURCE, demo_roads
+    from app.ingest.roads import Speeds
+    from app.services.roads import store_network
+
+    conn = await regions.driver_connection(session)
+    edges = await demo_roads(conn, REGION_ID, analysis_crs, seed)
+    await store_network(conn, REGION_ID, edges, Speeds.default(), SOURCE,
+                        "synthetic: a county road hierarchy over the demo's settlements, slower in the hilly east")
 
 
 async def demo_present(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
