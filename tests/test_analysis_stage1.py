@@ -123,6 +123,12 @@ def test_two_step_fca_by_hand():
     rr = s / (d @ w)
     np.testing.assert_allclose(r, rr)
     np.testing.assert_allclose(a, w @ rr)
+    # a site whose catchment holds only units of zero demand serves no one: R = 0, and no unit gets infinite access
+    d0 = np.array([100.0, 0.0, 0.0])
+    c0 = np.array([[5.0, 50.0], [40.0, 10.0], [45.0, 12.0]])
+    a, r = acc.accessibility(d0, s, c0, "2sfca", 30.0)
+    np.testing.assert_allclose(r, [10 / 100, 0.0])
+    np.testing.assert_allclose(a, [10 / 100, 0.0, 0.0])
 
 
 def test_gaps_by_hand():

@@ -410,3 +410,47 @@ async def test_isochrone_membership_agrees_with_the_matrix(rc, road_db, network)
             agree += int((inside == reach)[clear].sum())
             total += int(clear.sum())
     assert agree / total >= 0.99, agree / total
+
+
+async def test_gaps_location_and_matching_on_the_network_use_its_minutes(rc, road_db, network):
+    from app.analysis import gaps as gp
+    from app.analysis import location as loc
+
+    demand_pts, supply_pts = _points(7, 30)[:-3], _points(8, 6)[:-3]
+    far = np.array([[X0 + 0.10, Y0 + 0.03]])  # beyond the snap distance: listed, unreachable
+    demand_pts = np.vstack([demand_pts, far])
+    pop = [10 + 3 * k for k in range(len(demand_pts))]
+    demand = _fc(demand_pts, [{"poor_persons": p, "needs": "P_SKILL"} for p in pop])
+    supply = _fc(supply_pts, [{"class": "clinic", "capacity": 40, "addresses_needs": ["P_SKILL"], "type": "training"}
+                              for _ in supply_pts])
+    minutes = (await _times(road_db, network, "motor", demand_pts, supply_pts)).seconds / 60
+    # coverage gaps: the nearest clinic in minutes, beyond 3 minutes
+    r = await rc.post("/processes/coverage-gaps/execution", json={"inputs": {
+        "demand": demand, "supply": supply, "threshold": 3, "cost": "network"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cost"]["kind"] == "network minutes (motor)"
+    assert body["cost"]["network"]["origins_not_snapped_ids"] == [f"p{len(demand_pts) - 1}"]
+    near, _ = gp.nearest_from_matrix(minutes)
+    expected = gp.coverage_gap(near, _, np.array(pop, dtype=float), 3)
+    assert body["summary"]["clinic"]["units_in_gap"] == int(expected.in_gap.sum()) > 0
+    # location-allocation: MCLP on the same minutes
+    r = await rc.post("/processes/location-allocation/execution", json={"inputs": {
+        "model": "mclp", "demand": demand, "candidates": supply, "p": 2, "service_radius": 4, "cost": "network"}})
+    assert r.status_code == 200, r.text
+    direct = loc.mclp(minutes, np.array(pop, dtype=float), 2, 4.0, [], 60, 1)
+    assert r.json()["objective"] == pytest.approx(direct.objective)
+    assert r.json()["bounds"]["cost"] == "network minutes (motor)"
+    # needs matching: pairs within max_minutes only, costs in minutes
+    r = await rc.post("/processes/needs-matching/execution", json={"inputs": {
+        "units": demand, "projects": supply, "needs_property": "needs", "priority_property": None,
+        "group_property": None, "cost": "network", "max_minutes": 5}})
+    assert r.status_code == 200, r.text
+    s = r.json()["summary"]
+    ok = np.nan_to_num(minutes, nan=np.inf) <= 5
+    assert s["compatible_pairs"] == int(ok.sum()) and s["cost"] == "network minutes"
+    items = (await rc.get(r.json()["assignments"]["href"].replace("http://testserver", ""),
+                          params={"limit": 1000})).json()["features"]
+    for f in items:
+        i, j = int(f["properties"]["unit_id"][1:]), int(f["properties"]["project_id"][1:])
+        assert f["properties"]["minutes"] == pytest.approx(minutes[i, j])

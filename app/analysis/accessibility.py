@@ -83,4 +83,9 @@ def accessibility(
     wij = np.ones(len(i)) if fn is None else np.array([float(fn(v)) for v in cost[i, j]])
     load = np.bincount(j, weights=demand[i] * wij, minlength=len(supply))
     ratio = np.divide(supply, load, out=np.zeros(len(supply)), where=load > 0)
+    # A site whose catchment holds no demand serves no one (R_j = 0); access divides by that zero and gives the
+    # units of zero demand around it an infinite A_i. Those units get the sum over the sites that do serve someone.
+    bad = ~np.isfinite(acc)
+    if bad.any():
+        acc[bad] = np.bincount(i, weights=wij * ratio[j], minlength=len(demand))[bad]
     return acc, ratio

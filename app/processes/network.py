@@ -65,7 +65,7 @@ class Isochrones(Process):
     outputs = {
         "isochrones": OutputSpec("Isochrones", "One polygon per site and travel time (or per travel time, "
                                  "dissolved), with its area", LAYER_SCHEMA, layer=True,
-                                 style=st.graduated("minutes", "Travel time (minutes)", st.YLGNBU)),
+                                 style=st.distinct("minutes", "Travel time (minutes)")),
         "summary": OutputSpec("Summary", "The network, mode and speeds used, sites drawn and sites not snapped, "
                               "area per travel time", {"type": "object"}),
         "provenance": PROVENANCE,

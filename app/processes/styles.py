@@ -103,9 +103,13 @@ def resolve(style: Style | None, values: list[Any] | np.ndarray | None) -> Style
             out["breaks"] = []
         out["colors"] = style["colors"][: len(out["breaks"]) + 1]
     elif style["kind"] == "distinct":
-        seen = sorted({v for v in (values if values is not None else []) if v is not None}, key=str)
+        plain = {v.item() if isinstance(v, np.generic) else v for v in (values if values is not None else [])
+                 if v is not None}
+        numeric = all(_finite(v) for v in plain)  # numbers (e.g. minutes of isochrones): in order, as 15 not 15.0
+        seen = sorted(plain) if numeric else sorted(plain, key=str)
         out = categories(style["property"], style["title"],
-                         [(v, str(v), QUALITATIVE[i]) for i, v in enumerate(seen[: len(QUALITATIVE)])])
+                         [(v, f"{v:g}" if numeric else str(v), QUALITATIVE[i])
+                          for i, v in enumerate(seen[: len(QUALITATIVE)])])
     return out
 
 

@@ -362,60 +362,72 @@ class _raw:
 
 
 async def _combine(engine: Any, network: Network, mode: Mode, o: Snapped, d: Snapped, parallel: int) -> np.ndarray:
+    """The matrix, by one Dijkstra per point of the smaller side. Each point becomes a vertex of its own, joined to
+    the ends of its edge by virtual edges that cost the share of the edge (and straight to the points of the other
+    side on the same edge), so pgRouting's times are the points' times; the off-road walks are added after."""
     n, m = len(o.edge), len(d.edge)
     out = np.full((n, m), np.nan)
     oi, di = np.flatnonzero(o.ok), np.flatnonzero(d.ok)
     if not len(oi) or not len(di):
         return out
+    async with _raw(engine) as conn:
+        top_v, top_e = await conn.fetchrow("SELECT max(greatest(source, target)), max(edge_id) FROM road_edge "
+                                           "WHERE network_id = $1", network.network_id)
+    ov = top_v + 1 + oi  # the points' own vertices: origins, then destinations
+    dv = top_v + 1 + n + di
     ev, ec = _exits(o)
     nv, nc = _entries(d)
-    ev, ec, nv, nc = ev[oi], ec[oi], nv[di], nc[di]
-    uo, ui_o = np.unique(ev, return_inverse=True)
-    ud, ui_d = np.unique(nv, return_inverse=True)
-    ui_o, ui_d = ui_o.reshape(ev.shape), ui_d.reshape(nv.shape)
-    dist = np.full((len(uo), len(ud)), np.inf)
-    # Dijkstra from the smaller set of vertices: from the destinations on the reversed network when they are fewer
-    reverse = len(ud) < len(uo)
-    starts, ends = (ud, uo) if reverse else (uo, ud)
-    chunks = [c for c in np.array_split(starts, min(parallel, len(starts))) if len(c)]
-    sql = edges_sql(network.network_id, mode, reverse)
+    # from the destinations on the reversed network when they are fewer: every virtual edge is then reversed too
+    reverse = len(di) < len(oi)
+    src: list[np.ndarray] = []
+    tgt: list[np.ndarray] = []
+    cst: list[np.ndarray] = []
+
+    def virtual(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:  # a → b in the direction of travel
+        keep = np.isfinite(c)
+        src.append((b if reverse else a)[keep])
+        tgt.append((a if reverse else b)[keep])
+        cst.append(c[keep])
+
+    for k in range(2):
+        virtual(ov, ev[oi, k], ec[oi, k])  # origin → the ends of its edge
+        virtual(nv[di, k], dv, nc[di, k])  # the ends of its edge → destination
+    same = o.edge[oi][:, None] == d.edge[di][None, :]
+    if same.any():  # straight along a shared edge
+        r, c = np.nonzero(same)
+        fo, fd, co, ro = o.fraction[oi][r], d.fraction[di][c], o.cost[oi][r], o.reverse_cost[oi][r]
+        direct = np.minimum(np.where(fd >= fo, _share(fd - fo, co), np.inf),
+                            np.where(fd <= fo, _share(fo - fd, ro), np.inf))
+        virtual(ov[r], dv[c], direct)
+    vs, vt, vc = np.concatenate(src), np.concatenate(tgt), np.concatenate(cst)
+    records = list(zip((top_e + 1 + np.arange(len(vs))).tolist(), vs.tolist(), vt.tolist(), vc.tolist(),
+                       strict=True))
+    starts, ends = (dv, ov) if reverse else (ov, dv)
+    chunks = [ch for ch in np.array_split(starts, min(parallel, len(starts))) if len(ch)]
+    sql = (edges_sql(network.network_id, mode, reverse)
+           + " UNION ALL SELECT id, source, target, cost, -1::float8 AS reverse_cost FROM pg_temp._virtual")
 
     async def run(chunk: np.ndarray) -> list[Any]:
-        async with _raw(engine) as conn:
+        async with _raw(engine) as conn, conn.transaction():
+            await conn.execute("CREATE TEMP TABLE _virtual (id bigint, source bigint, target bigint, cost float8) "
+                               "ON COMMIT DROP")
+            await conn.copy_records_to_table("_virtual", records=records)
             return await conn.fetch(
                 "SELECT start_vid, array_agg(end_vid) AS e, array_agg(agg_cost) AS c "
                 "FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint[], true) GROUP BY start_vid",
                 sql, chunk.tolist(), ends.tolist())
 
-    s_index = {int(v): i for i, v in enumerate(starts)}
-    e_pos = {int(v): i for i, v in enumerate(ends)}
-    for rows in await asyncio.gather(*(run(c) for c in chunks)):
-        for r in rows:
-            i = s_index[r["start_vid"]]
-            j = np.fromiter((e_pos[v] for v in r["e"]), dtype=np.int64, count=len(r["e"]))
-            if reverse:
-                dist[j, i] = r["c"]
+    first = top_v + 1
+    for rows in await asyncio.gather(*(run(ch) for ch in chunks)):
+        for row in rows:
+            a = int(row["start_vid"]) - first
+            b = np.asarray(row["e"], dtype=np.int64) - first
+            if reverse:  # start: a destination (n + j), ends: origins (i)
+                out[b, a - n] = row["c"]
             else:
-                dist[i, j] = r["c"]
-    common = np.intersect1d(uo, ud)  # a vertex to itself: no time (pgRouting lists no such pair)
-    dist[np.searchsorted(uo, common), np.searchsorted(ud, common)] = 0.0
-    best = np.full((len(oi), len(di)), np.inf)
-    for a in range(2):
-        for b in range(2):
-            cand = ec[:, a][:, None] + dist[ui_o[:, a][:, None], ui_d[:, b][None, :]] + nc[:, b][None, :]
-            np.minimum(best, cand, out=best)
-    # straight along a shared edge
-    same = o.edge[oi][:, None] == d.edge[di][None, :]
-    if same.any():
-        r, c = np.nonzero(same)
-        fo, fd = o.fraction[oi][r], d.fraction[di][c]
-        fwd = np.where(fd >= fo, _share(fd - fo, o.cost[oi][r]), np.inf)
-        back = np.where(fd <= fo, _share(fo - fd, o.reverse_cost[oi][r]), np.inf)
-        best[r, c] = np.minimum(best[r, c], np.minimum(fwd, back))
+                out[a, b - n] = row["c"]
     speed = network.speeds.offroad_kmh / 3.6
-    best += o.distance_m[oi][:, None] / speed + d.distance_m[di][None, :] / speed
-    best[~np.isfinite(best)] = np.nan
-    out[np.ix_(oi, di)] = best
+    out += np.nan_to_num(o.distance_m, nan=0.0)[:, None] / speed + np.nan_to_num(d.distance_m, nan=0.0)[None, :] / speed
     return out
 
 
