@@ -77,3 +77,14 @@ def before_call(ctx, case, **kwargs):  # noqa: ANN001, ANN201 (schemathesis' hoo
         inputs = case.body.get("inputs")
         if case.path.endswith("/return-risk/execution") and isinstance(inputs, dict) and "until" not in inputs:
             inputs["until"] = 2021  # without it, every registry year is read
+        if case.path.endswith("/isochrones/execution") and isinstance(inputs, dict):
+            # isochrones of the demo's 1,200 villages for an hour at 100 m cells take longer than a synchronous
+            # execution may (503: execute asynchronously); at most 15 minutes, on cells of 1 km at least
+            if isinstance(inputs.get("minutes"), list):
+                inputs["minutes"] = [min(m, 15) if isinstance(m, (int, float)) and not isinstance(m, bool) and
+                                     0 < m <= 600 else m for m in inputs["minutes"]]
+            elif "minutes" not in inputs:
+                inputs["minutes"] = [15]
+            cell = inputs.get("cell_m")
+            if cell is None or (isinstance(cell, (int, float)) and not isinstance(cell, bool) and 5 <= cell <= 5000):
+                inputs["cell_m"] = max(cell or 0, 1000)

@@ -338,6 +338,9 @@ async def test_accessibility_on_the_network_equals_access_given_the_same_matrix(
                cost_name="cost")
     expected = a.two_stage_fca(name="a", max_cost=6)["a_c"].reindex(range(len(pop))).fillna(0).to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-9)
+    # each unit's off-road distance to its road is in the layer
+    snap = np.array([f["properties"]["snap_m"] for f in sorted(items, key=lambda f: int(f["id"][1:]))])
+    np.testing.assert_allclose(snap, tt.origins.distance_m, rtol=1e-9)
     assert (got > 0).any() and (got == 0).any()  # the 6-minute catchment leaves some villages out
 
 

@@ -154,6 +154,16 @@ def costs(demand: Units, supply: Units, matrix: list[list[float | None]] | None,
     return great_circle_km(d, s), "great-circle km"
 
 
+def snap_columns(data: dict[str, Units], side: int, rows: np.ndarray | None = None) -> dict[str, tuple[str, Any]]:
+    """The off-road distance of each feature of a layer to the road it was snapped to (``side`` 0: the origins,
+    1: the destinations; ``rows``: which of them the layer's rows are), when the run was on the network."""
+    net = data.get(NETWORK_COSTS)
+    if not isinstance(net, NetworkCosts) or net.snap_m is None:
+        return {}
+    snap = np.asarray(net.snap_m[side], dtype=float)
+    return {"snap_m": ("double precision", snap if rows is None else snap[np.asarray(rows, dtype=int)])}
+
+
 def network_summary(data: dict[str, Units]) -> dict[str, Any] | None:
     """What a result says of the network it was computed on (None: it was not)."""
     net = data.get(NETWORK_COSTS)

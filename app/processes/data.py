@@ -110,13 +110,15 @@ class NetworkCosts(Units):
 
     minutes: np.ndarray | None = None
     summary: dict[str, Any] | None = None
+    snap_m: tuple[np.ndarray, np.ndarray] | None = None  # off-road metres of the origins, of the destinations (NaN:
+    # not snapped)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "minutes": self.minutes, "summary": self.summary}
+        return {**super().__getstate__(), "minutes": self.minutes, "summary": self.summary, "snap_m": self.snap_m}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.minutes, self.summary = state["minutes"], state["summary"]
+        self.minutes, self.summary, self.snap_m = state["minutes"], state["summary"], state["snap_m"]
 
 
 def _number(v: Any) -> float | None:

@@ -184,21 +184,32 @@ async def data_regions(conn: Any, inputs: BaseModel, data: dict[str, Units]) -> 
     return {rid for rid, _ in await regions_repo.regions_at(conn, float(centre[0]), float(centre[1]))}
 
 
-async def network_costs(app: Any, process: Process, inputs: BaseModel, data: dict[str, Units]) -> NetworkCosts:
-    """Travel times on the current road network of the data's region (cost "network"), in minutes."""
-    from app.services.roads import current_network, travel_times
+async def region_network(app: Any, inputs: BaseModel, data: dict[str, Units], why: str, otherwise: str = ""
+                         ) -> tuple[Any, int]:
+    """The current road network of the one region the data belong to, and the region's analysis CRS;
+    AnalysisError when the data span several regions or the region has no network (``why``: what needs it)."""
+    from app.services.roads import current_network
 
     async with app.state.engine.connect() as conn:
         regions = await data_regions(conn, inputs, data)
         if len(regions) != 1:
-            raise AnalysisError("cost 'network' needs data of one region (found "
-                                f"{', '.join(sorted(regions)) if regions else 'none'}); use cost 'straight'")
+            raise AnalysisError(f"{why} needs data of one region (found "
+                                f"{', '.join(sorted(regions)) if regions else 'none'})")
         region = regions.pop()
         raw = (await conn.get_raw_connection()).driver_connection
         network = await current_network(raw, region)
+        crs = (await regions_repo.analysis_crs_of(conn, [region])).get(region)
     if network is None:
         raise AnalysisError(f"the region {region!r} has no road network: import one (tpa import roads FILE "
-                            f"--region {region}) or use cost 'straight'")
+                            f"--region {region}){otherwise}")
+    return network, int(crs or 0)
+
+
+async def network_costs(app: Any, process: Process, inputs: BaseModel, data: dict[str, Units]) -> NetworkCosts:
+    """Travel times on the current road network of the data's region (cost "network"), in minutes."""
+    from app.services.roads import travel_times
+
+    network, _ = await region_network(app, inputs, data, "cost 'network'", " or use cost 'straight'")
     origins, destinations = process.network_points(inputs, data)
     mode = getattr(inputs, "mode", "motor")
     tt = await travel_times(app.state.engine, network, mode, representative_lonlat(origins.need_geometry()),
@@ -210,5 +221,6 @@ async def network_costs(app: Any, process: Process, inputs: BaseModel, data: dic
         missed = [units.ids[i] for i in np.flatnonzero(~snapped.ok)]
         summary[f"{side}_not_snapped_ids"] = missed[:100]  # listed, never silently dropped (the first 100)
     summary["origins"], summary["destinations"] = origins.name, destinations.name
-    return NetworkCosts(NETWORK_COSTS, [], None, [], f"network {network.network_id}", tt.seconds / 60.0, summary)
+    return NetworkCosts(NETWORK_COSTS, [], None, [], f"network {network.network_id}", tt.seconds / 60.0, summary,
+                        (tt.origins.distance_m, tt.destinations.distance_m))
 

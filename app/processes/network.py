@@ -76,26 +76,14 @@ class Isochrones(Process):
 
     async def run_in_database(self, job: DatabaseJob, inputs: IsochroneInputs) -> Outcome:
         from app.processes import inputs as job_inputs
-        from app.repositories import regions as regions_repo
-        from app.services.roads import current_network, reach
+        from app.services.roads import reach
 
         app = job.app
         data = await job_inputs.resolve(app, self, inputs, job.role, job.actor)
         sites = data["sites"]
         if not len(sites):
             raise AnalysisError("sites: no features")
-        async with app.state.engine.connect() as conn:
-            regions = await job_inputs.data_regions(conn, inputs, data)
-            if len(regions) != 1:
-                raise AnalysisError("isochrones need sites of one region (found "
-                                    f"{', '.join(sorted(regions)) if regions else 'none'})")
-            region = regions.pop()
-            raw = (await conn.get_raw_connection()).driver_connection
-            network = await current_network(raw, region)
-            crs = (await regions_repo.analysis_crs_of(conn, [region])).get(region)
-        if network is None:
-            raise AnalysisError(f"the region {region!r} has no road network: import one (tpa import roads FILE "
-                                f"--region {region})")
+        network, crs = await job_inputs.region_network(app, inputs, data, "isochrones")
         lonlat = representative_lonlat(sites.need_geometry())
         r = await reach(app.state.engine, network, inputs.mode, lonlat, max(inputs.minutes) * 60, inputs.max_snap_m)
         return await job.analyse({

@@ -44,6 +44,7 @@ from app.processes.base import (
     metric_xy,
     network_summary,
     of_types,
+    snap_columns,
     spatial_weights,
 )
 from app.processes.data import DataInput, Units
@@ -351,10 +352,10 @@ class Accessibility(Process):
                          "zero_access_units": int(zero.sum()), "zero_access_weight": float(p[zero].sum())}},
             {"features": LayerOut("Accessibility", f"{inputs.method} accessibility", demand.ids, demand.geoms, {
                 inputs.demand_weight: ("double precision", as_floats(p)),
-                "access": ("double precision", as_floats(a))}),
+                "access": ("double precision", as_floats(a)), **snap_columns(data, 0)}),
              "supply": LayerOut("Supply-to-demand ratio", "R_j of each supply site", supply.ids, supply.geoms, {
                  inputs.supply_capacity: ("double precision", as_floats(s)),
-                 "ratio": ("double precision", as_floats(ratio))})})
+                 "ratio": ("double precision", as_floats(ratio)), **snap_columns(data, 1)})})
 
 
 # --------------------------------------------------------------------------------- coverage gaps
@@ -449,9 +450,12 @@ class CoverageGaps(Process):
                 cols[inputs.demand_weight].append(float(weight[i]))
         types = {"unit_id": "text", "type": "text", "nearest": "double precision", "nearest_id": "text",
                  "threshold": "double precision", inputs.demand_weight: "double precision"}
+        where = {u: i for i, u in enumerate(demand.ids)}
         layer = LayerOut("Coverage gaps", "Demand units beyond the threshold of a type", ids,
                          np.array(geoms, dtype=object) if demand.geoms is not None else None,
-                         {k: (types[k], v) for k, v in cols.items()}, unit_column="unit_id")
+                         {**{k: (types[k], v) for k, v in cols.items()},
+                          **snap_columns(data, 0, np.array([where[u] for u in cols["unit_id"]], dtype=int))},
+                         unit_column="unit_id")
         return Outcome({"summary": summary, "cost": {"kind": cost_kind, "network": network_summary(data)}},
                        {"gaps": layer})
 
@@ -595,6 +599,7 @@ class LocationAllocation(Process):
             "site_id": ("text", [sites_ids[j] if j >= 0 else None for j in r.assignment]),
             "cost": ("double precision", as_floats(r.cost_to_site)),
             "covered": ("boolean", [bool(v) for v in (r.covered if r.covered is not None else ok)]),
+            **snap_columns(data, 0),
         })
         return Outcome({
             "objective": r.objective, "coverage_weighted_pct": r.coverage_weighted_pct, "status": r.status,

@@ -158,11 +158,11 @@ def edges_sql(network_id: int, mode: Mode, reverse: bool = False) -> str:
     """The edge query pgRouting reads: costs in seconds, -1 where a direction may not be used. ``reverse`` swaps
     every edge's direction (Dijkstra from the destinations then gives the times *to* them)."""
     if mode == "motor":
-        t = "length_m * 3.6 / motor_kmh"
+        t = _seconds(mode)
         cost, rcost, usable = (f"CASE WHEN oneway = -1 THEN -1 ELSE {t} END",
                                f"CASE WHEN oneway = 1 THEN -1 ELSE {t} END", "motor_kmh IS NOT NULL")
     else:
-        cost = rcost = "length_m * 3.6 / walk_kmh"
+        cost = rcost = _seconds(mode)
         usable = "walk_kmh IS NOT NULL"
     s, g = ("target", "source") if reverse else ("source", "target")
     return (f"SELECT edge_id AS id, {s} AS source, {g} AS target, {cost} AS cost, {rcost} AS reverse_cost "
@@ -188,6 +188,11 @@ class Snapped:
         return self.edge >= 0
 
 
+def _seconds(mode: Mode) -> str:
+    """An edge's time (s) in SQL: its length over the mode's speed."""
+    return f"length_m * 3.6 / {'motor_kmh' if mode == 'motor' else 'walk_kmh'}"
+
+
 def _usable(mode: Mode) -> str:
     return "motor_kmh IS NOT NULL" if mode == "motor" else "walk_kmh IS NOT NULL"
 
@@ -196,7 +201,7 @@ async def snap(conn: Any, network: Network, mode: Mode, lonlat: np.ndarray, max_
     """Each point's nearest edge usable by the mode (geodesic distance; of the 8 nearest by the index), within
     ``max_snap_m``; the fraction is measured along the edge's geodesic length."""
     n = len(lonlat)
-    t = "length_m * 3.6 / motor_kmh" if mode == "motor" else "length_m * 3.6 / walk_kmh"
+    t = _seconds(mode)
     rows = await conn.fetch(
         f"""
         WITH p AS (SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS g
@@ -494,7 +499,7 @@ async def reach(engine: Any, network: Network, mode: Mode, sites: np.ndarray, bu
         if boxes:
             x0, y0 = min(b[0] for b in boxes) - grow, min(b[1] for b in boxes) - grow
             x1, y1 = max(b[2] for b in boxes) + grow, max(b[3] for b in boxes) + grow
-            t = "length_m * 3.6 / motor_kmh" if mode == "motor" else "length_m * 3.6 / walk_kmh"
+            t = _seconds(mode)
             edges = list(await conn.fetch(
                 f"SELECT edge_id, source, target, CASE WHEN $2 AND oneway = -1 THEN -1 ELSE {t} END AS cost, "
                 f"CASE WHEN $2 AND oneway = 1 THEN -1 ELSE {t} END AS reverse_cost, ST_AsBinary(geom) AS wkb "
