@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import logging
 import time
 import zlib
@@ -80,8 +81,6 @@ async def store_network(conn: Any, region_id: str, edges: Edges, speeds: Speeds,
     version = await conn.fetchval("SELECT coalesce(max(version), 0) + 1 FROM road_network WHERE region_id = $1",
                                   region_id)
     await conn.execute("UPDATE road_network SET current = false WHERE region_id = $1 AND current", region_id)
-    import json
-
     nid = await conn.fetchval(
         "INSERT INTO road_network (region_id, version, source, note, speeds, edges, vertices, length_km, components, "
         "largest_component_share) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 0, $8, $9) RETURNING network_id",
@@ -128,8 +127,6 @@ async def store_network(conn: Any, region_id: str, edges: Edges, speeds: Speeds,
 
 
 def _network(row: Any) -> Network:
-    import json
-
     speeds = row["speeds"] if isinstance(row["speeds"], dict) else json.loads(row["speeds"])
     return Network(row["network_id"], row["region_id"], row["version"], row["source"], Speeds.from_json(speeds),
                    row["edges"])
