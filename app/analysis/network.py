@@ -44,9 +44,16 @@ class SiteOnNetwork:
     offroad_s: float
 
 
-def _share(fraction: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """As in app.services.roads: inf where the direction is closed, except for no share at all."""
+def share(fraction: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """The time of a share of an edge in one direction: inf where that direction is closed (cost -1), except for
+    no share at all (a point on the vertex itself is there whatever the direction)."""
     return np.where(fraction <= 0, 0.0, np.where(cost >= 0, fraction * cost, np.inf))
+
+
+def along(f_from: np.ndarray, f_to: np.ndarray, cost: np.ndarray, reverse_cost: np.ndarray) -> np.ndarray:
+    """The time straight along one edge from fraction ``f_from`` to ``f_to`` (with the line, or against it)."""
+    return np.minimum(np.where(f_to >= f_from, share(f_to - f_from, cost), np.inf),
+                      np.where(f_to <= f_from, share(f_from - f_to, reverse_cost), np.inf))
 
 
 def time_to_site(es: EdgeSet, to_site: dict[int, float], site: SiteOnNetwork, xy: np.ndarray, offroad_mps: float,
@@ -83,12 +90,10 @@ def _vertex_costs(es: EdgeSet, to_site: dict[int, float]) -> tuple[np.ndarray, n
 def _times(es: EdgeSet, vc: tuple[np.ndarray, np.ndarray], site: SiteOnNetwork, ei: np.ndarray, f: np.ndarray,
            dist: np.ndarray, offroad_mps: float) -> np.ndarray:
     c, rc = es.cost[ei], es.reverse_cost[ei]
-    best = np.minimum(_share(1 - f, c) + vc[1][ei], _share(f, rc) + vc[0][ei])
+    best = np.minimum(share(1 - f, c) + vc[1][ei], share(f, rc) + vc[0][ei])
     own = es.edge_id[ei] == site.edge_id
     if own.any():
-        fo, fs = f[own], site.fraction
-        direct = np.minimum(np.where(fo <= fs, _share(fs - fo, c[own]), np.inf),
-                            np.where(fo >= fs, _share(fo - fs, rc[own]), np.inf)) + site.offroad_s
+        direct = along(f[own], np.full(int(own.sum()), site.fraction), c[own], rc[own]) + site.offroad_s
         best[own] = np.minimum(best[own], direct)
     return best + dist / offroad_mps
 

@@ -315,8 +315,6 @@ class NeedsMatching(Process):
         "provenance": PROVENANCE,
     }
     data_inputs = ("units", "projects")
-    network_between = ("units", "projects")
-
     def network_points(self, inputs: MatchingInputs, data: dict[str, Units]) -> tuple[Units, Units]:
         return data["units"], of_types(data["projects"], inputs.project_types, inputs.type_property)
 

@@ -547,8 +547,6 @@ class LocationAllocation(Process):
         "provenance": PROVENANCE,
     }
     data_inputs = ("demand", "candidates", "existing")
-    network_between = ("demand", "sites")
-
     @staticmethod
     def _sites(inputs: LocationInputs, data: dict[str, Units]) -> tuple[Units, Units, Units | None]:
         """(all sites: the candidates then the existing ones, the candidates, the existing)."""

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import shapely
 
+from app.analysis.network import along, share
 from app.errors import InvalidParameter
 from app.ingest.roads import Edges, Speeds, components
 
@@ -141,29 +142,33 @@ async def current_network(conn: Any, region_id: str) -> Network | None:
     return None if row is None else _network(row)
 
 
-async def network_by_id(conn: Any, network_id: int) -> Network | None:
-    row = await conn.fetchrow(f"SELECT {_NETWORK_COLS} FROM road_network WHERE network_id = $1", network_id)
-    return None if row is None else _network(row)
-
-
-async def has_pgrouting(conn: Any) -> bool:
-    return bool(await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'pgrouting'"))
+async def _can_route(conn: Any, mode: Mode) -> None:
+    """A known mode, and pgRouting on the server (a clear 400 otherwise)."""
+    if mode not in MODES:
+        raise InvalidParameter(f"mode must be one of {', '.join(MODES)}")
+    if not await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'pgrouting'"):
+        raise InvalidParameter("travel times on the road network need pgRouting on the database server "
+                               "(scripts/ensure-postgis.sh installs it)")
 
 
 # ------------------------------------------------------------------------------------------------ routing
 def edges_sql(network_id: int, mode: Mode, reverse: bool = False) -> str:
     """The edge query pgRouting reads: costs in seconds, -1 where a direction may not be used. ``reverse`` swaps
     every edge's direction (Dijkstra from the destinations then gives the times *to* them)."""
-    if mode == "motor":
-        t = _seconds(mode)
-        cost, rcost, usable = (f"CASE WHEN oneway = -1 THEN -1 ELSE {t} END",
-                               f"CASE WHEN oneway = 1 THEN -1 ELSE {t} END", "motor_kmh IS NOT NULL")
-    else:
-        cost = rcost = _seconds(mode)
-        usable = "walk_kmh IS NOT NULL"
     s, g = ("target", "source") if reverse else ("source", "target")
-    return (f"SELECT edge_id AS id, {s} AS source, {g} AS target, {cost} AS cost, {rcost} AS reverse_cost "
-            f"FROM road_edge WHERE network_id = {int(network_id)} AND {usable}")
+    return (f"SELECT edge_id AS id, {s} AS source, {g} AS target, {_costs(mode)} "
+            f"FROM road_edge WHERE network_id = {int(network_id)} AND {_usable(mode)}")
+
+
+def _costs(mode: Mode) -> str:
+    """An edge's times (s) along its line (``cost``) and against it (``reverse_cost``) in SQL: its length over the
+    mode's speed, -1 against a one-way street by motor (walking goes both ways)."""
+    if mode == "walk":
+        t = "length_m * 3.6 / walk_kmh"
+        return f"{t} AS cost, {t} AS reverse_cost"
+    t = "length_m * 3.6 / motor_kmh"
+    return (f"CASE WHEN oneway = -1 THEN -1 ELSE {t} END AS cost, "
+            f"CASE WHEN oneway = 1 THEN -1 ELSE {t} END AS reverse_cost")
 
 
 @dataclass
@@ -185,11 +190,6 @@ class Snapped:
         return self.edge >= 0
 
 
-def _seconds(mode: Mode) -> str:
-    """An edge's time (s) in SQL: its length over the mode's speed."""
-    return f"length_m * 3.6 / {'motor_kmh' if mode == 'motor' else 'walk_kmh'}"
-
-
 def _usable(mode: Mode) -> str:
     return "motor_kmh IS NOT NULL" if mode == "motor" else "walk_kmh IS NOT NULL"
 
@@ -198,28 +198,25 @@ async def snap(conn: Any, network: Network, mode: Mode, lonlat: np.ndarray, max_
     """Each point's nearest edge usable by the mode (geodesic distance; of the 8 nearest by the index), within
     ``max_snap_m``; the fraction is measured along the edge's geodesic length."""
     n = len(lonlat)
-    t = _seconds(mode)
     rows = await conn.fetch(
         f"""
         WITH p AS (SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS g
                    FROM unnest($1::float8[], $2::float8[]) WITH ORDINALITY AS u(x, y, i)),
         near AS (
-          SELECT DISTINCT ON (p.i) p.i, e.edge_id, e.source, e.target, e.length_m, e.oneway, e.geom, e.t,
+          SELECT DISTINCT ON (p.i) p.i, e.edge_id, e.source, e.target, e.length_m, e.geom, e.cost, e.reverse_cost,
                  ST_LineLocatePoint(e.geom, p.g) AS f,
                  ST_Distance(geography(p.g), geography(e.geom)) AS d
           FROM p CROSS JOIN LATERAL (
-            SELECT edge_id, source, target, length_m, oneway, geom, {t} AS t FROM road_edge
+            SELECT edge_id, source, target, length_m, geom, {_costs(mode)} FROM road_edge
             WHERE network_id = $3 AND {_usable(mode)} ORDER BY geom <-> p.g LIMIT 8) e
           ORDER BY p.i, d, e.edge_id)
-        SELECT i, edge_id, source, target, d,
+        SELECT i, edge_id, source, target, d, cost, reverse_cost,
                CASE WHEN length_m > 0 THEN least(1.0, ST_Length(geography(ST_LineSubstring(geom, 0, f))) / length_m)
-                    ELSE f END AS f,
-               CASE WHEN $4 AND oneway = -1 THEN -1 ELSE t END AS cost,
-               CASE WHEN $4 AND oneway = 1 THEN -1 ELSE t END AS reverse_cost
-        FROM near WHERE d <= $5
+                    ELSE f END AS f
+        FROM near WHERE d <= $4
         """,
         lonlat[:, 0].astype(float).tolist(), lonlat[:, 1].astype(float).tolist(), network.network_id,
-        mode == "motor", float(max_snap_m))
+        float(max_snap_m))
     out = Snapped(np.full(n, -1, dtype=np.int64), np.full(n, np.nan), np.full(n, np.nan),
                   np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64), np.full(n, -1.0),
                   np.full(n, -1.0))
@@ -235,22 +232,16 @@ async def snap(conn: Any, network: Network, mode: Mode, lonlat: np.ndarray, max_
     return out
 
 
-def _share(fraction: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """The time of a share of an edge in one direction: inf where that direction is closed, except for no share
-    at all (a point on the vertex itself is there whatever the direction)."""
-    return np.where(fraction <= 0, 0.0, np.where(cost >= 0, fraction * cost, np.inf))
-
-
 def _exits(s: Snapped) -> tuple[np.ndarray, np.ndarray]:
     """(vertex, seconds) of the two ways off each point's edge: to its target, to its source (inf if closed)."""
-    return np.column_stack([s.target, s.source]), np.column_stack([_share(1 - s.fraction, s.cost),
-                                                                   _share(s.fraction, s.reverse_cost)])
+    return np.column_stack([s.target, s.source]), np.column_stack([share(1 - s.fraction, s.cost),
+                                                                   share(s.fraction, s.reverse_cost)])
 
 
 def _entries(s: Snapped) -> tuple[np.ndarray, np.ndarray]:
     """(vertex, seconds) of the two ways onto each point's edge: from its source, from its target."""
-    return np.column_stack([s.source, s.target]), np.column_stack([_share(s.fraction, s.cost),
-                                                                   _share(1 - s.fraction, s.reverse_cost)])
+    return np.column_stack([s.source, s.target]), np.column_stack([share(s.fraction, s.cost),
+                                                                   share(1 - s.fraction, s.reverse_cost)])
 
 
 @dataclass
@@ -309,16 +300,12 @@ async def travel_times(engine: Any, network: Network, mode: Mode, origins: np.nd
 
     ``engine``: the service's SQLAlchemy async engine; the Dijkstra runs are split over ``parallel`` connections
     (one core each). A matrix is cached per network, mode and point set."""
-    if mode not in MODES:
-        raise InvalidParameter(f"mode must be one of {', '.join(MODES)}")
     t0 = time.perf_counter()
     origins = np.asarray(origins, dtype=float).reshape(-1, 2)
     destinations = np.asarray(destinations, dtype=float).reshape(-1, 2)
     key = _key(mode, max_snap_m, network.speeds, origins, destinations)
     async with _raw(engine) as conn:
-        if not await has_pgrouting(conn):
-            raise InvalidParameter("travel times on the road network need pgRouting on the database server "
-                                   "(scripts/ensure-postgis.sh installs it)")
+        await _can_route(conn, mode)
         if use_cache:
             row = await conn.fetchrow("SELECT rows, cols, seconds, snaps FROM travel_time_cache WHERE network_id = $1 "
                                       "AND mode = $2 AND key = $3", network.network_id, mode, key)
@@ -397,10 +384,7 @@ async def _combine(engine: Any, network: Network, mode: Mode, o: Snapped, d: Sna
     same = o.edge[oi][:, None] == d.edge[di][None, :]
     if same.any():  # straight along a shared edge
         r, c = np.nonzero(same)
-        fo, fd, co, ro = o.fraction[oi][r], d.fraction[di][c], o.cost[oi][r], o.reverse_cost[oi][r]
-        direct = np.minimum(np.where(fd >= fo, _share(fd - fo, co), np.inf),
-                            np.where(fd <= fo, _share(fo - fd, ro), np.inf))
-        virtual(ov[r], dv[c], direct)
+        virtual(ov[r], dv[c], along(o.fraction[oi][r], d.fraction[di][c], o.cost[oi][r], o.reverse_cost[oi][r]))
     vs, vt, vc = np.concatenate(src), np.concatenate(tgt), np.concatenate(cst)
     records = list(zip((top_e + 1 + np.arange(len(vs))).tolist(), vs.tolist(), vt.tolist(), vc.tolist(),
                        strict=True))
@@ -450,13 +434,9 @@ async def reach(engine: Any, network: Network, mode: Mode, sites: np.ndarray, bu
                 max_snap_m: float = 1000.0) -> Reach:
     """Travel times to each site from the vertices that reach it within ``budget_s`` (pgRouting
     ``pgr_drivingDistance`` on the reversed network from the ends of each site's edge)."""
-    if mode not in MODES:
-        raise InvalidParameter(f"mode must be one of {', '.join(MODES)}")
     sites = np.asarray(sites, dtype=float).reshape(-1, 2)
     async with _raw(engine) as conn:
-        if not await has_pgrouting(conn):
-            raise InvalidParameter("travel times on the road network need pgRouting on the database server "
-                                   "(scripts/ensure-postgis.sh installs it)")
+        await _can_route(conn, mode)
         s = await snap(conn, network, mode, sites, max_snap_m)
         nv, nc = _entries(s)
         off = s.distance_m / (network.speeds.offroad_kmh / 3.6)
@@ -496,11 +476,9 @@ async def reach(engine: Any, network: Network, mode: Mode, sites: np.ndarray, bu
         if boxes:
             x0, y0 = min(b[0] for b in boxes) - grow, min(b[1] for b in boxes) - grow
             x1, y1 = max(b[2] for b in boxes) + grow, max(b[3] for b in boxes) + grow
-            t = _seconds(mode)
             edges = list(await conn.fetch(
-                f"SELECT edge_id, source, target, CASE WHEN $2 AND oneway = -1 THEN -1 ELSE {t} END AS cost, "
-                f"CASE WHEN $2 AND oneway = 1 THEN -1 ELSE {t} END AS reverse_cost, ST_AsBinary(geom) AS wkb "
+                f"SELECT edge_id, source, target, {_costs(mode)}, ST_AsBinary(geom) AS wkb "
                 f"FROM road_edge WHERE network_id = $1 AND {_usable(mode)} AND "
-                "geom && ST_MakeEnvelope($3, $4, $5, $6, 4326)",
-                network.network_id, mode == "motor", x0, y0, x1, y1))
+                "geom && ST_MakeEnvelope($2, $3, $4, $5, 4326)",
+                network.network_id, x0, y0, x1, y1))
     return Reach(s, to_site, extents, edges)
