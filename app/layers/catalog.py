@@ -553,14 +553,19 @@ PERSON_HISTORY = Table("person_history", MetaData(), *(Column(c.name, c.type) fo
 ABLE_TO_WORK = ("ordinary", "skilled")
 
 
+def member_of_on(t: Any, hh_id: Any, at: Any) -> tuple[Any, ...]:
+    """Conditions on member rows of ``t`` (``person``, ``person_history`` or a union of both): a member of the
+    household ``hh_id`` as registered on day ``at`` (the row valid that day)."""
+    return t.c.hh_id == hh_id, t.c.valid_from <= at, (t.c.valid_to.is_(None)) | (t.c.valid_to > at)
+
+
 def labour_members(hh_id: Any, at: Any) -> Any:
     """How many members of the household ``hh_id`` were able to work (ordinary or skilled labour) on day ``at``:
     the member records (current and ``person_history``, revision 0005) valid that day. A correlated count per
     record, by the index on each table's hh_id."""
     def valid(t: Any) -> Any:
         return select(func.count()).select_from(t).where(
-            t.c.hh_id == hh_id, t.c.valid_from <= at, (t.c.valid_to.is_(None)) | (t.c.valid_to > at),
-            t.c.labour.in_(ABLE_TO_WORK)).scalar_subquery()
+            *member_of_on(t, hh_id, at), t.c.labour.in_(ABLE_TO_WORK)).scalar_subquery()
 
     return valid(Person.__table__) + valid(PERSON_HISTORY)
 

@@ -21,7 +21,7 @@ from sqlalchemy import Double, Integer, and_, cast, false, func, or_, select, te
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import InvalidParameter, NotFound
-from app.layers.catalog import ABLE_TO_WORK, PERSON_HISTORY
+from app.layers.catalog import ABLE_TO_WORK, PERSON_HISTORY, member_of_on
 from app.models.orm import Person
 from app.services.monitoring import compile_rules, records_layer, region_rules
 from app.settings import SecuritySettings
@@ -79,8 +79,7 @@ def _members_on(hh_id: Any, at: Any) -> Any:
         func.count().filter(m.c.labour.in_(ABLE_TO_WORK)).label("labour"),
         func.count().filter(m.c.health.in_(("chronic", "major_illness"))).label("ill"),
         func.count().filter(or_(m.c.health == "disabled", m.c.disability_grade.is_not(None))).label("disabled"),
-    ).where(m.c.hh_id == hh_id, m.c.valid_from <= at, or_(m.c.valid_to.is_(None), m.c.valid_to > at)).lateral(
-        "members")
+    ).where(*member_of_on(m, hh_id, at)).lateral("members")
 
 
 def counties(units: Sequence[Any]) -> dict[str, str]:
