@@ -94,7 +94,7 @@ def demo_load(
             columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console) as progress:
                 gen = progress.add_task("generating", total=100)
-                load = progress.add_task("loading", total=7, visible=False)
+                load = progress.add_task("loading", total=8, visible=False)
 
                 def on_generate(step: str, pct: int) -> None:
                     progress.update(gen, completed=pct, description=f"generating: {step}")
@@ -103,7 +103,7 @@ def demo_load(
                     progress.update(load, visible=True, advance=1, description=f"loading: {table}")
 
                 report = await load_demo(sm, seed, generate_progress=on_generate, load_progress=on_load)
-                progress.update(load, completed=7, description="loaded")
+                progress.update(load, completed=8, description="loaded")
         finally:
             await engine.dispose()
         console.print(
@@ -401,7 +401,7 @@ def region_delete(
     console.print(f"deleted region {region_id}")
 
 
-ENTITY_HELP = "boundaries, villages, households, persons, projects, facilities or roads"
+ENTITY_HELP = "boundaries, villages, households, persons, projects, facilities, roads or survey"
 
 
 @app.command("import")
@@ -423,11 +423,19 @@ def import_file(
     speeds: Path = typer.Option(None, help="Roads: JSON of speeds per road class (default: the region's last "
                                 "network's speeds, else docs/methodology.md#road-networks)"),
     note: str = typer.Option(None, help="Roads: a note kept with the network version (e.g. the extract's date)"),
+    survey: str = typer.Option(None, help="Survey: its id (lower case, digits, - and _), e.g. lsms-2025"),
+    title: str = typer.Option(None, help="Survey: its title (default: the id)"),
+    design: str = typer.Option(None, help="Survey: a description of its design (strata, stages, sizes)"),
 ) -> None:
     """Import a file into a region: validated, all or nothing, idempotent (upsert by natural key). Roads (an
     OpenStreetMap .osm.pbf or a line layer) become a new version of the region's road network."""
     from app.ingest.entities import entity as get_entity
 
+    if entity == "survey":
+        if not region or not survey or year is None:
+            raise typer.BadParameter("a survey needs --region, --survey and --year")
+        _import_survey(file, region, survey, title or survey, year, design, dry_run)
+        return
     if entity == "roads":
         if not region:
             raise typer.BadParameter("--region is required", param_hint="--region")
@@ -462,6 +470,30 @@ def import_file(
     _print_result(result, report)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _import_survey(file: Path, region: str, survey_id: str, title: str, year: int, design: str | None,
+                   dry_run: bool) -> None:
+    import re
+
+    from app.analysis.spatial import AnalysisError
+    from app.services.surveys import read_survey, store_survey
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,99}", survey_id):
+        raise typer.BadParameter("lower-case letters, digits, - and _ (up to 100)", param_hint="--survey")
+    try:
+        rows = read_survey(file)
+        if dry_run:
+            console.print(f"would write {len(rows):,} households of survey {survey_id} (dry run: nothing written)")
+            return
+        n = _asyncpg_run(lambda conn: store_survey(conn, {
+            "survey_id": survey_id, "region_id": region, "title": title, "year": year, "design": design,
+            "source": file.name}, rows))
+    except AnalysisError as exc:
+        console.print(f"[red]rejected[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]wrote[/] survey {survey_id}: {n:,} households (collection survey-households, "
+                  f"restricted)")
 
 
 def _import_roads(file: Path, region: str, mapping: Path | None, source_crs: str | None, layer: str | None,

@@ -147,6 +147,9 @@ class ProcessSettings(BaseSettings):
     sync_queue_timeout_s: float = Field(
         default=20.0, gt=0, description="Longest wait for a synchronous execution slot; then 503 + Retry-After.")
     max_input_features: int = Field(default=100_000, ge=1, description="Features one data input may hold.")
+    sae_max_cv: float = Field(
+        default=0.20, gt=0, le=10, description="Small-area estimates whose coefficient of variation exceeds this "
+        "are flagged unreliable (portals should not publish them as figures).")
     solver_threads: int = Field(default=2, ge=1, le=64, description="CBC threads of location-allocation.")
     heartbeat_s: float = Field(default=5.0, gt=0, description="Worker heartbeat interval.")
     stalled_after_s: float = Field(

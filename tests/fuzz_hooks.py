@@ -53,7 +53,9 @@ _AT_MOST = {"permutations": (0, 99_999, 99), "time_limit_s": (0, 3600, 5), "p": 
             "h3_resolution": (5, 10, 7), "buffer_km": (0, 100, 5),
             # return-risk: a model of 5,000 trees 12 deep validated on 20 years is an hour's work
             "trees": (10, 5000, 10), "depth": (1, 12, 2), "leaves": (2, 1024, 4), "validate_years": (1, 20, 1),
-            "until": (2021, 2200, 2021)}  # the demo's registry up to 2021: a few seconds to read, not ten
+            "until": (2021, 2200, 2021),  # the demo's registry up to 2021: a few seconds to read, not ten
+            # small-area estimation: 1,000 bootstrap replicates of 25,000 households are minutes
+            "bootstrap": (0, 1000, 10)}
 
 
 def _smaller(value: object) -> object:

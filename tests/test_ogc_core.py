@@ -86,10 +86,11 @@ async def test_collections_by_role(api, api_keys):
                    "telecom-presence", "telecom-residents", "telecom-cell-indicators", "telecom-admin-indicators",
                    "telecom-od", "telecom-admin-od"]
     analyst = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.analyst]}"})).json()
-    assert layers(analyst) == ids + ["households", "household-records", "alerts", "risk-predictions"]
+    assert layers(analyst) == ids + ["households", "household-records", "alerts", "risk-predictions",
+                                    "survey-households"]
     admin = (await api.get("/collections", headers={"Authorization": f"Bearer {api_keys[Role.admin]}"})).json()
-    assert layers(admin) == ids + ["households", "household-records", "alerts", "risk-predictions", "persons",
-                                   "audit"]
+    assert layers(admin) == ids + ["households", "household-records", "alerts", "risk-predictions",
+                                   "survey-households", "persons", "audit"]
 
 
 async def test_collection(api, demo_database):

@@ -22,7 +22,8 @@ from app.models.codes import Role
 _C = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 PROCESS_IDS = {"spatial-autocorrelation", "hotspots", "project-coverage-correlation", "accessibility",
                "coverage-gaps", "location-allocation", "needs-assessment", "needs-matching",
-               "coupling-coordination", "mpi", "monitoring-screen", "return-risk", "isochrones"}
+               "coupling-coordination", "mpi", "monitoring-screen", "return-risk", "isochrones",
+               "small-area-estimation"}
 
 
 # edit_database / edit_keys / editor (conftest): a private demo copy per module; jobs publish results into it

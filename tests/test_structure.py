@@ -68,4 +68,5 @@ def test_processes_are_grouped_by_domain():
         "accessibility": "siting", "coverage-gaps": "siting", "location-allocation": "siting",
         "needs-assessment": "needs", "needs-matching": "needs", "coupling-coordination": "coupling", "mpi": "poverty",
         "monitoring-screen": "monitoring", "return-risk": "monitoring", "isochrones": "network",
+        "small-area-estimation": "sae",
     }

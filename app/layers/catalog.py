@@ -54,6 +54,8 @@ from app.models.orm import (
     RiskPrediction,
     RoadEdge,
     RoadNetwork,
+    Survey,
+    SurveyHousehold,
     TelecomAgg,
     TelecomOD,
     Village,
@@ -420,6 +422,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
     layers.append(household_records_layer(h, secret))
     layers.append(alerts_layer(secret))
     layers.append(risk_predictions_layer(secret))
+    layers.append(survey_households_layer())
 
     layers.append(Layer(
         id="persons",
@@ -729,6 +732,37 @@ def risk_predictions_layer(secret: str) -> Layer:
         versioned=("public.risk_prediction",),
         geom_for_role=lambda role: rp.c.geom if role == Role.admin else displaced,
         displacement_m=500.0,
+    )
+
+
+def survey_households_layer() -> Layer:
+    """The responding households of each household survey (restricted: survey microdata are personal data), the
+    sample small-area estimation starts from (docs/methodology.md#small-area-estimation)."""
+    sh, sv = SurveyHousehold.__table__, Survey.__table__
+    return Layer(
+        id="survey-households",
+        title="Survey households (restricted)",
+        description="The households that answered each household survey (tpa import survey): the area (village) "
+        "they live in, the stratum and primary sampling unit of the design, the design weight, the household "
+        "size, income per person and further covariates. The input of small-area estimation; filter by survey.",
+        source=sh.join(sv, sv.c.survey_id == sh.c.survey_id),
+        id_expr=sh.c.survey_id + ":" + sh.c.hh_id, id_schema=STRING, geom=None, geometry_type="None",
+        props=(
+            _p("survey", sh.c.survey_id, STRING, "Survey id"),
+            _p("region", sv.c.region_id, STRING, "Region id"),
+            _p("year", sv.c.year, INTEGER, "Survey year"),
+            _p("hh_id", sh.c.hh_id, STRING, "Household (the survey's own identifier)"),
+            _p("area_code", sh.c.area_code, STRING, "Area (village) of the household"),
+            _p("stratum", sh.c.stratum, STRING, "Stratum of the design"),
+            _p("psu", sh.c.psu, STRING, "Primary sampling unit"),
+            _p("weight", sh.c.weight, NUMBER, "Design weight (households represented)"),
+            _p("size", sh.c.size, INTEGER, "Members"),
+            _p("income_pc", sh.c.income_pc, NUMBER, "Net income per person per year (region currency)"),
+        ),
+        open_props=sh.c.properties,
+        required_role=Role.analyst,
+        keywords=("survey", "small area estimation", "restricted"),
+        versioned=("public.survey_household", "public.survey"),
     )
 
 

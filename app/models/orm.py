@@ -532,3 +532,31 @@ class RoadEdge(Base):
     motor_kmh: Mapped[float | None] = mapped_column(Double)
     walk_kmh: Mapped[float | None] = mapped_column(Double)
     geom = mapped_column(Geometry("LINESTRING", srid=4326, spatial_index=False))
+
+
+class Survey(Base):
+    """A household survey of a region (revision 0017)."""
+
+    __tablename__ = "survey"
+    survey_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    region_id: Mapped[str] = mapped_column(ForeignKey("region.region_id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(Text)
+    year: Mapped[int] = mapped_column(Integer)
+    design: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SurveyHousehold(Base):
+    """A responding household of a survey: area, design, weight, income per person, covariates (revision 0017)."""
+
+    __tablename__ = "survey_household"
+    survey_id: Mapped[str] = mapped_column(ForeignKey("survey.survey_id", ondelete="CASCADE"), primary_key=True)
+    hh_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    area_code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code"))
+    stratum: Mapped[str | None] = mapped_column(Text)
+    psu: Mapped[str | None] = mapped_column(Text)
+    weight: Mapped[float] = mapped_column(Double)
+    size: Mapped[int | None] = mapped_column(Integer)
+    income_pc: Mapped[float] = mapped_column(Double)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB)

@@ -214,6 +214,11 @@ class Process:
     def run(self, inputs: Any, data: dict[str, Units], threads: int) -> Outcome:
         raise AnalysisError(f"The process {self.id} cannot run.")
 
+    def data_values(self, inputs: Any) -> list[tuple[str, tuple[str | int, ...], Any]]:
+        """The data inputs of a run: (name of the resolved data, path of the value in the inputs, value). The
+        ``data_inputs`` by default; a process with a list of data inputs adds one entry per item."""
+        return [(name, (name,), getattr(inputs, name, None)) for name in self.data_inputs]
+
     # cost "network": the inputs whose features are the origins and the destinations of the travel times
     network_between: ClassVar[tuple[str, str] | None] = None
 

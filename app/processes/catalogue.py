@@ -8,6 +8,7 @@ from app.processes.monitoring import MONITORING
 from app.processes.needs import NEEDS
 from app.processes.network import NETWORK
 from app.processes.poverty import POVERTY
+from app.processes.sae import SAE
 from app.processes.siting import SITING
 
-PROCESSES: dict[str, Process] = {p.id: p for p in (*SITING, *NETWORK, *NEEDS, *COUPLING, *POVERTY, *MONITORING)}
+PROCESSES: dict[str, Process] = {p.id: p for p in (*SITING, *NETWORK, *NEEDS, *COUPLING, *POVERTY, *SAE, *MONITORING)}

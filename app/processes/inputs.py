@@ -128,8 +128,7 @@ async def resolve(app: Any, process: Process, inputs: BaseModel, role: Role | No
                   actor: str | None = None) -> dict[str, Units]:
     max_features = app.state.settings.processes.max_input_features
     data: dict[str, Units] = {}
-    for name in process.data_inputs:
-        value = getattr(inputs, name, None)
+    for name, _, value in process.data_values(inputs):
         if value is None or not isinstance(value, InlineFeatures | CollectionRef | RegistryRef | list):
             continue
         if isinstance(value, RegistryRef):

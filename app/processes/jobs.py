@@ -175,16 +175,15 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
     result_role: Role | None = None
     payload = inputs.model_dump(mode="json")  # explicit nulls kept: they may override a default
     inline = False
-    for name in process.data_inputs:
-        value = getattr(inputs, name, None)
+    for name, path, value in process.data_values(inputs):
         if isinstance(value, CollectionRef):
             href, needed = await job_inputs.check_ref(request, name, value, role)
-            payload[name] = {"href": href}
+            _replace(payload, path, {"href": href})
             if ROLE_RANK[needed] > ROLE_RANK[result_role]:
                 result_role = needed
         elif isinstance(value, RegistryRef):
             await job_inputs.check_registry(request, name, value, role)
-            payload[name]["region"] = value.region
+            _replace(payload, path, {**_at(payload, path), "region": value.region})
             if ROLE_RANK[REGISTRY_ROLE] > ROLE_RANK[result_role]:
                 result_role = REGISTRY_ROLE
         elif isinstance(value, InlineFeatures | list):
@@ -396,3 +395,14 @@ async def dismiss(app: Any, run: dict[str, Any]) -> None:
     if job_id is not None and getattr(app.state, "queue", None) is not None:
         with contextlib.suppress(Exception):
             await app.state.queue.job_manager.cancel_job_by_id_async(job_id, abort=True)
+
+
+def _at(payload: Any, path: tuple[str | int, ...]) -> Any:
+    for key in path:
+        payload = payload[key]
+    return payload
+
+
+def _replace(payload: Any, path: tuple[str | int, ...], value: Any) -> None:
+    """Put ``value`` at ``path`` of the inputs as recorded (a data input by its checked reference)."""
+    _at(payload, path[:-1])[path[-1]] = value

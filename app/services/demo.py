@@ -57,6 +57,9 @@ async def load_demo(
         if load_progress:
             load_progress("road network")
         await load_demo_roads(session, int(data.region["analysis_crs"]), seed)
+        if load_progress:
+            load_progress("survey")
+        await load_demo_survey(session, seed)
         fingerprint = await regions.region_fingerprint(session, REGION_ID)
     t2 = time.perf_counter()
     return DemoLoadReport(REGION_ID, seed, data.counts(), data.checksum(), combine(fingerprint), t1 - t0, t2 - t1)
@@ -72,6 +75,15 @@ async def load_demo_roads(session: AsyncSession, analysis_crs: int, seed: int) -
     edges = await demo_roads(conn, REGION_ID, analysis_crs, seed)
     await store_network(conn, REGION_ID, edges, Speeds.default(), SOURCE,
                         "synthetic: a county road hierarchy over the demo's settlements, slower in the hilly east")
+
+
+async def load_demo_survey(session: AsyncSession, seed: int) -> None:
+    """The demo's household survey (app/demo/survey.py), drawn from the registry just loaded."""
+    from app.demo.survey import demo_survey
+    from app.services.surveys import store_survey
+
+    survey, rows = await demo_survey(session, REGION_ID, seed)
+    await store_survey(await regions.driver_connection(session), survey, rows)
 
 
 async def demo_present(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:

@@ -1,0 +1,101 @@
+"""Household surveys: read a survey file, check it whole, store it in one transaction (all or nothing).
+
+A survey file is a table (CSV, or any format pandas reads: .csv, .xlsx, .parquet) with one row per responding
+household: ``hh_id``, ``area_code`` (a village or other admin unit of the region), ``weight`` (design weight, > 0),
+``income_pc`` (income or consumption per person), optionally ``stratum``, ``psu`` and ``size``; every other column
+becomes a covariate (numbers stay numbers). The survey's own household ids are kept; they must not be registry ids
+or names.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.analysis.spatial import AnalysisError
+
+REQUIRED = ("hh_id", "area_code", "weight", "income_pc")
+OPTIONAL = ("stratum", "psu", "size")
+
+
+def read_survey(path: Path) -> list[dict[str, Any]]:
+    """The rows of a survey file, checked; every problem is reported at once (up to 20)."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        frame = (pd.read_excel(path, dtype={"hh_id": str, "area_code": str}) if suffix in (".xlsx", ".xls") else
+                 pd.read_parquet(path) if suffix == ".parquet" else
+                 pd.read_csv(path, dtype={"hh_id": str, "area_code": str, "stratum": str, "psu": str}))
+    except (OSError, ValueError) as exc:
+        raise AnalysisError(f"cannot read {path.name}: {exc}") from None
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise AnalysisError(f"{path.name}: the columns {', '.join(missing)} are missing (needed: "
+                            f"{', '.join(REQUIRED)}).")
+    problems: list[str] = []
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, rec in enumerate(frame.to_dict("records"), start=2):
+        rec = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+        hh = None if rec["hh_id"] is None else str(rec["hh_id"]).strip()
+        if not hh:
+            problems.append(f"line {i}: no hh_id")
+        elif hh in seen:
+            problems.append(f"line {i}: hh_id {hh} appears twice")
+        seen.add(hh or "")
+        try:
+            weight = float(rec["weight"])
+            income = float(rec["income_pc"])
+            size = None if rec.get("size") is None else int(rec["size"])
+        except (TypeError, ValueError):
+            problems.append(f"line {i}: weight, income_pc and size must be numbers")
+            continue
+        if not weight > 0 or not math.isfinite(weight):
+            problems.append(f"line {i}: weight must be above 0")
+        if not math.isfinite(income):
+            problems.append(f"line {i}: income_pc must be a number")
+        if size is not None and size <= 0:
+            problems.append(f"line {i}: size must be above 0")
+        if rec["area_code"] is None:
+            problems.append(f"line {i}: no area_code")
+        props = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()
+                 if k not in REQUIRED and k not in OPTIONAL}
+        rows.append({"hh_id": hh, "area_code": None if rec["area_code"] is None else str(rec["area_code"]),
+                     "stratum": None if rec.get("stratum") is None else str(rec["stratum"]),
+                     "psu": None if rec.get("psu") is None else str(rec["psu"]),
+                     "weight": weight, "size": size, "income_pc": income, "properties": props})
+    if problems:
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise AnalysisError(f"{path.name}: " + "; ".join(problems[:20]) + more + ". Nothing was written.")
+    if not rows:
+        raise AnalysisError(f"{path.name}: no households.")
+    return rows
+
+
+async def store_survey(conn: Any, survey: dict[str, Any], rows: list[dict[str, Any]]) -> int:
+    """Replace the survey (same id) with these households, in the caller's transaction or in one of its own; area
+    codes must be admin units of the survey's region."""
+    async with conn.transaction():
+        known = {r[0] for r in await conn.fetch("SELECT code FROM admin_unit WHERE region_id = $1",
+                                                survey["region_id"])}
+        if not known:
+            raise AnalysisError(f"There is no region '{survey['region_id']}' (or it has no administrative units).")
+        unknown = sorted({r["area_code"] for r in rows} - known)
+        if unknown:
+            raise AnalysisError(f"{len(unknown)} area code(s) are not units of the region "
+                                f"{survey['region_id']}, e.g. {', '.join(unknown[:5])}. Nothing was written.")
+        await conn.execute("DELETE FROM survey WHERE survey_id = $1", survey["survey_id"])
+        await conn.execute(
+            "INSERT INTO survey (survey_id, region_id, title, year, design, source) VALUES ($1, $2, $3, $4, $5, $6)",
+            survey["survey_id"], survey["region_id"], survey["title"], survey["year"], survey.get("design"),
+            survey["source"])
+        await conn.executemany(
+            "INSERT INTO survey_household (survey_id, hh_id, area_code, stratum, psu, weight, size, income_pc, "
+            "properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+            [(survey["survey_id"], r["hh_id"], r["area_code"], r["stratum"], r["psu"], r["weight"], r["size"],
+              r["income_pc"], orjson.dumps(r["properties"], default=str).decode()) for r in rows])
+    return len(rows)
