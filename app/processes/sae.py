@@ -24,7 +24,7 @@ from app.processes.base import (
     Strict,
     as_floats,
 )
-from app.processes.data import DataInput, Units
+from app.processes.data import DataInput, Units, _number
 
 
 class CovariateSource(Strict):
@@ -232,16 +232,9 @@ def _get(props: dict[str, Any], path: str) -> Any:
 
 
 def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, int | float):
-        return float(v) if np.isfinite(v) else None
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
+    """A covariate's value: numbers (or text reading as one) and true/false as 1/0; None if not finite."""
+    x = float(v) if isinstance(v, bool) else _number(v)
+    return x if x is not None and np.isfinite(x) else None
 
 
 def _codes(units: Units, key: str | None) -> list[str]:
