@@ -314,6 +314,7 @@ def builtin_layers(security: SecuritySettings) -> list[Layer]:
             linked_copy=(("region_id", "region_id"), ("source", "source"), ("valid_from", "valid_from"),
                          ("valid_to", "valid_to")),
             delete_guards=((h, "village_code", "registered households"), (p, "admin_code", "projects"),
+                           (SurveyHousehold.__table__, "area_code", "survey households"),
                            (f, "admin_code", "facilities"), (a, "parent_code", "administrative units")),
             id_scheme="child",
         ),

@@ -553,7 +553,7 @@ class SurveyHousehold(Base):
     __tablename__ = "survey_household"
     survey_id: Mapped[str] = mapped_column(ForeignKey("survey.survey_id", ondelete="CASCADE"), primary_key=True)
     hh_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    area_code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code"))
+    area_code: Mapped[str] = mapped_column(ForeignKey("admin_unit.code", ondelete="CASCADE"))
     stratum: Mapped[str | None] = mapped_column(Text)
     psu: Mapped[str | None] = mapped_column(Text)
     weight: Mapped[float] = mapped_column(Double)

@@ -37,7 +37,7 @@ class CovariateSource(Strict):
     on: str | None = Field(None, max_length=200, description="Property of the areas (or, for the unit model, of "
                            "the population households) matched to the key, e.g. county_code; default: the area code")
     properties: dict[str, str] = Field(min_length=1, description="Property of these rows (a.b for nested values) → "
-                                       "name of the covariate it becomes")
+                                       "name of the covariate it becomes (covariates in the order of their names)")
 
 
 class Benchmark(Strict):
@@ -162,7 +162,6 @@ class SAEInputs(Strict):
 
 
 SAE_STYLE = st.graduated("estimate", "Estimate", st.YLORRD)
-EBP_STYLE = st.graduated("fgt0", "Headcount ratio (FGT0)", st.YLORRD)
 
 
 class SmallAreaEstimation(Process):
@@ -192,11 +191,11 @@ class SmallAreaEstimation(Process):
     keywords = ("small area estimation", "Fay-Herriot", "EBP", "poverty map", "FGT")
     Inputs = SAEInputs
     outputs = {
-        "areas": OutputSpec("Estimates per area", "Estimate (EBP: FGT0, FGT1, FGT2, mean income), MSE, CV, 95 % "
-                            "interval, reliability flag, direct estimate and sample size", LAYER_SCHEMA, layer=True,
-                            style=SAE_STYLE),
+        "areas": OutputSpec("Estimates per area", "Estimate (EBP: the headcount ratio FGT0, with FGT1, FGT2 and the "
+                            "mean income), MSE, CV, 95 % interval, reliability flag, direct estimate and sample size",
+                            LAYER_SCHEMA, layer=True, style=SAE_STYLE),
         "aggregates": OutputSpec("Estimates per larger unit", "ebp with aggregate_to: the same per larger unit "
-                                 "(null otherwise)", LAYER_SCHEMA, layer=True, style=EBP_STYLE),
+                                 "(null otherwise)", LAYER_SCHEMA, layer=True, style=SAE_STYLE),
         "model": OutputSpec("Model", "Coefficients, variance components, fit, transformation and residual checks",
                             OBJECT),
         "summary": OutputSpec("Summary", "Areas estimated, in the sample, reliable; the CV threshold; mean CVs of the "
@@ -216,9 +215,14 @@ class SmallAreaEstimation(Process):
     def run(self, inputs: SAEInputs, data: dict[str, Units], threads: int) -> Outcome:
         rng = np.random.default_rng(inputs.seed)
         max_cv = inputs.max_cv if inputs.max_cv is not None else 0.20
-        if inputs.model == "fay-herriot":
-            return _fay_herriot(inputs, data, rng, max_cv)
-        return _ebp(inputs, data, rng, max_cv)
+        try:
+            with np.errstate(all="ignore"):
+                if inputs.model == "fay-herriot":
+                    return _fay_herriot(inputs, data, rng, max_cv)
+                return _ebp(inputs, data, rng, max_cv)
+        except np.linalg.LinAlgError:  # scipy's is the same class
+            raise AnalysisError("The model cannot be fitted to these data: its equations are numerically singular "
+                                "(values of extreme size, or covariates that are constant or collinear).") from None
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -271,7 +275,7 @@ def _area_covariates(inputs: SAEInputs, data: dict[str, Units], codes: list[str]
             found = keyed.get(str(match)) if match is not None else None
             for prop, name in src.properties.items():
                 table[c][name] = None if found is None else _get(found, prop)
-        names += [n for n in src.properties.values() if n not in names]
+        names += sorted(n for n in src.properties.values() if n not in names)
     X = np.empty((len(codes), len(names)))
     for j, name in enumerate(names):
         missing = []
@@ -535,11 +539,13 @@ def _ebp(inputs: SAEInputs, data: dict[str, Units], rng: np.random.Generator, ma
 
 def _ebp_layer(title: str, description: str, codes: list[str], geoms: np.ndarray | None, est: dict[str, np.ndarray],
                mse: dict[str, np.ndarray] | None, max_cv: float, direct: sae.Direct, persons: np.ndarray) -> LayerOut:
-    cols: dict[str, tuple[str, Any]] = {}
+    fgt0_mse = mse["fgt0"] if mse else np.full(len(codes), np.nan)
+    # the headline, as in the Fay–Herriot layer (styles, portals): the headcount ratio and its MSE
+    cols: dict[str, tuple[str, Any]] = {"estimate": ("double precision", as_floats(est["fgt0"])),
+                                        "mse": ("double precision", as_floats(fgt0_mse))}
     for k in sae.INDICATORS:
         cols[k] = ("double precision", as_floats(est[k]))
         cols[f"mse_{k}"] = ("double precision", as_floats(mse[k]) if mse else [None] * len(codes))
-    fgt0_mse = mse["fgt0"] if mse else np.full(len(codes), np.nan)
     c, reliable = _flags(est["fgt0"], fgt0_mse, max_cv)
     lo, hi = _interval(est["fgt0"], fgt0_mse)
     cols |= {"cv": ("double precision", as_floats(c)), "lower": ("double precision", as_floats(np.clip(lo, 0, 1))),

@@ -39,7 +39,7 @@ def upgrade() -> None:
         CREATE TABLE survey_household (
           survey_id    text NOT NULL REFERENCES survey (survey_id) ON DELETE CASCADE,
           hh_id        text NOT NULL,
-          area_code    text NOT NULL REFERENCES admin_unit (code),
+          area_code    text NOT NULL REFERENCES admin_unit (code) ON DELETE CASCADE,
           stratum      text,
           psu          text,
           weight       double precision NOT NULL CHECK (weight > 0),
