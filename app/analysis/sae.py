@@ -439,6 +439,17 @@ def fit_transformed(y: np.ndarray, X: np.ndarray, area: np.ndarray, n_areas: int
 
 # ------------------------------------------------------------------------------------------------- EBP
 INDICATORS = ("fgt0", "fgt1", "fgt2", "mean")
+
+
+def poverty_gap(y: np.ndarray, z: float) -> np.ndarray:
+    """``(z - y) / z`` below the line, 0 above it: FGT_alpha of a person is ``gap^alpha`` (and ``1(y < z)`` for
+    alpha = 0)."""
+    return np.clip(1 - y / z, 0.0, None) * (y < z)
+
+
+def aggregate(values: np.ndarray, persons: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Person-weighted means of area values per larger unit (``groups``: the larger unit of each area)."""
+    return np.bincount(groups, np.nan_to_num(values) * persons, n_groups) / np.bincount(groups, persons, n_groups)
 _GL = np.polynomial.legendre.leggauss(24)
 _GH = np.polynomial.hermite.hermgauss(32)
 
@@ -466,7 +477,7 @@ def _unit_expectations(m: np.ndarray, s: np.ndarray, z: float, tr: Transform) ->
     u = f0[:, None] * (x + 1)[None, :] / 2
     with np.errstate(divide="ignore", invalid="ignore"):
         t = m[:, None] + s[:, None] * special.ndtri(np.clip(u, 1e-300, 1.0))
-    gap = np.clip(1 - tr.inverse(t) / z, 0.0, None)
+    gap = poverty_gap(tr.inverse(t), z)
     f1 = (gap * w).sum(axis=1) * f0 / 2
     f2 = (gap * gap * w).sum(axis=1) * f0 / 2
     hx, hw = _GH
@@ -506,7 +517,7 @@ def ebp(fit: NestedErrorFit, tr: Transform, pop: Population, z: float, chunk: in
 
 def _true_fgt(t: np.ndarray, tr: Transform, pop: Population, z: float) -> dict[str, np.ndarray]:
     y = tr.inverse(t)
-    gap = np.clip(1 - y / z, 0.0, None) * (y < z)
+    gap = poverty_gap(y, z)
     w = pop.weight
     with np.errstate(invalid="ignore", divide="ignore"):
         return {"fgt0": np.bincount(pop.area, w * (y < z), pop.n_areas) / pop.total,
@@ -528,7 +539,6 @@ def bootstrap_ebp(fit: NestedErrorFit, tr: Transform, Xs: np.ndarray, area_s: np
     acc = {k: np.zeros(pop.n_areas) for k in INDICATORS}
     n_groups = 0 if groups is None else int(groups.max()) + 1
     gacc = {k: np.zeros(n_groups) for k in INDICATORS}
-    gtot = np.bincount(groups, pop.total, n_groups) if groups is not None else None
     for _ in range(replicates):
         u = rng.standard_normal(pop.n_areas) * sd_u
         t_pop = xb_pop + u[pop.area] + rng.standard_normal(len(pop.area)) * sd_e
@@ -539,8 +549,7 @@ def bootstrap_ebp(fit: NestedErrorFit, tr: Transform, Xs: np.ndarray, area_s: np
         for k in INDICATORS:
             acc[k] += (est[k] - truth[k]) ** 2
             if groups is not None:
-                diff = np.bincount(groups, np.nan_to_num(est[k] - truth[k]) * pop.total, n_groups) / gtot
-                gacc[k] += diff ** 2
+                gacc[k] += aggregate(est[k] - truth[k], pop.total, groups, n_groups) ** 2
         if progress is not None:
             progress()
     return ({k: v / replicates for k, v in acc.items()},

@@ -257,16 +257,21 @@ HouseholdsInput = RegistryRef | DataInput
 OBJECT = {"type": "object"}
 
 
+def geoms_of(units: Units | None, keys: list[str], codes: list[str] | None = None) -> np.ndarray | None:
+    """The geometries of the features whose id (or code, when ``codes`` gives each feature's) is each key; None
+    unless every key has one."""
+    if units is None or units.geoms is None:
+        return None
+    where = {g: i for i, g in enumerate(codes or units.ids)}
+    found = [units.geoms[where[k]] if k in where else None for k in keys]
+    return np.asarray(found, dtype=object) if all(g is not None for g in found) else None
+
+
 def group_layer(title: str, description: str, units: Units, labels: list[str | None], groups: Units | None,
                  columns: dict[str, tuple[str, list[Any]]], keys: list[str]) -> LayerOut:
     """A layer with one feature per group key: the group's own geometry when known (administrative units),
     else the mean position of its members, else none."""
-    geoms: np.ndarray | None = None
-    if groups is not None and groups.geoms is not None:
-        where = {g: i for i, g in enumerate(groups.ids)}
-        found = [groups.geoms[where[k]] if k in where else None for k in keys]
-        if all(g is not None for g in found):
-            geoms = np.asarray(found, dtype=object)
+    geoms = geoms_of(groups, keys)
     if geoms is None and units.geoms is not None and len(keys):
         ll = representative_lonlat(units.geoms)
         lab = np.asarray(labels, dtype=object)

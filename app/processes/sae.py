@@ -23,6 +23,7 @@ from app.processes.base import (
     Process,
     Strict,
     as_floats,
+    geoms_of,
 )
 from app.processes.data import DataInput, Units, _number
 
@@ -241,6 +242,11 @@ def _num(v: Any) -> float | None:
     return x if x is not None and np.isfinite(x) else None
 
 
+def _floats(units: Units, path: str) -> np.ndarray:
+    """A property of every feature as floats, NaN where it is missing or not a number."""
+    return np.array([np.nan if (v := _num(_get(p, path))) is None else v for p in units.props], dtype=float)
+
+
 def _codes(units: Units, key: str | None) -> list[str]:
     if key is None:
         return list(units.ids)
@@ -330,8 +336,7 @@ def _sample(inputs: SAEInputs, data: dict[str, Units], index: dict[str, int]) ->
 
 
 def _fgt(y: np.ndarray, z: float, alpha: int) -> np.ndarray:
-    gap = np.clip(1 - y / z, 0.0, None) * (y < z)
-    return gap ** alpha if alpha else (y < z).astype(float)
+    return sae.poverty_gap(y, z) ** alpha if alpha else (y < z).astype(float)
 
 
 def _flags(est: np.ndarray, mse: np.ndarray, max_cv: float) -> tuple[np.ndarray, np.ndarray]:
@@ -342,14 +347,6 @@ def _flags(est: np.ndarray, mse: np.ndarray, max_cv: float) -> tuple[np.ndarray,
 def _interval(est: np.ndarray, mse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     half = 1.959963984540054 * np.sqrt(mse)
     return est - half, est + half
-
-
-def _geoms(areas: Units | None, codes: list[str], key_codes: list[str] | None) -> np.ndarray | None:
-    if areas is None or areas.geoms is None:
-        return None
-    where = dict(zip(key_codes or areas.ids, range(len(areas)), strict=True))
-    found = [areas.geoms[where[c]] if c in where else None for c in codes]
-    return np.asarray(found, dtype=object) if all(g is not None for g in found) else None
 
 
 # ------------------------------------------------------------------------------------------------- Fay–Herriot
@@ -371,11 +368,9 @@ def _fay_herriot(inputs: SAEInputs, data: dict[str, Units], rng: np.random.Gener
         d = sae.direct_estimates(value, w, area, m, psu, proportion=inputs.indicator == "fgt0")
         direct, variance, n, neff = d.estimate, d.variance, d.n, d.effective_n
     else:
-        direct = np.array([np.nan if (v := _num(_get(p, inputs.direct or ""))) is None else v for p in areas.props])
-        variance = np.array([np.nan if (v := _num(_get(p, inputs.variance or ""))) is None else v
-                             for p in areas.props])
+        direct, variance = _floats(areas, inputs.direct or ""), _floats(areas, inputs.variance or "")
         if inputs.effective_n:
-            neff = np.array([np.nan if (v := _num(_get(p, inputs.effective_n))) is None else v for p in areas.props])
+            neff = _floats(areas, inputs.effective_n)
     Xc, names = _area_covariates(inputs, data, codes, dict(zip(codes, areas.props, strict=True)))
     X = np.column_stack([np.ones(m), Xc])
     y, psi = sae.fh_to_model_scale(direct, variance, inputs.transform, neff)  # type: ignore[arg-type]
@@ -407,7 +402,7 @@ def _fay_herriot(inputs: SAEInputs, data: dict[str, Units], rng: np.random.Gener
     what = inputs.indicator if inputs.sample is not None else "the direct estimates"
     layer = LayerOut("Small-area estimates (Fay–Herriot)", f"EBLUP of {what} per area, {inputs.transform} "
                      f"transformation, {method} MSE", codes,
-                     _geoms(areas, codes, codes if inputs.area_key else None), cols)
+                     geoms_of(areas, codes, codes), cols)
     resid = (y[inside] - X[inside] @ fit.beta) / np.sqrt(fit.sigma2_u + psi[inside])
     u_hat = pr.gamma[inside] * (y[inside] - X[inside] @ fit.beta)
     k = X.shape[1] + 1
@@ -501,17 +496,16 @@ def _ebp(inputs: SAEInputs, data: dict[str, Units], rng: np.random.Generator, ma
         mse, gmse = sae.bootstrap_ebp(fit, tr, Xs, area_s, pop, z, inputs.bootstrap, rng, groups=gidx)
     direct = sae.direct_estimates((y < z).astype(float), w_s, area_s, D, psu, proportion=True)
     layer = _ebp_layer("Small-area estimates (EBP)", "FGT0, FGT1, FGT2 and mean income per area with bootstrap MSE",
-                       codes, _geoms(areas, codes, area_keys if inputs.area_key else None), est, mse, max_cv,
+                       codes, geoms_of(areas, codes, area_keys), est, mse, max_cv,
                        direct, pop.total)
     layers = {"areas": layer}
     if group_codes is not None and gidx is not None:
         gtot = np.bincount(gidx, pop.total, len(group_codes))
-        gest = {k: np.bincount(gidx, np.nan_to_num(v) * pop.total, len(group_codes)) / gtot for k, v in est.items()}
+        gest = {k: sae.aggregate(v, pop.total, gidx, len(group_codes)) for k, v in est.items()}
         gd = sae.direct_estimates((y < z).astype(float), w_s, gidx[area_s], len(group_codes), psu, proportion=True)
-        groups = data.get("groups")
         layers["aggregates"] = _ebp_layer(
             f"Small-area estimates per {inputs.aggregate_to} (EBP)", "The areas' estimates added up per larger "
-            "unit, with their own bootstrap MSE", group_codes, _geoms(groups, group_codes, None) if groups else None,
+            "unit, with their own bootstrap MSE", group_codes, geoms_of(data.get("groups"), group_codes),
             gest, gmse, max_cv, gd, gtot)
     resid_unit = tr.forward(y) - Xs @ fit.beta - fit.u_hat[area_s]
     sampled = np.bincount(area_s, minlength=D) > 0
