@@ -11,6 +11,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKERS ?= 1
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 export DATABASE_URL
 
 .PHONY: run test long setup-run setup-test db demo openapi lint bench clean
@@ -51,16 +52,21 @@ run: demo .tpa/secrets.env
 	set -a; . ./.tpa/secrets.env; set +a; \
 	$(BIN)/tpa serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
+# Two parts: most tests on $(PYTEST_WORKERS) processes (a file per process at a time, each process with its own
+# throwaway databases), then the timing-sensitive ones (marked serial) alone. Exit code 5 = nothing selected.
 test: setup-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not serial and not long" $(PYTEST_ARGS) \
+	  || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m "serial and not long" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The long runs (documented in README "Reliability and security"): 10,000+ fuzzed requests, 64 clients for 60 s,
-# a PostgreSQL restart under load. Figures are written to .tpa/reports/.
+# a PostgreSQL restart under load, and the tests marked long. Figures are written to .tpa/reports/.
 long: setup-test
 	TPA_FUZZ_EXAMPLES=$${TPA_FUZZ_EXAMPLES:-40} TPA_FUZZ_MAX_TIME=$${TPA_FUZZ_MAX_TIME:-300} \
 	TPA_FUZZ_MIN_REQUESTS=10000 TPA_LOAD_SECONDS=60 TPA_LOAD_CLIENTS=64 \
 	TPA_REPORT_DIR=.tpa/reports $(BIN)/python -m pytest -p no:cacheprovider -s tests/test_fuzz.py \
 	  tests/test_reliability.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m long $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 openapi: $(VENV)/.run-installed
 	$(BIN)/tpa openapi export -o openapi/openapi.json

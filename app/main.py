@@ -18,11 +18,11 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.auth import KeyCache, document_security
-from app.db import create_engine, create_read_pool, create_sessionmaker
+from app.db import create_engine, create_limits_pool, create_read_pool, create_sessionmaker, watch_replicas
 from app.errors import add_exception_handlers, document_problems
 from app.health import router as health_router
 from app.layers.catalog import LiveCatalog
-from app.middleware import CompressedAssets, ServiceMiddleware
+from app.middleware import CompressedAssets, ServiceMiddleware, SharedLimits
 from app.observability import Metrics, configure_logging
 from app.ogc import common, docs, edits, features, overview, portal, processes, regions, tiles
 from app.ogc.render import document_media_types, templates
@@ -74,14 +74,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_pool = await create_read_pool(settings.db)
+        api = settings.api
+        app.state.limits = SharedLimits(await create_limits_pool(settings.db)) \
+            if api.rate_limit_shared and (api.rate_limit_per_minute or api.rate_limit_anonymous_per_minute) else None
         app.state.catalog = LiveCatalog(engine, settings.security, settings.api.data_license_url,
-                                        derive=stats.ensure_current)
+                                        derive=stats.ensure_current, read_pool=app.state.read_pool)
         try:
             await app.state.catalog.current()
         except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz
             logging.getLogger("tpa").warning("catalogue not loaded (%s); collections unavailable until it is",
                                              type(exc).__name__)
         background: list[asyncio.Task[None]] = []
+        if app.state.read_pool.replicas:
+            background.append(asyncio.create_task(watch_replicas(app.state.read_pool), name="tpa-read-replicas"))
         app.state.queue = make_queue(settings)
         queue_pool = await open_queue(app.state.queue, settings)  # connects in the background
         if settings.processes.worker:
@@ -107,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.wait_for(app.state.read_pool.close(), SHUTDOWN_TIMEOUT_S)
             except TimeoutError:  # a connection still held by a stuck task: close it the hard way
                 app.state.read_pool.terminate()
+            if app.state.limits is not None:
+                await app.state.limits.close()
             await engine.dispose()
 
     app = FastAPI(

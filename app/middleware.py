@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 
+import asyncpg
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +63,66 @@ class TokenBuckets:
         if len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
         return wait
+
+
+# The generic cell rate algorithm (GCRA, ITU-T I.371; the "virtual scheduling" form of a token bucket) in one
+# statement: one number per client, the theoretical arrival time (tat), updated under the row's lock, so requests on
+# every worker and machine count against one allowance. $2 = the emission interval T (60 / requests per minute),
+# $3 = the tolerance τ = (burst − 1)·T: a request at `now` passes when max(tat, now) − now ≤ τ and moves tat on by
+# T. This allows exactly what :class:`TokenBuckets` allows (burst at once, then one per T). The database's clock
+# is the only clock: machines' clocks may differ. In the UPDATE, b.* are the old values and EXCLUDED.seen is now.
+GCRA = """
+INSERT INTO rate_bucket AS b (client, tat, seen, ok)
+SELECT $1, n.t + $2, n.t, true FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) AS n
+ON CONFLICT (client) DO UPDATE SET
+  ok = greatest(b.tat, EXCLUDED.seen) - EXCLUDED.seen <= $3,
+  tat = CASE WHEN greatest(b.tat, EXCLUDED.seen) - EXCLUDED.seen <= $3
+             THEN greatest(b.tat, EXCLUDED.seen) + $2 ELSE b.tat END,
+  seen = EXCLUDED.seen
+RETURNING ok, tat - seen - $3 AS wait"""
+# a row whose tat has passed is a full allowance, the same as no row
+SWEEP = "DELETE FROM rate_bucket WHERE tat < extract(epoch FROM clock_timestamp()) - 60"
+SWEEP_EVERY_S = 60.0
+SHARED_DOWN_S = 5.0  # after a failure, count locally this long before asking the database again
+
+
+class SharedLimits:
+    """The rate limits of all API workers and machines, kept in PostgreSQL (table ``rate_bucket``, GCRA above).
+
+    One short statement per limited request on a small pool of its own (never the requests' pools, so a busy read
+    path does not hold the limit up). When the database does not answer within ``timeout_s``, the worker counts
+    with its own :class:`TokenBuckets` for a few seconds: a limit that cannot be checked must not refuse or delay
+    requests (those that need the database get their own 503)."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float = 1.0) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+        self._swept = 0.0
+        self._down_until = 0.0
+
+    async def take(self, client: str, local: TokenBuckets) -> float:
+        now = time.monotonic()
+        if now < self._down_until:
+            return local.take(client, now)
+        interval = 1.0 / local.rate
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                row = await self.pool.fetchrow(GCRA, client, interval, (local.burst - 1.0) * interval)
+                if now - self._swept > SWEEP_EVERY_S:
+                    self._swept = now
+                    await self.pool.execute(SWEEP)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("shared rate limit unavailable (%s); counting in this worker for %g s",
+                        type(exc).__name__, SHARED_DOWN_S)
+            self._down_until = now + SHARED_DOWN_S
+            return local.take(client, now)
+        return 0.0 if row["ok"] else max(float(row["wait"]), 1e-3)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), 5.0)
+        except TimeoutError:
+            self.pool.terminate()
 
 
 def _client(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, bool]:
@@ -197,7 +258,11 @@ class ServiceMiddleware:
             if scope["path"] not in UNLIMITED_PATHS:
                 client, keyed = _client(scope, headers)
                 buckets = self.keys if keyed else self.anonymous
-                wait = buckets.take(client) if buckets is not None else 0.0
+                wait = 0.0
+                if buckets is not None:
+                    shared: SharedLimits | None = getattr(scope["app"].state, "limits", None) \
+                        if "app" in scope else None
+                    wait = await shared.take(client, buckets) if shared is not None else buckets.take(client)
                 if wait > 0:
                     reason = "rate_limited"
                     await self._refuse(scope, send_wrapper, 429, "TooManyRequests", "Too many requests",

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("tpa_request_id", default=None)
@@ -133,6 +133,22 @@ class _StateCollector(Collector):
             pools.add_metric(("orm", "idle"), pool.checkedin())
             pools.add_metric(("orm", "max"), pool.size() + max(pool._max_overflow, 0))  # noqa: SLF001
         yield pools
+        if read is not None and getattr(read, "replicas", None):
+            reads = CounterMetricFamily("tpa_db_reads", "Connections taken by the read path, by server",
+                                        labels=("server",))
+            reads.add_metric(("primary",), read.primary_reads)
+            state = GaugeMetricFamily("tpa_db_replica_up", "Whether a read replica answered the last check as a "
+                                      "standby", labels=("server",))
+            lag = GaugeMetricFamily("tpa_db_replica_behind_bytes", "WAL the replica had not replayed at the last "
+                                    "check, against the primary's position then", labels=("server",))
+            newest = read.primary_position
+            for r in read.replicas:
+                reads.add_metric((r.name,), r.reads)
+                state.add_metric((r.name,), float(r.up))
+                lag.add_metric((r.name,), max(newest - r.replayed, 0) if r.replayed >= 0 else float("nan"))
+            yield reads
+            yield state
+            yield lag
         jobs = GaugeMetricFamily("tpa_jobs", "Process jobs by status (as last read from the database)",
                                  labels=("status",))
         for status, n in (getattr(self.state, "job_counts", None) or {}).items():

@@ -8,10 +8,10 @@ object (or builds one from the environment when called without).
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/tpa"
 
@@ -41,6 +41,12 @@ class DatabaseSettings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "TPA_DB_URL"),
         description="SQLAlchemy URL of the PostGIS database (postgres:// URLs are accepted).",
     )
+    read_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Streaming replicas of the database for the read path (OGC API "
+        "features, tiles, figures), comma-separated URLs; writes, jobs and the catalogue stay on the primary. A "
+        "replica that is down or behind is left out (docs/operations.md#read-replicas).")
+    read_max_lag_s: float = Field(default=30.0, gt=0, description="A replica that has not replayed what the "
+                                  "primary had written this many seconds ago is left out until it catches up.")
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=10, ge=0, le=200)
     pool_timeout_s: float = Field(
@@ -54,6 +60,13 @@ class DatabaseSettings(BaseSettings):
     @classmethod
     def _asyncpg(cls, v: str) -> str:
         return to_asyncpg_url(v)
+
+    @field_validator("read_urls", mode="before")
+    @classmethod
+    def _read_urls(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [u.strip() for u in v.split(",") if u.strip()]
+        return [to_asyncpg_url(u) for u in v] if isinstance(v, list) else v
 
 
 class ApiSettings(BaseSettings):
@@ -90,6 +103,10 @@ class ApiSettings(BaseSettings):
         "when the service is reached directly, not through a proxy that limits already).")
     rate_limit_burst: int = Field(
         default=10_000, ge=1, description="Requests a client may send at once (a whole GDAL download of a layer).")
+    rate_limit_shared: bool = Field(
+        default=True, description="Count requests against the limits in the database (table rate_bucket), so all "
+        "workers and machines of the service share one allowance per key or address; false: each worker process "
+        "counts alone, and N workers allow N times the limit (docs/operations.md#scale-out).")
     access_log: bool = Field(default=True, description="One log line per request (with its request id).")
     html_default_limit: int = Field(default=50, ge=1, description="Features on an HTML items page when the "
                                     "request names no limit (a page a person reads; JSON keeps default_limit).")

@@ -18,6 +18,9 @@ from tpa_testing import ThrowawayDatabase, serve, tpa_cli
 
 from app.models.codes import Role
 
+# timing-sensitive (time limits, load, outages): run alone, after the parallel part of make test (Makefile)
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parent.parent
 GEORGIA = Path(libpysal.examples.get_path("G_utm.shp"))
 EPSG_26916 = "http://www.opengis.net/def/crs/EPSG/0/26916"

@@ -29,6 +29,9 @@ from tpa_testing import ThrowawayDatabase, serve
 
 from app.models.codes import Role
 
+# timing-sensitive (time limits, load, outages): run alone, after the parallel part of make test (Makefile)
+pytestmark = pytest.mark.serial
+
 TESTS = Path(__file__).resolve().parent
 EXAMPLES = int(os.environ.get("TPA_FUZZ_EXAMPLES", "6"))
 SEED = os.environ.get("TPA_FUZZ_SEED", "20261129")

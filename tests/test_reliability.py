@@ -26,6 +26,9 @@ from app.main import create_app
 from app.models.codes import Role
 from app.settings import ApiSettings
 
+# timing-sensitive (time limits, load, outages): run alone, after the parallel part of make test (Makefile)
+pytestmark = pytest.mark.serial
+
 LOAD_SECONDS = int(os.environ.get("TPA_LOAD_SECONDS", "8"))
 LOAD_CLIENTS = int(os.environ.get("TPA_LOAD_CLIENTS", "64"))
 VILLAGE = "/collections/villages/items/211202001001"
@@ -144,6 +147,30 @@ async def test_rate_limit_per_key(demo_database, api_keys):
     async with _App(settings) as a:
         assert [(await a.client.get(VILLAGE)).status_code for _ in range(3)] == [200, 200, 429]
         assert (await a.client.get("/healthz")).status_code == 200
+
+
+def test_rate_limit_is_one_allowance_across_machines(demo_database):
+    """Two instances of the service on one database (two machines behind a load balancer, or two worker
+    processes) share a key's allowance: requests alternating between them pass ``burst`` times, not twice that, and
+    the allowance comes back at the set rate (the same arithmetic as a token bucket: docs/operations.md). With
+    TPA_API_RATE_LIMIT_SHARED=false each instance counts alone, which is the documented N-times arithmetic."""
+    keys = iter(_make_keys(demo_database.url).values())
+    limits = {"TPA_API_RATE_LIMIT_PER_MINUTE": "60", "TPA_API_RATE_LIMIT_BURST": "3"}
+
+    def alternate(urls: list[str], key: str, n: int) -> list[int]:
+        auth = {"Authorization": f"Bearer {key}"}
+        return [httpx.get(urls[i % 2] + VILLAGE, headers=auth).status_code for i in range(n)]
+
+    with serve(demo_database.url, extra_env=limits) as one, serve(demo_database.url, extra_env=limits) as two:
+        key = next(keys)
+        assert alternate([one, two], key, 6) == [200, 200, 200, 429, 429, 429]
+        r = httpx.get(two + VILLAGE, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) == 1
+        time.sleep(2.2)  # two requests' worth comes back (one a second), not a third
+        assert alternate([one, two], key, 3) == [200, 200, 429]
+    alone = {**limits, "TPA_API_RATE_LIMIT_SHARED": "false"}
+    with serve(demo_database.url, extra_env=alone) as one, serve(demo_database.url, extra_env=alone) as two:
+        assert alternate([one, two], next(keys), 8) == [200] * 6 + [429, 429]
 
 
 async def test_filter_complexity_is_bounded(api):

@@ -241,6 +241,7 @@ def test_bad_parameters_are_refused(released):
     assert dst.returncode == 2 and "daylight saving" in dst.stderr
 
 
+@pytest.mark.long  # 85 s: Spark's start and a whole month twice; the Spark SQL itself is in test_telecom_spark
 def test_spark_engine_releases_the_same_aggregates(released):
     """The whole release on Spark equals the DuckDB release (floating statistics to 1e-9)."""
     pytest.importorskip("pyspark")

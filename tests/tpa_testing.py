@@ -188,9 +188,11 @@ class PrivateCluster:
     restart the server under the service without touching the machine's own PostgreSQL. Runs as the
     ``postgres`` system user when the tests run as root (as in CI)."""
 
-    def __init__(self) -> None:
+    def __init__(self, standby_of: PrivateCluster | None = None) -> None:
         import glob
         import tempfile
+
+        self.standby_of = standby_of  # a streaming replica of that cluster, made by pg_basebackup
 
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not bins:
@@ -217,7 +219,11 @@ class PrivateCluster:
             import shutil
 
             shutil.chown(self.dir, "postgres", "postgres")
-        self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        if self.standby_of is None:
+            self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        else:  # -R writes primary_conninfo and standby.signal; -X stream copies the WAL written meanwhile
+            self._run(self.bin / "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.standby_of.port), "-U",
+                      "postgres", "-D", self.data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
         self.start()
         return self
 
@@ -237,6 +243,15 @@ class PrivateCluster:
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """Run one statement with psql; its output, unaligned."""
+        import subprocess
+
+        done = subprocess.run([str(self.bin / "psql"), "-X", "-At", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                               "postgres", "-d", database, "-c", statement], capture_output=True, text=True,
+                              timeout=60, check=True)
+        return done.stdout.strip()
 
     def copy_database(self, source_url: str, name: str, exclude_data: tuple[str, ...] = ()) -> str:
         """Copy a database of the machine's cluster into this one (pg_dump | pg_restore); returns its URL."""

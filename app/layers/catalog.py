@@ -1273,8 +1273,10 @@ class LiveCatalog:
 
     def __init__(self, engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None,
                  min_interval_s: float = 1.0,
-                 derive: Callable[[AsyncEngine], Awaitable[Any]] | None = None) -> None:
+                 derive: Callable[[AsyncEngine], Awaitable[Any]] | None = None, read_pool: Any = None) -> None:
         self.engine = engine
+        # read replicas must have replayed what this catalogue has seen (app.db.ReadPool.require_current)
+        self.read_pool = read_pool
         # brings derived tables (the public figures per unit) in step with their sources before a check
         self.derive = derive
         self.security = security
@@ -1304,6 +1306,8 @@ class LiveCatalog:
                 self.catalog = await refresh_catalog(self.engine, before, self.security, self.license_url)
             if before is None or self.catalog.versions.get(_PUBLISHED_TABLE) != before.versions.get(_PUBLISHED_TABLE):
                 self._unlisted.clear()  # dismissed or expired results must not be served from memory
+            if self.read_pool is not None and (before is None or self.catalog.versions != before.versions):
+                await self.read_pool.require_current()
             self._checked = started
             return self.catalog
 
@@ -1320,6 +1324,8 @@ class LiveCatalog:
                 return None
             layer = await with_open_props(conn, found[0])
             layer = replace(layer, extent=await compute_extent(conn, layer))
+        if self.read_pool is not None:  # a result written since the last check: no replica without it
+            await self.read_pool.require_current()
         self._unlisted[layer_id] = layer
         while len(self._unlisted) > UNLISTED_CACHE:
             self._unlisted.popitem(last=False)

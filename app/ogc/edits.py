@@ -381,7 +381,7 @@ async def update_item(request: Request, collectionId: str = Path(...),  # noqa: 
     objects = [n for n, (p, _, _) in writable_props(layer).items() if p.schema.get("type") == "object"
                and isinstance(props.get(n), dict)]
     if objects:  # merge object-valued properties into their current value (RFC 7396 is recursive)
-        current = await features_repo.fetch_feature(request.app.state.read_pool, layer, role, fid)
+        current = await features_repo.fetch_feature(request.app.state.read_pool.primary, layer, role, fid)
         if current is not None:
             now = orjson.loads(current[0])["properties"]
             props = {**props, **{n: repo.merge_patch(now.get(n), props[n]) for n in objects}}
