@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 export DATABASE_URL
 
-.PHONY: run test long setup-run setup-test db demo openapi lint bench clean
+.PHONY: run test long images setup-run setup-test db demo openapi lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ long: setup-test
 	TPA_REPORT_DIR=.tpa/reports $(BIN)/python -m pytest -p no:cacheprovider -s tests/test_fuzz.py \
 	  tests/test_reliability.py $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m long $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The container image, built where no registry serves base images (a Debian base made with debootstrap), then run
+# as docker-compose.yml runs it, with host networking: health, the demo, a job on the worker container, a clean
+# stop. Needs Docker; not part of make test. docs/operations.md#containers
+images:
+	scripts/images.sh
 
 openapi: $(VENV)/.run-installed
 	$(BIN)/tpa openapi export -o openapi/openapi.json

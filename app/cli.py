@@ -49,14 +49,32 @@ DEFAULT_OPENAPI = Path("openapi/openapi.json")
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
-    """Migrate the database (DATABASE_URL) to REVISION."""
+def db_upgrade(
+    revision: str = typer.Argument("head", help="Target revision."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to keep trying while the database does not accept "
+                               "connections yet (a container started beside it)"),
+) -> None:
+    """Migrate the database (DATABASE_URL) to REVISION. Concurrent upgrades (replicas started together) run one
+    after the other; the later ones find nothing to do."""
     from alembic import command
 
     from app.db import alembic_config
+    from app.errors import is_unavailable
 
     settings = Settings()
-    command.upgrade(alembic_config(settings.db.url), revision)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            command.upgrade(alembic_config(settings.db.url), revision)
+            break
+        except Exception as exc:  # only a database that is not there yet is waited for; other errors stop here
+            if not is_unavailable(exc):
+                raise
+            if time.monotonic() >= deadline:
+                console.print(f"[red]the database is not reachable ({type(exc).__name__}: {exc})[/]")
+                raise typer.Exit(1) from None
+            console.print(f"database not reachable yet ({type(exc).__name__}); trying again in 1 s")
+            time.sleep(1.0)
     console.print(f"[green]database at {revision}[/]")
 
 

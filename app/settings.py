@@ -170,8 +170,12 @@ class ProcessSettings(BaseSettings):
     solver_threads: int = Field(default=2, ge=1, le=64, description="CBC threads of location-allocation.")
     heartbeat_s: float = Field(default=5.0, gt=0, description="Worker heartbeat interval.")
     stalled_after_s: float = Field(
-        default=30.0, gt=0, description="A running job whose worker sent no heartbeat for this long is failed.",
+        default=30.0, gt=0, description="A running job whose worker sent no heartbeat for this long is taken "
+        "from it: queued again while it has attempts left, else failed.",
     )
+    attempts: int = Field(default=2, ge=1, le=10, description="Times an asynchronous job is started at most: a "
+                          "job whose worker died (killed, machine lost) is queued again for another worker until "
+                          "then; 1 = never again (it fails with the reason).")
     results_anonymous_ttl_h: float = Field(
         default=24.0, gt=0, description="Hours the results of an execution without an API key are kept.")
     results_ttl_days: float = Field(

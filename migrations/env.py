@@ -38,6 +38,9 @@ def do_run_migrations(connection: Connection) -> None:
         transaction_per_migration=False,
     )
     with context.begin_transaction():
+        # one migration at a time: replicas of the service started together each run `tpa db upgrade`; the others
+        # wait here, then find the database at head (the version is read after the lock) and do nothing
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7210411)")
         context.run_migrations()
 
 

@@ -282,6 +282,7 @@ class AnalysisRun(Base):
     mode: Mapped[str] = mapped_column(Text)
     time_limit_s: Mapped[int | None] = mapped_column(Integer)
     queue_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
     updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     pruned: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -133,6 +133,8 @@ async def fail_interrupted(rt: Runtime) -> int:
             continue
         with contextlib.suppress(Exception):
             await rt.queue.job_manager.finish_job_by_id_async(job.id, Status.FAILED, delete_job=False)
+        if run_id and await _run_again(rt, uuid.UUID(run_id), s.attempts):
+            continue
         if run_id:
             n += await store.finish_if_open(rt.app.state.engine, uuid.UUID(run_id), "failed",
                                        "interrupted: the worker running the job stopped (service restart or "
@@ -147,6 +149,30 @@ async def fail_interrupted(rt: Runtime) -> int:
     if n:
         log.warning("failed %d interrupted job(s)", n)
     return n
+
+
+async def _run_again(rt: Runtime, run_id: uuid.UUID, attempts: int) -> bool:
+    """Queue a job whose worker died again, for another worker, while it has attempts left. Safe because a job
+    writes its results in one transaction at its end: a killed attempt leaves nothing behind."""
+    engine = rt.app.state.engine
+    async with engine.begin() as conn:
+        row = (await conn.execute(text(
+            "UPDATE analysis_run SET status = 'accepted', started = NULL, updated = now(), message = "
+            "'queued again for another worker: the worker running it stopped (attempt ' || attempts || ' of ' "
+            "|| :max || ')' "
+            "WHERE run_id = :id AND mode = 'async' AND status IN ('accepted', 'running') AND attempts < :max "
+            "RETURNING attempts"), {"id": run_id, "max": attempts})).first()
+        if row is None:
+            return False
+        try:
+            job_id = await rt.queue.configure_task("tpa:run", queue=QUEUE).defer_async(run_id=str(run_id))
+        except Exception:  # noqa: BLE001 (the queue is away: the job fails as before, in this transaction's stead)
+            await conn.rollback()
+            return False
+        await conn.execute(text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id"),
+                           {"j": job_id, "id": run_id})
+    log.warning("job %s queued again after its worker stopped (attempt %d of %d)", run_id, row[0], attempts)
+    return True
 
 
 async def watch_interrupted(rt: Runtime) -> None:
@@ -251,7 +277,7 @@ async def execute(app: Any, run_id: uuid.UUID, sync: bool = False) -> None:
     engine = app.state.engine
     async with engine.begin() as conn:
         row = (await conn.execute(text(
-            "UPDATE analysis_run SET status = 'running', started = now(), updated = now() "
+            "UPDATE analysis_run SET status = 'running', started = now(), updated = now(), attempts = attempts + 1 "
             "WHERE run_id = :id AND status = 'accepted' "
             "RETURNING kind, params, owner, owner_role::text AS owner_role, time_limit_s"),
             {"id": run_id})).mappings().first()

@@ -3,8 +3,8 @@
 Optional: ``pip install '.[spark]'`` (needs a Java 17+ runtime). Only reading differs from DuckDB: device ids are
 hashed with ``xxhash64`` (the hash values differ between engines, the aggregates do not), H3 cells come from a
 vectorised pandas UDF (polars-h3), and every definition and the suppression run as the unchanged SQL of
-``app.telecom.sql`` / ``app.telecom.privacy`` on temporary views. ``local[*]`` here; a cluster URL in production
-(``TPA_SPARK_MASTER``).
+``app.telecom.sql`` / ``app.telecom.privacy`` on temporary views. ``local[2]`` by default; a cluster URL in production
+(``TPA_SPARK_MASTER``), or whatever ``spark-submit`` was given (docs/operations.md#spark).
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ class SparkRunner:
         # Python workers run this interpreter (its venv has polars-h3), unless the deployment says otherwise.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        self.spark = (SparkSession.builder.master(master or os.environ.get("TPA_SPARK_MASTER", "local[2]"))
+        builder = SparkSession.builder
+        master = master or os.environ.get("TPA_SPARK_MASTER")
+        if master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit its --master holds
+            builder = builder.master(master or "local[2]")
+        self.spark = (builder
                       .appName("tpa-telecom")
                       .config("spark.sql.session.timeZone", "UTC")
                       .config("spark.ui.enabled", "false")

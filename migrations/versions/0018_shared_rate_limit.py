@@ -1,4 +1,4 @@
-"""Rate limits shared by every worker and machine of the service.
+"""More than one machine: rate limits shared by every worker, and jobs of a lost worker run again.
 
 Revision ID: 0018
 Revises: 0017
@@ -9,6 +9,9 @@ of the generic cell rate algorithm (GCRA, ITU-T I.371): a single number per clie
 one statement, so N workers behind a load balancer allow a key its limit once, not N times. ``UNLOGGED``: the
 rows are a few seconds of state, not worth the write-ahead log (after a crash the table is empty, which is every
 client's full allowance), and they are not copied to streaming replicas, which never answer for them.
+
+``analysis_run.attempts``: how many times a job was started. A job whose worker died (killed, machine lost) is
+queued again while it has attempts left (``TPA_PROCESSES_ATTEMPTS``), so another worker runs it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ def upgrade() -> None:
           ok     boolean NOT NULL            -- whether that request passed
         )""")
     op.execute("COMMENT ON TABLE rate_bucket IS 'Per-client rate limit state shared by all API workers (GCRA)'")
+    op.execute("ALTER TABLE analysis_run ADD COLUMN attempts smallint NOT NULL DEFAULT 0 CHECK (attempts >= 0)")
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE analysis_run DROP COLUMN attempts")
     op.execute("DROP TABLE rate_bucket")
