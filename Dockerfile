@@ -19,16 +19,22 @@ COPY alembic.ini babel.cfg ./
 COPY migrations ./migrations
 COPY docs/methodology.md docs/operations.md ./docs/
 COPY app ./app
+# Left out: test suites inside packages, bytecode, C headers and Cython sources, pip and setuptools; shared libraries
+# lose their symbol tables (strip --strip-unneeded: what the dynamic linker needs stays)
 RUN pip install --no-deps -e . \
+ && apt-get update && apt-get install -y --no-install-recommends binutils \
  && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -path '*/site-packages/*' \
       -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/setuptools
+ && rm -rf /opt/venv/lib/python3*/site-packages/pyarrow/include /opt/venv/lib/python3*/site-packages/pip \
+      /opt/venv/lib/python3*/site-packages/setuptools \
+ && find /opt/venv/lib -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.h' \) -delete \
+ && find /opt/venv/lib -type f -name '*.so*' -exec strip --strip-unneeded {} +
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PORT=8000 WORKERS=2
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && groupadd --system tpa && useradd --system --gid tpa --home-dir /srv --shell /usr/sbin/nologin tpa
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=tpa:tpa /srv /srv

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -737,11 +738,18 @@ def worker(
         settings.processes.worker = True
         settings.processes.concurrency = concurrency
         web = create_app(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # SIGTERM (docker stop, systemd, Kubernetes) stops the worker as Ctrl+C does; as a container's PID 1 the
+        # process has no default action for it, and would only be killed after the grace period
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         async with web.router.lifespan_context(web):
             if web.state.catalog.catalog is None:
                 raise SystemExit("the database is not reachable or not migrated")
-            console.print(f"worker running (concurrency {concurrency}); Ctrl+C stops it")
-            await asyncio.Event().wait()
+            console.print(f"worker running (concurrency {concurrency}); Ctrl+C or SIGTERM stops it")
+            await stop.wait()
+        console.print("worker stopped")
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -27,7 +27,11 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$root" "$MIRROR" \
     >/dev/null
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | docker import --change 'ENV LANG=C.UTF-8' - "$BASE" >/dev/null
+  # the base trusts what this machine trusts (an intranet's TLS proxy has its own authority): pip reads PIP_CERT
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  tar -C "$root" -c . | docker import --change 'ENV LANG=C.UTF-8' \
+    --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
+    --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' - "$BASE" >/dev/null
   rm -rf "$root"
   trap - EXIT
 fi
