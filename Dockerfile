@@ -20,7 +20,8 @@ COPY migrations ./migrations
 COPY docs/methodology.md docs/operations.md ./docs/
 COPY app ./app
 # Left out: test suites inside packages, bytecode, C headers and Cython sources, pip and setuptools; shared libraries
-# lose their symbol tables (strip --strip-unneeded: what the dynamic linker needs stays)
+# lose their symbol tables (strip --strip-unneeded: what the dynamic linker needs stays), except the libraries
+# auditwheel vendored into *.libs: patchelf rewrote them, and strip leaves them unloadable (numpy's OpenBLAS)
 RUN pip install --no-deps -e . \
  && apt-get update && apt-get install -y --no-install-recommends binutils \
  && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -path '*/site-packages/*' \
@@ -28,7 +29,7 @@ RUN pip install --no-deps -e . \
  && rm -rf /opt/venv/lib/python3*/site-packages/pyarrow/include /opt/venv/lib/python3*/site-packages/pip \
       /opt/venv/lib/python3*/site-packages/setuptools \
  && find /opt/venv/lib -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.h' \) -delete \
- && find /opt/venv/lib -type f -name '*.so*' -exec strip --strip-unneeded {} +
+ && find /opt/venv/lib -type f -name '*.so*' -not -path '*.libs/*' -exec strip --strip-unneeded {} +
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PORT=8000 WORKERS=2
