@@ -32,7 +32,8 @@ RUN pip install --no-deps -e . \
  && find /opt/venv/lib -type f -name '*.so*' -not -path '*.libs/*' -exec strip --strip-unneeded {} +
 
 FROM ${PYTHON_IMAGE}
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PORT=8000 WORKERS=2
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PORT=8000 WORKERS=2 \
+    MPLCONFIGDIR=/tmp/matplotlib
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
