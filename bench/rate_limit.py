@@ -79,8 +79,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
+    env = {**os.environ, "DATABASE_URL": f"{PG}/{a.db}"}
+    subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)  # the shared limit's table (revision 0018)
     key = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--role", "analyst", "--name",
-                          "bench rate limit"], env={**os.environ, "DATABASE_URL": f"{PG}/{a.db}"}, cwd=ROOT,
+                          "bench rate limit"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     key = re.search(r"tpa_[A-Za-z0-9_-]+", key).group(0)
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in CONFIGS}
