@@ -450,11 +450,7 @@ def test_separate_worker_process_runs_the_queue(proc_db: ThrowawayDatabase):
         worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
         try:
-            for _ in range(150):
-                st = httpx.get(f"{url}/jobs/{job}").json()
-                if st["status"] in ("successful", "failed"):
-                    break
-                time.sleep(0.2)
+            st = _job_end(url, job, 30)
             assert st["status"] == "successful", st
         finally:
             worker.send_signal(signal.SIGINT)
@@ -462,6 +458,16 @@ def test_separate_worker_process_runs_the_queue(proc_db: ThrowawayDatabase):
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def _job_end(url: str, job: str, seconds: float) -> dict:
+    """The job's status document once it has ended (or when ``seconds`` have passed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        st = httpx.get(f"{url}/jobs/{job}").json()
+        if st["status"] in ("successful", "failed") or time.monotonic() > deadline:
+            return st
+        time.sleep(0.2)
 
 
 def test_a_job_of_a_killed_worker_runs_again_on_another(proc_db: ThrowawayDatabase):
@@ -498,11 +504,7 @@ def test_a_job_of_a_killed_worker_runs_again_on_another(proc_db: ThrowawayDataba
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             second = worker()
-            for _ in range(600):
-                st = httpx.get(f"{url}/jobs/{job}").json()
-                if st["status"] in ("successful", "failed"):
-                    break
-                time.sleep(0.2)
+            st = _job_end(url, job, 120)
             assert st["status"] == "successful", st
             ((attempts,),) = fetch(proc_db.name, "SELECT attempts FROM analysis_run WHERE run_id = $1",
                                    uuid.UUID(job))
