@@ -175,7 +175,7 @@ class ReadPool:
             except Exception as exc:  # noqa: BLE001 (any failure to connect: the primary answers instead)
                 log.warning("read replica %s unavailable (%s); reading from the primary", replica.name,
                             type(exc).__name__)
-                replica.up = False
+                replica.up, replica = False, None
         if conn is None:
             pool = self._pool
             busy = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
@@ -197,7 +197,7 @@ class ReadPool:
         except BaseException as exc:
             if is_unavailable(exc):  # broken mid-operation (server restart): never hand it out again
                 conn.terminate()
-                if replica is not None and pool is not self._pool:
+                if replica is not None:  # the connection was the replica's
                     replica.up = False
             raise
         finally:

@@ -151,6 +151,14 @@ async def fail_interrupted(rt: Runtime) -> int:
     return n
 
 
+SET_QUEUE_JOB = text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id")
+
+
+async def _defer(queue: procrastinate.App, run_id: uuid.UUID) -> int:
+    """Put a recorded run on the job queue; the queue's job id."""
+    return await queue.configure_task("tpa:run", queue=QUEUE).defer_async(run_id=str(run_id))
+
+
 async def _run_again(rt: Runtime, run_id: uuid.UUID, attempts: int) -> bool:
     """Queue a job whose worker died again, for another worker, while it has attempts left. Safe because a job
     writes its results in one transaction at its end: a killed attempt leaves nothing behind."""
@@ -165,12 +173,11 @@ async def _run_again(rt: Runtime, run_id: uuid.UUID, attempts: int) -> bool:
         if row is None:
             return False
         try:
-            job_id = await rt.queue.configure_task("tpa:run", queue=QUEUE).defer_async(run_id=str(run_id))
+            job_id = await _defer(rt.queue, run_id)
         except Exception:  # noqa: BLE001 (the queue is away: the job fails as before, in this transaction's stead)
             await conn.rollback()
             return False
-        await conn.execute(text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id"),
-                           {"j": job_id, "id": run_id})
+        await conn.execute(SET_QUEUE_JOB, {"j": job_id, "id": run_id})
     log.warning("job %s queued again after its worker stopped (attempt %d of %d)", run_id, row[0], attempts)
     return True
 
@@ -239,14 +246,13 @@ async def submit(request: Request, process: Process, inputs: BaseModel, outputs:
     if run_async:
         queue: procrastinate.App = request.app.state.queue
         try:
-            job_id = await queue.configure_task("tpa:run", queue=QUEUE).defer_async(run_id=str(run_id))
+            job_id = await _defer(queue, run_id)
         except Exception:  # queue not opened at start-up, or the database went away
             await store.finish_if_open(request.app.state.engine, run_id, "failed", "the job could not be queued")
             raise DatabaseUnavailable("The job queue is not available; try again later or execute synchronously.",
                                       jobID=str(run_id)) from None
         async with request.app.state.engine.begin() as conn:
-            await conn.execute(text("UPDATE analysis_run SET queue_job_id = :j WHERE run_id = :id"),
-                               {"j": job_id, "id": run_id})
+            await conn.execute(SET_QUEUE_JOB, {"j": job_id, "id": run_id})
     else:
         await _execute_in_slot(request.app, run_id)
     run = await store.get_run(request.app.state.engine, run_id)
