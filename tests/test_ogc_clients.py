@@ -38,6 +38,17 @@ def test_gdal_pulls_each_public_collection(live_server, collection, tmp_path):
     assert _ogr_count(live_server, collection, tmp_path, "-oo", "PAGE_SIZE=1000") == matched > 0
 
 
+def test_gdal_reads_the_numbers_the_api_serves(live_server, tmp_path):
+    """GDAL types a field from the first page it reads: rates that start at 0 must still come out as rates."""
+    _ogr_count(live_server, "village-poverty", tmp_path)
+    got = [f["properties"]["poverty_rate"]
+           for f in json.loads((tmp_path / "village-poverty.geojson").read_text())["features"]]
+    api = httpx.get(f"{live_server}/collections/village-poverty/items", params={"limit": 10000}).json()["features"]
+    rates = [f["properties"]["poverty_rate"] for f in api]
+    assert any(r not in (None, 0) for r in rates)
+    assert sorted(v for v in got if v is not None) == sorted(v for v in rates if v is not None)
+
+
 def test_gdal_with_basic_auth(live_server, api_keys, tmp_path):
     # QGIS/GDAL's standard authentication: HTTP Basic with the key as password
     n = _ogr_count(live_server, "households", tmp_path, "--config", "GDAL_HTTP_AUTH", "BASIC",

@@ -93,7 +93,11 @@ def _json_value(prop: Prop) -> ColumnElement[str]:
     if kind == "integer":
         text = cast(e, Text)
     elif kind == "number":
-        text = case((func.abs(e) < literal_column("'Infinity'::float8"), cast(e, Text)), else_=None)
+        # always with a decimal point (0 → 0.0): clients that type a field from the first values they see (GDAL's
+        # OAPIF driver reads one page) made rates that start at 0 integer fields and truncated every later rate
+        t = cast(e, Text)
+        decimal = case((func.strpos(t, ".") + func.strpos(t, "e") > 0, t), else_=t + const_text(".0"))
+        text = case((func.abs(e) < literal_column("'Infinity'::float8"), decimal), else_=None)
     elif kind == "boolean":
         text = cast(e, Text)
     elif kind == "string" and fmt == "date":
