@@ -96,8 +96,15 @@ def demo_load(
     if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the demo region is already loaded."),
     telecom: bool = typer.Option(True, "--telecom/--no-telecom",
                                  help="Also release telecom indicators from ~5 M synthetic events"),
+    scale: int = typer.Option(1, min=1, help="Prefectures: copies of the demo prefecture on a grid (17 gives "
+                              "20,400 villages, a province); see docs/operations.md#scale"),
+    households: int | None = typer.Option(None, min=1, help="Households in all (default: the demo's 25,000 per "
+                                          "prefecture); each demo household is repeated in its village to reach it"),
 ) -> None:
-    """Generate the demo region and (re)load it in one transaction; then release its telecom indicators."""
+    """Generate the demo region and (re)load it in one transaction; then release its telecom indicators.
+
+    With --scale/--households the demo prefecture is the template of a province-sized region, multiplied in the
+    database (e.g. --scale 17 --households 5000000: 20,400 villages, 5.1 million households, 12.6 million members)."""
     from app.db import create_engine, create_sessionmaker
     from app.services.demo import demo_present, load_demo
 
@@ -114,6 +121,7 @@ def demo_load(
             with Progress(*columns, console=console) as progress:
                 gen = progress.add_task("generating", total=100)
                 load = progress.add_task("loading", total=8, visible=False)
+                grow = progress.add_task("scaling", total=None, visible=False)
 
                 def on_generate(step: str, pct: int) -> None:
                     progress.update(gen, completed=pct, description=f"generating: {step}")
@@ -121,7 +129,11 @@ def demo_load(
                 def on_load(table: str) -> None:
                     progress.update(load, visible=True, advance=1, description=f"loading: {table}")
 
-                report = await load_demo(sm, seed, generate_progress=on_generate, load_progress=on_load)
+                def on_scale(step: str, done: int, total: int) -> None:
+                    progress.update(grow, visible=True, completed=done, total=total, description=f"scaling: {step}")
+
+                report = await load_demo(sm, seed, generate_progress=on_generate, load_progress=on_load,
+                                         scale=scale, households=households, scale_progress=on_scale)
                 progress.update(load, completed=8, description="loaded")
         finally:
             await engine.dispose()
@@ -129,7 +141,8 @@ def demo_load(
             f"[green]loaded region {report.region_id}[/] (seed {report.seed}): "
             + ", ".join(f"{k} {v:,}" for k, v in report.counts.items())
         )
-        console.print(f"generated in {report.generate_s:.1f} s, loaded in {report.load_s:.1f} s")
+        console.print(f"generated in {report.generate_s:.1f} s, loaded in {report.load_s:.1f} s"
+                      + (f", scaled in {report.scale_s:.1f} s" if report.scale_s > 0.05 else ""))
         console.print(f"generator checksum {report.generator_checksum}")
         console.print(f"database checksum  {report.database_checksum}")
         if telecom:

@@ -22,6 +22,7 @@ class DemoLoadReport:
     database_checksum: str
     generate_s: float
     load_s: float
+    scale_s: float = 0.0
 
 
 def combine(fingerprint: dict[str, tuple[int, str]]) -> str:
@@ -47,8 +48,14 @@ async def load_demo(
     *,
     generate_progress: Callable[[str, int], None] | None = None,
     load_progress: Callable[[str], None] | None = None,
+    scale: int = 1,
+    households: int | None = None,
+    scale_progress: Callable[[str, int, int], None] | None = None,
     **sizes: int,
 ) -> DemoLoadReport:
+    """Generate the demo and replace it in the database, in one transaction. With ``scale`` > 1 or ``households``,
+    the generated prefecture is then multiplied in the database into a province-sized region
+    (:mod:`app.demo.scale`), still in the same transaction; the checksums are the template's."""
     t0 = time.perf_counter()
     data = generate(seed, progress=generate_progress, **sizes)
     t1 = time.perf_counter()
@@ -61,8 +68,17 @@ async def load_demo(
             load_progress("survey")
         await load_demo_survey(session, seed)
         fingerprint = await regions.region_fingerprint(session, REGION_ID)
-    t2 = time.perf_counter()
-    return DemoLoadReport(REGION_ID, seed, data.counts(), data.checksum(), combine(fingerprint), t1 - t0, t2 - t1)
+        t2 = time.perf_counter()
+        counts = data.counts()
+        if scale > 1 or households is not None:
+            from app.demo.scale import scale_region
+
+            scaled = await scale_region(await regions.driver_connection(session), REGION_ID, scale,
+                                        households or counts["household"] * scale, scale_progress)
+            counts = {**counts, **scaled.counts}
+    t3 = time.perf_counter()
+    return DemoLoadReport(REGION_ID, seed, counts, data.checksum(), combine(fingerprint), t1 - t0, t2 - t1,
+                          t3 - t2)
 
 
 async def load_demo_roads(session: AsyncSession, analysis_crs: int, seed: int) -> None:
