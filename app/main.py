@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                      SHUTDOWN_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(queue_pool.close(), SHUTDOWN_TIMEOUT_S)
+            await app.state.count_cache.close()
             try:
                 await asyncio.wait_for(app.state.read_pool.close(), SHUTDOWN_TIMEOUT_S)
             except TimeoutError:  # a connection still held by a stuck task: close it the hard way
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
-    app.state.count_cache = CountCache()
+    app.state.count_cache = CountCache(budget_ms=settings.api.count_budget_ms)
     app.state.tile_cache = TileCache(settings.tiles.cache_mb * 1024 * 1024)
     app.state.key_cache = KeyCache()
     app.state.templates = templates(settings.api.templates_dir)

@@ -107,6 +107,11 @@ class ApiSettings(BaseSettings):
         default=True, description="Count requests against the limits in the database (table rate_bucket), so all "
         "workers and machines of the service share one allowance per key or address; false: each worker process "
         "counts alone, and N workers allow N times the limit (docs/operations.md#scale-out).")
+    count_budget_ms: int = Field(
+        default=250, ge=0, description="Longest the count behind numberMatched may take within a request. A count "
+        "that takes longer (a filter matching millions of rows) is left out of that answer (numberMatched is "
+        "optional in OGC API - Features) and finished in the background by the worker; later answers carry it from "
+        "the cache until the data change. 0 = always count within the request.")
     access_log: bool = Field(default=True, description="One log line per request (with its request id).")
     html_default_limit: int = Field(default=50, ge=1, description="Features on an HTML items page when the "
                                     "request names no limit (a page a person reads; JSON keeps default_limit).")

@@ -309,8 +309,14 @@ def _page_links(
     return links
 
 
-def _envelope_tail(matched: int, returned: int, links: list[dict[str, Any]]) -> bytes:
-    tail = orjson.dumps({"numberMatched": matched, "numberReturned": returned, "timeStamp": _now(), "links": links})
+def _matched_header(matched: int | None) -> dict[str, str]:
+    return {} if matched is None else {"OGC-NumberMatched": str(matched)}
+
+
+def _envelope_tail(matched: int | None, returned: int, links: list[dict[str, Any]]) -> bytes:
+    """The collection's members after the features; ``numberMatched`` only when known (it is optional)."""
+    counts = {"numberReturned": returned} if matched is None else {"numberMatched": matched, "numberReturned": returned}
+    tail = orjson.dumps({**counts, "timeStamp": _now(), "links": links})
     return b"]," + tail[1:]
 
 
@@ -486,7 +492,7 @@ async def _streamed_items(request: Request, layer: Layer, role: Role | None, q: 
         return StreamingResponse(body(), media_type=GEOJSON, headers=headers)
     # CSV has no envelope: the count and, for pages up to STREAM_ABOVE rows (read whole first), the
     # paging links travel in headers (OGC-NumberMatched, RFC 8288 Link). Larger pages are streamed.
-    headers = {**headers, "OGC-NumberMatched": str(matched),
+    headers = {**headers, **_matched_header(matched),
                "Content-Disposition": f'inline; filename="{layer.id}.csv"'}
     if q.limit > STREAM_ABOVE:
         return StreamingResponse(body(), media_type=CSV + "; charset=utf-8", headers=headers)
@@ -527,7 +533,7 @@ async def _bulk_items(request: Request, layer: Layer, role: Role | None, q: Item
     links = _page_links(request, layer, q, orjson.loads(state["first"]) if "first" in state else None,
                         orjson.loads(state["last"]) if "last" in state else None, more if forward else True,
                         (q.cursor is not None or q.offset > 0) if forward else more)
-    headers = {**headers, "OGC-NumberMatched": str(matched), "OGC-NumberReturned": str(state.get("n", 0)),
+    headers = {**headers, **_matched_header(matched), "OGC-NumberReturned": str(state.get("n", 0)),
                "Content-Disposition": f'attachment; filename="{layer.id}{fmt.suffix}"',
                "Link": ", ".join(f'<{lk["href"]}>; rel="{lk["rel"]}"; type="{lk["type"]}"' for lk in links
                                  if lk["rel"] in ("next", "prev", "collection"))}

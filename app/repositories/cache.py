@@ -3,10 +3,14 @@ version is current: an edit or an import makes every value it touches stale at o
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from threading import Lock
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class VersionedCache:
@@ -46,10 +50,45 @@ class VersionedCache:
 
 
 class CountCache(VersionedCache):
-    """Exact counts (numberMatched) by query."""
+    """Exact counts (numberMatched) by query; :data:`OVER_BUDGET` for a count still running in the background.
 
-    def __init__(self, maxsize: int = 4096) -> None:
+    ``budget_ms``: the time a count may take within a request. Counts over it are finished one at a time per process
+    (``finish_later``), so a burst of new filters on a huge table queues instead of running side by side.
+    """
+
+    OVER_BUDGET = -1
+
+    def __init__(self, maxsize: int = 4096, budget_ms: int = 0) -> None:
         super().__init__(maxsize)
+        self.budget_ms = budget_ms
+        self._running: dict[Hashable, asyncio.Task[None]] = {}
+        self._one_at_a_time: asyncio.Semaphore | None = None
+
+    def finish_later(self, key: Hashable, version: Hashable, exact: Callable[[], Awaitable[int]]) -> None:
+        """Count ``exact()`` in the background and keep it under ``version`` (unless already under way)."""
+        if key in self._running:
+            return
+        if self._one_at_a_time is None:
+            self._one_at_a_time = asyncio.Semaphore(1)
+        gate = self._one_at_a_time
+
+        async def run() -> None:
+            try:
+                async with gate:
+                    self.put(key, version, await exact())
+            except Exception as exc:  # noqa: BLE001 (the answer stays without numberMatched; the next version retries)
+                log.warning("background count failed: %s", type(exc).__name__)
+            finally:
+                self._running.pop(key, None)
+
+        self._running[key] = asyncio.get_running_loop().create_task(run())
+
+    async def close(self) -> None:
+        """Cancel the counts still running (at shutdown)."""
+        tasks = list(self._running.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class TileCache(VersionedCache):

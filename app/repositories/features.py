@@ -20,6 +20,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import (
     Boolean,
@@ -554,12 +555,20 @@ async def current_version(pool: ReadPool, layer: Layer) -> int:
         return int(await pool.fetchval(c.sql, *c.args({})))
 
 
-async def count(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery) -> int:
+async def count(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery, budget_ms: int = 0) -> int | None:
+    """The number of features matching ``q``; None when ``budget_ms`` > 0 and counting takes longer than that."""
     shape, values = shape_and_values(layer, role, ItemsQuery(q.bbox, q.interval, q.equals, bbox_crs=q.bbox_crs,
                                                               filter=q.filter))
     c = count_sql(shape, role_key(layer, role))
-    async with translated_errors():
-        return int(await pool.fetchval(c.sql, *c.args(values), custom_plans=shape.filtered))
+    async with translated_errors(), pool.acquire(custom_plans=shape.filtered) as conn:
+        if budget_ms <= 0:
+            return int(await conn.fetchval(c.sql, *c.args(values)))
+        try:
+            async with conn.transaction(readonly=True):
+                await conn.execute(f"SET LOCAL statement_timeout = {int(budget_ms)}")
+                return int(await conn.fetchval(c.sql, *c.args(values)))
+        except asyncpg.QueryCanceledError:
+            return None
 
 
 async def fetch_feature(
@@ -574,13 +583,27 @@ async def fetch_feature(
 
 async def number_matched(
     pool: ReadPool, cache: CountCache, layer: Layer, role: Role | None, q: ItemsQuery, version: int
-) -> int:
+) -> int | None:
+    """``numberMatched`` of the answer: exact, from the cache or counted now; None (left out of the answer) while a
+    count over the cache's budget runs in the background. Millions of matching rows take seconds to count (0.5 s
+    for 5 million households in memory); an answer should not wait for them, and one count per filter and data
+    version is enough."""
     key = q.count_key(layer, role)
     hit = cache.get(key, version)
     if hit is not None:
-        return hit
-    n = await count(pool, layer, role, q)
+        return None if hit == cache.OVER_BUDGET else hit
+    n = await count(pool, layer, role, q, cache.budget_ms)
+    if n is None:
+        cache.put(key, version, cache.OVER_BUDGET)
+        cache.finish_later(key, version, lambda: _exact(pool, layer, role, q))
+        return None
     cache.put(key, version, n)
+    return n
+
+
+async def _exact(pool: ReadPool, layer: Layer, role: Role | None, q: ItemsQuery) -> int:
+    n = await count(pool, layer, role, q)
+    assert n is not None  # no budget: counted or raised
     return n
 
 
