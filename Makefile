@@ -54,10 +54,15 @@ run: demo .tpa/secrets.env
 
 # Two parts: most tests on $(PYTEST_WORKERS) processes (a file per process at a time, each process with its own
 # throwaway databases), then the timing-sensitive ones (marked serial) alone. Exit code 5 = nothing selected.
+# The demo region is loaded once into a template database that both pytest runs and all their workers copy
+# (TPA_TEST_DEMO_TEMPLATE); it is dropped when the recipe ends, failed or not.
 test: setup-test
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not serial and not long" $(PYTEST_ARGS) \
-	  || [ $$? -eq 5 ]
-	$(BIN)/python -m pytest -m "serial and not long" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@template=$$($(BIN)/python tests/tpa_testing.py demo-template) || exit 1; \
+	trap '$(BIN)/python tests/tpa_testing.py drop "$$template"' EXIT; \
+	export TPA_TEST_DEMO_TEMPLATE=$$template; set -x; \
+	{ $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not serial and not long" $(PYTEST_ARGS) \
+	  || [ $$? -eq 5 ]; } && \
+	{ $(BIN)/python -m pytest -m "serial and not long" $(PYTEST_ARGS) || [ $$? -eq 5 ]; }
 
 # The long runs (documented in README "Reliability and security"): 10,000+ fuzzed requests, 64 clients for 60 s,
 # a PostgreSQL restart under load, and the tests marked long. Figures are written to .tpa/reports/.

@@ -697,3 +697,50 @@ async def test_demo_end_to_end(editor: httpx.AsyncClient, edit_database: Throwaw
     assert sum(f["properties"]["mpi"] * f["properties"]["persons"] for f in counties) / persons == \
         pytest.approx(mpi["overall"]["MPI"], rel=1e-12)
     assert all(f["geometry"]["type"] in ("MultiPolygon", "Polygon") for f in counties)
+
+
+async def test_the_registry_of_one_unit_is_the_regions_restricted_to_it(demo_settings) -> None:  # noqa: ANN001
+    """A registry reference with ``admin_code`` reads the unit's households through its villages (the index, not a
+    test of every household of the region) and only their members: the same rows, members and distances as the
+    whole region's registry cut to the unit."""
+    from app.main import create_app
+    from app.processes.registry import RegistryRef, load_registry
+
+    app = create_app(demo_settings)
+    async with app.router.lifespan_context(app):
+        whole = (await load_registry(app, RegistryRef(region="tieling-demo"), Role.admin))["households"].props
+        first = whole[len(whole) // 2]
+        units = (("211200", None), (first["county_code"], "county_code"), (first["township_code"], "township_code"),
+                 (first["village_code"], "village_code"))
+        for code, key in units:
+            part = await load_registry(app, RegistryRef(region="tieling-demo", admin_code=code), Role.admin)
+            expected = [p for p in whole if key is None or p[key] == code]
+            assert 0 < len(expected) <= len(whole)
+            assert part["households"].props == expected, code
+        poor = await load_registry(app, RegistryRef(region="tieling-demo", admin_code=first["county_code"],
+                                                    statuses=["poor"]), Role.admin)
+        assert poor["households"].props == [p for p in whole if p["county_code"] == first["county_code"]
+                                             and p["status"] == "poor"]
+
+
+async def test_a_registry_larger_than_an_analysis_may_hold_is_refused_with_the_way_out(demo_settings,  # noqa: ANN001
+                                                                                      api_keys) -> None:  # noqa: ANN001
+    """More households than TPA_PROCESSES_MAX_REGISTRY_HOUSEHOLDS: 400 naming the limit and admin_code, before the
+    job's memory fills; a unit under the limit still runs."""
+    from tpa_testing import client_for
+
+    small = demo_settings.model_copy(update={"processes": demo_settings.processes.model_copy(
+        update={"max_registry_households": 1000})})
+    town = fetch(demo_settings.db.url.rsplit("/", 1)[1], "SELECT code FROM admin_unit WHERE level = 4 "
+                 "ORDER BY code LIMIT 1")[0][0]
+    async with client_for(small) as client:
+        key = _auth(api_keys[Role.analyst])
+        r = await client.post("/processes/needs-assessment/execution",
+                              json={"inputs": {"households": {"region": "tieling-demo"}}}, headers=key)
+        assert r.status_code == 400, r.text
+        assert "more than 1,000 households" in r.json()["detail"] and "admin_code" in r.json()["detail"]
+        r = await client.post("/processes/needs-assessment/execution",
+                              json={"inputs": {"households": {"region": "tieling-demo", "admin_code": town}}},
+                              headers=key)
+        assert r.status_code == 200, r.text
+        assert 0 < r.json()["summary"]["households"] <= 1000

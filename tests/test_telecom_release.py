@@ -11,7 +11,7 @@ from pathlib import Path
 import h3
 import pytest
 import shapely
-from tpa_testing import ThrowawayDatabase, client_for, fetch, run_async, settings_for, tpa_cli
+from tpa_testing import ThrowawayDatabase, client_for, fetch, settings_for, tpa_cli
 
 from app.telecom.privacy import parent_int
 
@@ -23,13 +23,9 @@ tpa = tpa_cli
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory):
-    from conftest import _load_demo
-
+def released(tmp_path_factory, demo_template):
     tmp = tmp_path_factory.mktemp("telecom")
-    with ThrowawayDatabase("telecom") as db:
-        db.upgrade()
-        run_async(_load_demo(db.url))
+    with ThrowawayDatabase("telecom", template=demo_template) as db:
         tables_before = {r[0]: r[1] for r in fetch(db.name, "SELECT relname, n_live_tup FROM pg_stat_user_tables")}
         state = tmp / "state"
         for month, seed in (("2024-02", 1), ("2024-03", 2)):

@@ -64,6 +64,34 @@ async def _drop_db(name: str) -> None:
     await _fetch("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def build_demo_template() -> str:
+    """A new database holding the demo region (seed 42), migrated; its name. The caller drops it."""
+    from app.db import create_engine, create_sessionmaker
+    from app.services.demo import load_demo
+
+    db = ThrowawayDatabase("template").__enter__()
+
+    async def load() -> None:
+        eng = create_engine(DatabaseSettings(url=db.url))
+        try:
+            await load_demo(create_sessionmaker(eng), 42)
+        finally:
+            await eng.dispose()
+
+    try:
+        db.upgrade()
+        run_async(load())
+    except BaseException:
+        db.__exit__()
+        raise
+    return db.name
+
+
+def drop_database(name: str) -> None:
+    """Drop a database made by :class:`ThrowawayDatabase` and kept beyond its block (a template shared by workers)."""
+    run_async(_drop_db(name))
+
+
 def isolated(fn: Callable[..., T], *args: object) -> T:
     """Run ``fn`` in its own thread. ``asyncio.run`` (ours, or Alembic's env.py) must not touch the
     event loop that pytest-asyncio keeps for the session."""
@@ -296,3 +324,14 @@ def screenshot(page: object, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
     return path
+
+
+if __name__ == "__main__":  # make test: one demo template for both pytest runs and all their workers
+    import sys
+
+    if sys.argv[1:] == ["demo-template"]:
+        print(build_demo_template())
+    elif len(sys.argv) == 3 and sys.argv[1] == "drop":
+        drop_database(sys.argv[2])
+    else:
+        raise SystemExit("usage: tpa_testing.py demo-template | drop NAME")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 
-from app.processes.registry import _HOUSEHOLDS, _MEMBERS, _REGISTRY, MEMBER_COUNTS, snapshot_at
+from app.processes.registry import MEMBER_COUNTS, households_sql, members_sql, snapshot_at
 
 SURVEY_ID = "demo-survey-2020"
 VILLAGE_SHARE = 0.10
@@ -43,11 +43,10 @@ def systematic_pps(sizes: np.ndarray, n: int, rng: np.random.Generator) -> tuple
 async def demo_survey(session: Any, region: str, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The survey's record and its households."""
     at = await snapshot_at(session, region, None)
-    result = await session.execute(text(_HOUSEHOLDS.format(shown="h.geom", registry=_REGISTRY)), {
-        "region": region, "code": None, "at": at, "statuses": None})
+    result = await session.execute(text(households_sql("h.geom")), {"region": region, "at": at, "statuses": None})
     keys = list(result.keys())
     rows = sorted((dict(zip(keys, r, strict=True)) for r in result.all()), key=lambda p: p["id"])
-    members = {r[0]: r[1:] for r in (await session.execute(text(_MEMBERS), {
+    members = {r[0]: r[1:] for r in (await session.execute(text(members_sql()), {
         "region": region, "at": at, "year": at.year})).all()}
     rng = np.random.default_rng(seed + 2025)
     by_village: dict[str, list[dict[str, Any]]] = {}
