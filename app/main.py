@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.limits = SharedLimits(await create_limits_pool(settings.db)) \
             if api.rate_limit_shared and (api.rate_limit_per_minute or api.rate_limit_anonymous_per_minute) else None
         app.state.catalog = LiveCatalog(engine, settings.security, settings.api.data_license_url,
-                                        derive=stats.ensure_current, read_pool=app.state.read_pool)
+                                        derive=stats.ensure_current, read_pool=app.state.read_pool,
+                                        derive_wait_s=settings.api.figures_wait_s)
         try:
             await app.state.catalog.current()
         except Exception as exc:  # an unreachable or unmigrated database must not stop /healthz and /readyz
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(queue_pool.close(), SHUTDOWN_TIMEOUT_S)
             await app.state.count_cache.close()
+            await app.state.catalog.close()
             try:
                 await asyncio.wait_for(app.state.read_pool.close(), SHUTDOWN_TIMEOUT_S)
             except TimeoutError:  # a connection still held by a stuck task: close it the hard way

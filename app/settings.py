@@ -112,6 +112,11 @@ class ApiSettings(BaseSettings):
         "that takes longer (a filter matching millions of rows) is left out of that answer (numberMatched is "
         "optional in OGC API - Features) and finished in the background by the worker; later answers carry it from "
         "the cache until the data change. 0 = always count within the request.")
+    figures_wait_s: float = Field(
+        default=2.0, ge=0, description="Longest a request waits for the public figures per administrative unit "
+        "(admin-poverty, village-poverty, the overview) to be rebuilt after the registry changed. A longer rebuild "
+        "(about 30 s for 5 million households) finishes in the background; answers carry the figures last built "
+        "until then.")
     access_log: bool = Field(default=True, description="One log line per request (with its request id).")
     html_default_limit: int = Field(default=50, ge=1, description="Features on an HTML items page when the "
                                     "request names no limit (a page a person reads; JSON keeps default_limit).")

@@ -29,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # the
 # Tests compare numberMatched with their own counts: count within the request whatever the machine's load (on two
 # busy cores a count of the demo can pass the default 250 ms budget). tests/test_counts.py sets budgets itself.
 os.environ.setdefault("TPA_API_COUNT_BUDGET_MS", "0")
+# Likewise the public figures: tests read them at the next request after an edit, however slow the machine
+# (tests/test_portal_figures.py checks the background rebuild with its own setting).
+os.environ.setdefault("TPA_API_FIGURES_WAIT_S", "120")
 
 
 @pytest.fixture(scope="session")

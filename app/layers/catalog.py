@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import math
 import re
 import time
@@ -62,6 +63,8 @@ from app.models.orm import (
     VillageRisk,
 )
 from app.settings import SecuritySettings
+
+log = logging.getLogger(__name__)
 
 JsonSchema = dict[str, Any]
 
@@ -1273,12 +1276,16 @@ class LiveCatalog:
 
     def __init__(self, engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None,
                  min_interval_s: float = 1.0,
-                 derive: Callable[[AsyncEngine], Awaitable[Any]] | None = None, read_pool: Any = None) -> None:
+                 derive: Callable[[AsyncEngine], Awaitable[Any]] | None = None, read_pool: Any = None,
+                 derive_wait_s: float = 2.0) -> None:
         self.engine = engine
         # read replicas must have replayed what this catalogue has seen (app.db.ReadPool.require_current)
         self.read_pool = read_pool
-        # brings derived tables (the public figures per unit) in step with their sources before a check
+        # brings derived tables (the public figures per unit) in step with their sources before a check; a check
+        # waits for it at most derive_wait_s, then goes on with the tables as last derived (see _derived)
         self.derive = derive
+        self.derive_wait_s = derive_wait_s
+        self._deriving: asyncio.Task[None] | None = None
         self.security = security
         self.license_url = license_url
         self.min_interval_s = min_interval_s
@@ -1299,7 +1306,7 @@ class LiveCatalog:
             started = time.monotonic()
             before = self.catalog
             if self.derive is not None:
-                await self.derive(self.engine)
+                await self._derived()
             if before is None:
                 self.catalog = await load_catalog(self.engine, self.security, self.license_url)
             else:
@@ -1310,6 +1317,31 @@ class LiveCatalog:
                 await self.read_pool.require_current()
             self._checked = started
             return self.catalog
+
+    async def _derived(self) -> None:
+        """Run ``derive`` (one at a time) and wait for it at most ``derive_wait_s``. On the demo a rebuild of the
+        public figures takes a fraction of a second and the next answer carries it; on a province (5 million
+        households: about 30 s) answers go on with the figures last built while it finishes in the background,
+        where before every request waited for it and the statement timeout failed them all."""
+        if self._deriving is None or self._deriving.done():
+            self._deriving = asyncio.get_running_loop().create_task(self._derive_logged(), name="tpa-derive")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._deriving), self.derive_wait_s)
+        except TimeoutError:
+            log.info("the public figures are being rebuilt; answers carry the last built until it is done")
+
+    async def _derive_logged(self) -> None:
+        assert self.derive is not None
+        try:
+            await self.derive(self.engine)
+        except Exception as exc:  # noqa: BLE001 (the catalogue is read anyway; the next check tries again)
+            log.warning("rebuilding the public figures failed: %s", type(exc).__name__)
+
+    async def close(self) -> None:
+        """Stop a rebuild under way (at shutdown: it is one transaction, so nothing half-built stays)."""
+        if self._deriving is not None and not self._deriving.done():
+            self._deriving.cancel()
+            await asyncio.gather(self._deriving, return_exceptions=True)
 
     async def unlisted(self, layer_id: str) -> Layer | None:
         """A layer of ``published_layer`` that is not in this catalogue (a result not published, or one published

@@ -247,6 +247,9 @@ async def ensure_current(engine: AsyncEngine) -> bool:
     if state is not None and (state if isinstance(state, dict) else json.loads(state)) == now:
         return False
     async with engine.begin() as conn:
+        # a rebuild reads the whole registry (about 30 s for 5 million households): no request waits for it
+        # (LiveCatalog._derived), so the per-statement limit of requests does not apply
+        await conn.execute(text("SET LOCAL statement_timeout = 0"))
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
         now = await _versions(conn)
         state = await conn.scalar(_STATE)
