@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -148,6 +148,9 @@ class Layer:
     open_props: ColumnElement[Any] | None = None
     static_props: tuple[Prop, ...] | None = None  # the properties before the open ones were added
     listed: bool = True  # in /collections; results of executions are not unless published
+    # where the extent is computed from when the source's joins add no rows and change no extent column (a scan of
+    # millions of rows instead of millions of index lookups)
+    extent_source: FromClause | None = None
     style: Mapping[str, Any] | None = None  # how it is drawn (app.processes.styles)
     context: Mapping[str, Any] | None = None  # a result's process, job, inputs summary and owner
 
@@ -660,6 +663,7 @@ def household_records_layer(h: Any, secret: str) -> Layer:
         versioned=("public.household", "public.household_history", "public.region"),
         geom_for_role=lambda role: reg.c.geom if role == Role.admin else displaced,
         displacement_m=500.0,
+        extent_source=reg,  # the joins find at most one previous record and the region of each
     )
 
 
@@ -1168,7 +1172,8 @@ async def compute_extent(conn: Any, layer: Layer) -> Extent:
     region = layer.prop("region")
     if region is not None:
         cols.append(func.array_agg(func.distinct(region.expr)).label("regions"))
-    row = (await conn.execute(select(*cols).select_from(layer.source))).mappings().one()
+    source = layer.extent_source if layer.extent_source is not None else layer.source
+    row = (await conn.execute(select(*cols).select_from(source))).mappings().one()
     bbox = None
     if layer.geom is not None and row["x0"] is not None:
         bbox = (float(row["x0"]), float(row["y0"]), float(row["x1"]), float(row["y1"]))
@@ -1214,9 +1219,11 @@ async def _builtins(conn: Any, security: SecuritySettings, license_url: str | No
 
 
 async def load_catalog(
-    engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None
+    engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None,
+    pending: list[str] | None = None,
 ) -> Catalog:
-    """The catalogue: built-in and published layers with their extents, and the table versions it was read at."""
+    """The catalogue: built-in and published layers with their extents, and the table versions it was read at.
+    With ``pending``, extents are not computed: the layers' ids are appended to it (see :func:`with_extents`)."""
     async with engine.connect() as conn:
         versions = dict((await conn.execute(_VERSIONS)).all())
         layers, crs = await _builtins(conn, security, license_url)
@@ -1224,12 +1231,28 @@ async def load_catalog(
         out = {}
         for lyr in [*layers, *published]:
             lyr = await with_open_props(conn, lyr)
-            out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr))
+            if pending is None:
+                lyr = replace(lyr, extent=await compute_extent(conn, lyr))
+            else:
+                pending.append(lyr.id)
+            out[lyr.id] = lyr
     return Catalog(out, crs, versions, frozenset(lyr.id for lyr in published))
 
 
+async def with_extents(engine: AsyncEngine, catalog: Catalog, ids: Sequence[str]) -> Catalog:
+    """The catalogue with the extents of the layers ``ids`` computed from the data. Each is a scan of the layer's
+    source (5 million households: seconds each), so this runs without the per-statement limit of requests."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SET LOCAL statement_timeout = 0"))
+        layers = dict(catalog.layers)
+        for i in ids:
+            if i in layers:
+                layers[i] = replace(layers[i], extent=await compute_extent(conn, layers[i]))
+    return replace(catalog, layers=layers)
+
+
 async def refresh_catalog(engine: AsyncEngine, catalog: Catalog, security: SecuritySettings,
-                          license_url: str | None = None) -> Catalog:
+                          license_url: str | None = None, pending: list[str] | None = None) -> Catalog:
     """The catalogue as the data stand now: compared by ``table_version`` (bumped by a trigger on every write),
     a change of ``published_layer`` re-reads the published layers (job results, published tables), of ``region``
     the CRS list and attribution, and of any table a layer reads its extent (edits, imports, telecom releases,
@@ -1262,7 +1285,11 @@ async def refresh_catalog(engine: AsyncEngine, catalog: Catalog, security: Secur
             stale = old is None or bool(set(lyr.versioned) & changed)
             if stale or lyr.id in rebuilt:
                 lyr = await with_open_props(conn, lyr)
-            out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr) if stale else old.extent)
+            if stale and pending is not None:  # the old extent (if any) until the new one is computed
+                pending.append(lyr.id)
+                out[lyr.id] = replace(lyr, extent=old.extent if old is not None else Extent())
+            else:
+                out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr) if stale else old.extent)
     return Catalog(out, crs, versions, published_ids)
 
 
@@ -1286,6 +1313,7 @@ class LiveCatalog:
         self.derive = derive
         self.derive_wait_s = derive_wait_s
         self._deriving: asyncio.Task[None] | None = None
+        self._extent_tasks: set[asyncio.Task[None]] = set()
         self.security = security
         self.license_url = license_url
         self.min_interval_s = min_interval_s
@@ -1307,10 +1335,13 @@ class LiveCatalog:
             before = self.catalog
             if self.derive is not None:
                 await self._derived()
+            pending: list[str] = []
             if before is None:
-                self.catalog = await load_catalog(self.engine, self.security, self.license_url)
+                self.catalog = await load_catalog(self.engine, self.security, self.license_url, pending)
             else:
-                self.catalog = await refresh_catalog(self.engine, before, self.security, self.license_url)
+                self.catalog = await refresh_catalog(self.engine, before, self.security, self.license_url, pending)
+            if pending:
+                await self._extents(pending)
             if before is None or self.catalog.versions.get(_PUBLISHED_TABLE) != before.versions.get(_PUBLISHED_TABLE):
                 self._unlisted.clear()  # dismissed or expired results must not be served from memory
             if self.read_pool is not None and (before is None or self.catalog.versions != before.versions):
@@ -1330,6 +1361,39 @@ class LiveCatalog:
         except TimeoutError:
             log.info("the public figures are being rebuilt; answers carry the last built until it is done")
 
+    async def _extents(self, pending: list[str]) -> None:
+        """Compute the extents of the layers whose data changed, waiting at most ``derive_wait_s``: on the demo they
+        are in the next answer; on a province the answers go on with the extents as they were (or none yet) while
+        they are computed, and the catalogue takes them when done, but for layers whose data changed again
+        meanwhile (the newer check computes those)."""
+        base = self.catalog
+        assert base is not None
+
+        async def compute() -> None:
+            try:
+                done = await with_extents(self.engine, base, pending)
+            except Exception as exc:  # noqa: BLE001 (the extents stay as they were; the next change tries again)
+                log.warning("computing collection extents failed: %s", type(exc).__name__)
+                return
+            cur = self.catalog
+            if cur is None:
+                return
+            # kept for the layers whose tables have not changed since (a newer check computes the others)
+            changed = {t for t in cur.versions.keys() | base.versions.keys()
+                       if cur.versions.get(t) != base.versions.get(t)}
+            fresh = {i: replace(cur.layers[i], extent=done.layers[i].extent) for i in pending
+                     if i in done.layers and i in cur.layers and not set(cur.layers[i].versioned) & changed}
+            self.catalog = replace(cur, layers={**cur.layers, **fresh})
+
+        task = asyncio.get_running_loop().create_task(compute(), name="tpa-extents")
+        self._extent_tasks.add(task)
+        task.add_done_callback(self._extent_tasks.discard)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.derive_wait_s)
+        except TimeoutError:
+            log.info("collection extents of %d layers are being computed; answers carry the previous ones",
+                     len(pending))
+
     async def _derive_logged(self) -> None:
         assert self.derive is not None
         try:
@@ -1338,10 +1402,12 @@ class LiveCatalog:
             log.warning("rebuilding the public figures failed: %s", type(exc).__name__)
 
     async def close(self) -> None:
-        """Stop a rebuild under way (at shutdown: it is one transaction, so nothing half-built stays)."""
-        if self._deriving is not None and not self._deriving.done():
-            self._deriving.cancel()
-            await asyncio.gather(self._deriving, return_exceptions=True)
+        """Stop a rebuild or extents under way (at shutdown: a rebuild is one transaction, nothing half-built
+        stays)."""
+        tasks = [t for t in (self._deriving, *self._extent_tasks) if t is not None and not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def unlisted(self, layer_id: str) -> Layer | None:
         """A layer of ``published_layer`` that is not in this catalogue (a result not published, or one published
