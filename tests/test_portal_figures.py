@@ -437,6 +437,64 @@ async def test_a_slow_rebuild_of_the_figures_holds_no_request(demo_template):
             assert after["registered_households"] == before["registered_households"] - 1
 
 
+async def test_a_slow_extent_holds_no_request(demo_template):
+    """Collection extents are scans of their tables (seconds on 5 million households): while one cannot finish
+    (here its table is locked), answers go on with the previous extent, and the new one follows."""
+    import asyncio
+    import time
+
+    import asyncpg
+    from tpa_testing import ThrowawayDatabase, client_for, settings_for
+
+    from app.settings import ApiSettings, libpq_url
+
+    with ThrowawayDatabase("extents", template=demo_template) as db:
+        settings = settings_for(db.url).model_copy(update={"api": ApiSettings(figures_wait_s=0.5)})
+        admin_key = fetch_admin_key(db)
+        auth = {"Authorization": f"Bearer {admin_key}"}
+        async with client_for(settings) as client:
+            async def extent() -> list[float] | None:
+                r = await client.get("/collections/household-records", headers=auth)
+                assert r.status_code == 200, r.text
+                return (r.json().get("extent") or {}).get("spatial", {}).get("bbox", [None])[0]
+
+            for _ in range(150):
+                before = await extent()
+                if before is not None:
+                    break
+                await asyncio.sleep(0.2)
+            assert before is not None
+            holder = await asyncpg.connect(libpq_url(db.url))
+            try:
+                await holder.execute("UPDATE household SET geom = ST_SetSRID(ST_MakePoint(100, 10), 4326) "
+                                     "WHERE hh_id = (SELECT min(hh_id) FROM household)")
+                await holder.execute("BEGIN")
+                await holder.execute("LOCK TABLE household_history IN ACCESS EXCLUSIVE MODE")
+                await asyncio.sleep(1.2)  # past the catalogue's check interval
+                t0 = time.perf_counter()
+                r = await client.get("/collections/households/items", params={"limit": 5}, headers=auth)
+                assert r.status_code == 200 and len(r.json()["features"]) == 5
+                assert await extent() == before  # the previous extent while the new one cannot be computed
+                assert time.perf_counter() - t0 < 5
+            finally:
+                await holder.execute("ROLLBACK")
+                await holder.close()
+            for _ in range(150):
+                after = await extent()
+                if after != before:
+                    break
+                await asyncio.sleep(0.2)
+            assert after[0] <= 100 and after[1] <= 10  # the moved household is inside the new extent
+
+
+def fetch_admin_key(db) -> str:  # noqa: ANN001
+    from conftest import _make_keys
+
+    from app.models.codes import Role
+
+    return _make_keys(db.url)[Role.admin]
+
+
 # ------------------------------------------------------------------------------------------------- the API
 @pytest.mark.asyncio
 async def test_the_overview_of_the_region_is_its_published_figures_with_period_and_source(api):

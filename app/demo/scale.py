@@ -15,7 +15,7 @@ million households drawn that way would take hours and hold gigabytes. Here the 
 
 What repeats is the template's distribution: every copy of a village holds the same mix of households, so analyses
 give the demo's shares at N times the rows. The registry's ten-year history (``household_history``) is the
-template's only; the scale set is for measuring the current registry's paths (features, tiles, counts, imports,
+template's only, so the region's default year becomes the current registry's; the scale set is for measuring the current registry's paths (features, tiles, counts, imports,
 needs and MPI per county and province), not the panel. Rows are inserted copy by copy, village by village, as a
 registry loaded per county would be; each copy is one statement with a progress step, all in the caller's
 transaction (all or nothing).
@@ -219,6 +219,9 @@ async def scale_region(
             step(c, "households")
             await conn.execute(_PERSON, region_id, c.k, m)
             step(c, "members")
+    # the copies have the current registry only (not the template's history): analyses read its year by default
+    await conn.execute("UPDATE region SET default_year = (SELECT extract(year FROM max(valid_from))::int "
+                       "FROM household WHERE region_id = $1) WHERE region_id = $1", region_id)
     await conn.execute(
         "UPDATE region SET name = $2, metadata = metadata || jsonb_build_object('scale', jsonb_build_object("
         "'prefectures', $3::int, 'replicas', $4::int, 'template', 'the demo prefecture')) WHERE region_id = $1",
