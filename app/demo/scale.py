@@ -15,14 +15,15 @@ million households drawn that way would take hours and hold gigabytes. Here the 
 
 What repeats is the template's distribution: every copy of a village holds the same mix of households, so analyses
 give the demo's shares at N times the rows. The registry's ten-year history (``household_history``) is the
-template's only, so the region's default year becomes the current registry's; the scale set is for measuring the current registry's paths (features, tiles, counts, imports,
-needs and MPI per county and province), not the panel. Rows are inserted copy by copy, village by village, as a
-registry loaded per county would be; each copy is one statement with a progress step, all in the caller's
-transaction (all or nothing).
+template's only, so the region's default year becomes the current registry's: the scale set is for measuring the
+current registry's paths (features, tiles, counts, imports, needs and MPI per county and province), not the panel.
+Rows are inserted copy by copy, village by village, as a registry loaded per county would be; each copy is one
+statement with a progress step, all in the caller's transaction (all or nothing).
 
-Sizes on disk (measured, ``bench/scale.py``): about 0.55 GB per million households with their members and
-indexes; the national size (≈ 29.5 million households in ≈ 128,000 villages: ``--scale 107 --households
-29500000``) needs about 17 GB free.
+Measured (``bench/results-scale.md``): ``--scale 17 --households 5000000`` makes a database of 11.1 GB (about
+2.2 GB per million households with their members and indexes) in about 31 minutes on two cores. The national size
+(≈ 29.5 million households in ≈ 128,000 villages: ``--scale 107 --households 29500000``) needs about 65 GB of disk
+and some three hours.
 """
 
 from __future__ import annotations

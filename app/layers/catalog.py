@@ -1337,9 +1337,10 @@ class LiveCatalog:
                 await self._derived()
             pending: list[str] = []
             if before is None:
-                self.catalog = await load_catalog(self.engine, self.security, self.license_url, pending)
+                new = await load_catalog(self.engine, self.security, self.license_url, pending)
             else:
-                self.catalog = await refresh_catalog(self.engine, before, self.security, self.license_url, pending)
+                new = await refresh_catalog(self.engine, before, self.security, self.license_url, pending)
+            self.catalog = self._with_merged(before, new, pending)
             if pending:
                 await self._extents(pending)
             if before is None or self.catalog.versions.get(_PUBLISHED_TABLE) != before.versions.get(_PUBLISHED_TABLE):
@@ -1360,6 +1361,18 @@ class LiveCatalog:
             await asyncio.wait_for(asyncio.shield(self._deriving), self.derive_wait_s)
         except TimeoutError:
             log.info("the public figures are being rebuilt; answers carry the last built until it is done")
+
+    def _with_merged(self, before: Catalog | None, new: Catalog, pending: list[str]) -> Catalog:
+        """``new`` (read from ``before``) with the extents a background computation merged into the catalogue
+        while it was read, for the layers ``new`` did not find stale."""
+        latest = self.catalog
+        if latest is None or latest is before:
+            return new
+        if new is before:  # nothing changed: the catalogue as merged meanwhile
+            return latest
+        return replace(new, layers={i: replace(lyr, extent=latest.layers[i].extent)
+                                    if i not in pending and i in latest.layers else lyr
+                                    for i, lyr in new.layers.items()})
 
     async def _extents(self, pending: list[str]) -> None:
         """Compute the extents of the layers whose data changed, waiting at most ``derive_wait_s``: on the demo they
