@@ -351,7 +351,8 @@ def write(facts, runs, firsts, jobs, names, seconds, reps) -> None:  # noqa: ANN
         for n in names:
             j = jobs.get((n, label), {})
             if "s" in j and j["status"] == "successful":
-                cells += [f"{j['s']:,.1f} ({j.get('households', 0):,} households)", f"{j['rss']:,.0f}"]
+                hh = f" ({j['households']:,} households)" if j.get("households") else ""
+                cells += [f"{j['s']:,.1f}{hh}", f"{j['rss']:,.0f}"]
             else:
                 cells += [f"{j.get('status', j.get('error', '?'))}: {j.get('message', j.get('detail', ''))}", ""]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

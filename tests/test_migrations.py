@@ -41,4 +41,4 @@ def test_upgrade_downgrade_upgrade(throwaway_db):
 
 
 def test_single_head():
-    assert migration_heads() == {"0018"}
+    assert migration_heads() == {"0019"}
