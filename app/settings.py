@@ -176,7 +176,7 @@ class ProcessSettings(BaseSettings):
     max_input_features: int = Field(default=100_000, ge=1, description="Features one data input may hold.")
     max_registry_households: int = Field(
         default=1_000_000, ge=1, description="Households one registry reference may bring into an analysis. They "
-        "are scored in the job's memory (about 3 KB each with their results; docs/operations.md#scale): a "
+        "are scored in the job's memory (about 5 KB each with their results; docs/operations.md#scale): a "
         "province-sized registry is analysed per prefecture or county (admin_code), or with a larger limit on a "
         "worker with the memory for it.")
     sae_max_cv: float = Field(
