@@ -7,10 +7,9 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from tpa_testing import ThrowawayDatabase, client_for, run_async
+from tpa_testing import ThrowawayDatabase, client_for, published_tables
 
-from app.db import create_engine, create_sessionmaker
-from app.repositories.layers import publish_table
+from app.db import create_engine
 from app.settings import ApiSettings, DatabaseSettings, Settings
 
 ROWS = 300_000  # a count takes ~10-20 ms: far over a 1 ms budget, far under the default 250 ms
@@ -18,25 +17,12 @@ ROWS = 300_000  # a count takes ~10-20 ms: far over a 1 ms budget, far under the
 
 @pytest.fixture(scope="module")
 def many_db() -> Iterator[ThrowawayDatabase]:
-    with ThrowawayDatabase("cnt") as db:
-        db.upgrade()
-
-        async def build() -> None:
-            eng = create_engine(DatabaseSettings(url=db.url))
-            try:
-                async with eng.begin() as conn:
-                    await conn.exec_driver_sql(
-                        "CREATE TABLE many (id integer PRIMARY KEY, k integer NOT NULL, geom geometry(Point, 4326))")
-                    await conn.exec_driver_sql(
-                        f"INSERT INTO many SELECT i, i % 7, ST_SetSRID(ST_MakePoint(123 + (i % 1000) / 1000.0, "
-                        f"42 + (i / 1000) / 1000.0), 4326) FROM generate_series(1, {ROWS}) i")
-                    await conn.exec_driver_sql("ANALYZE many")
-                async with create_sessionmaker(eng)() as s, s.begin():
-                    await publish_table(s, "public", "many", "many", "Many points", None, None, None)
-            finally:
-                await eng.dispose()
-
-        run_async(build())
+    with published_tables("cnt", [
+        "CREATE TABLE many (id integer PRIMARY KEY, k integer NOT NULL, geom geometry(Point, 4326))",
+        f"INSERT INTO many SELECT i, i % 7, ST_SetSRID(ST_MakePoint(123 + (i % 1000) / 1000.0, "
+        f"42 + (i / 1000) / 1000.0), 4326) FROM generate_series(1, {ROWS}) i",
+        "ANALYZE many",
+    ], [("many", "Many points", None)]) as db:
         yield db
 
 

@@ -10,12 +10,9 @@ import httpx
 import pytest
 from ogc_validation import validate
 from sqlalchemy.engine import make_url
-from tpa_testing import ThrowawayDatabase, client_for, run_async, settings_for
+from tpa_testing import client_for, published_tables, settings_for
 
-from app.db import create_engine, create_sessionmaker
 from app.models.codes import Role
-from app.repositories.layers import publish_table
-from app.settings import DatabaseSettings
 
 PUBLIC = ("admin-units", "villages", "village-poverty", "admin-poverty", "projects", "facilities", "roads")
 EMPTY = ("village-risk",)  # public, empty until a return-risk model is stored for the region
@@ -85,42 +82,25 @@ def test_owslib_reads_the_service(live_server):
 @pytest.fixture(scope="module")
 def points_db():
     """A table with integer ids and a date column, published as 'points', incl. points near the antimeridian."""
-    with ThrowawayDatabase("pts") as db:
-        db.upgrade()
-
-        async def build() -> None:
-            eng = create_engine(DatabaseSettings(url=db.url))
-            try:
-                async with eng.begin() as conn:
-                    await conn.exec_driver_sql(
-                        "CREATE TABLE points (id integer PRIMARY KEY, name text, registered date, "
-                        "score double precision, geom geometry(Point, 4326))")
-                    await conn.exec_driver_sql("CREATE INDEX points_geom ON points USING gist (geom)")
-                    await conn.exec_driver_sql(
-                        "INSERT INTO points SELECT i, 'p' || i, DATE '2015-01-01' + (i * 7 % 2000), "
-                        "(i * 37 % 100) / 10.0, ST_SetSRID(ST_MakePoint(123.3 + (i * 7919 % 1600) / 1000.0, "
-                        "41.9 + (i * 104729 % 1300) / 1000.0), 4326) FROM generate_series(1, 2900) i")
-                    await conn.exec_driver_sql(
-                        "INSERT INTO points SELECT 3000 + i, 'am' || i, DATE '2020-01-01', 1, "
-                        "ST_SetSRID(ST_MakePoint(CASE WHEN i % 2 = 0 THEN 179.5 + i / 200.0 ELSE -179.5 - i / 200.0 "
-                        "END, -17 + i / 100.0), 4326) FROM generate_series(1, 99) i")
-                    await conn.exec_driver_sql(
-                        "CREATE TABLE edge (id text PRIMARY KEY, f double precision, n numeric, t text, d date, "
-                        "ts timestamptz, b boolean, a text[], j jsonb, geom geometry(Point, 4326))")
-                    await conn.exec_driver_sql(
-                        "INSERT INTO edge VALUES "
-                        "('nan', 'NaN', 'NaN', E'quote \" back\\\\ nl\\n tab\\t 铁岭 ☃', '2020-02-29', "
-                        "'2020-06-01 12:30:00+08', true, '{x,\"y z\"}', '{\"k\": [1, null]}', NULL), "
-                        "('inf', 'Infinity', '-Infinity', '', '1999-12-31', NULL, false, '{}', 'null', "
-                        "'SRID=4326;POINT(1 2)'), "
-                        "('num', 1.5e300, 123.4500, NULL, NULL, NULL, NULL, NULL, NULL, 'SRID=4326;POINT(-1 -2)')")
-                async with create_sessionmaker(eng)() as s, s.begin():
-                    await publish_table(s, "public", "points", "points", "Points", None, "registered", None)
-                    await publish_table(s, "public", "edge", "edge", "Edge values", None, None, None)
-            finally:
-                await eng.dispose()
-
-        run_async(build())
+    with published_tables("pts", [
+        "CREATE TABLE points (id integer PRIMARY KEY, name text, registered date, score double precision, "
+        "geom geometry(Point, 4326))",
+        "CREATE INDEX points_geom ON points USING gist (geom)",
+        "INSERT INTO points SELECT i, 'p' || i, DATE '2015-01-01' + (i * 7 % 2000), "
+        "(i * 37 % 100) / 10.0, ST_SetSRID(ST_MakePoint(123.3 + (i * 7919 % 1600) / 1000.0, "
+        "41.9 + (i * 104729 % 1300) / 1000.0), 4326) FROM generate_series(1, 2900) i",
+        "INSERT INTO points SELECT 3000 + i, 'am' || i, DATE '2020-01-01', 1, "
+        "ST_SetSRID(ST_MakePoint(CASE WHEN i % 2 = 0 THEN 179.5 + i / 200.0 ELSE -179.5 - i / 200.0 "
+        "END, -17 + i / 100.0), 4326) FROM generate_series(1, 99) i",
+        "CREATE TABLE edge (id text PRIMARY KEY, f double precision, n numeric, t text, d date, "
+        "ts timestamptz, b boolean, a text[], j jsonb, geom geometry(Point, 4326))",
+        "INSERT INTO edge VALUES "
+        "('nan', 'NaN', 'NaN', E'quote \" back\\\\ nl\\n tab\\t 铁岭 ☃', '2020-02-29', "
+        "'2020-06-01 12:30:00+08', true, '{x,\"y z\"}', '{\"k\": [1, null]}', NULL), "
+        "('inf', 'Infinity', '-Infinity', '', '1999-12-31', NULL, false, '{}', 'null', "
+        "'SRID=4326;POINT(1 2)'), "
+        "('num', 1.5e300, 123.4500, NULL, NULL, NULL, NULL, NULL, NULL, 'SRID=4326;POINT(-1 -2)')",
+    ], [("points", "Points", "registered"), ("edge", "Edge values", None)]) as db:
         yield db
 
 

@@ -10,6 +10,7 @@ figure may be learnt, and no published total may leave a residual of 1–4 house
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Any
 
@@ -387,54 +388,78 @@ async def test_figures_follow_an_edit_of_the_registry(editor, edit_keys):
     assert village
 
 
+async def _eventually(read, done, tries: int = 150):  # noqa: ANN001, ANN202
+    """``await read()`` until ``done(value)`` (every 0.2 s); the last value."""
+    import asyncio
+
+    for _ in range(tries):
+        value = await read()
+        if done(value):
+            break
+        await asyncio.sleep(0.2)
+    return value
+
+
+@contextlib.asynccontextmanager
+async def _holding(url: str, *statements: str):  # noqa: ANN202
+    """A transaction on its own connection that ran ``statements`` (taking locks) and stays open in the block."""
+    import asyncpg
+
+    from app.settings import libpq_url
+
+    holder = await asyncpg.connect(libpq_url(url))
+    try:
+        await holder.execute("BEGIN")
+        for sql in statements:
+            await holder.execute(sql)
+        yield
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+
+
+@contextlib.asynccontextmanager
+async def _waiting_briefly(demo_template: str, label: str):  # noqa: ANN202
+    """A copy of the demo served with a short wait for derived data (figures, extents): what a province sees."""
+    from tpa_testing import ThrowawayDatabase, client_for, settings_for
+
+    from app.settings import ApiSettings
+
+    with ThrowawayDatabase(label, template=demo_template) as db:
+        async with client_for(settings_for(db.url).model_copy(
+                update={"api": ApiSettings(figures_wait_s=0.5)})) as client:
+            yield db, client
+
+
 async def test_a_slow_rebuild_of_the_figures_holds_no_request(demo_template):
     """While the figures are rebuilt (here held back by their build lock, as 5 million households hold it for about
     30 s), requests are answered with the figures last built; the new ones follow when the rebuild is done."""
     import asyncio
     import time
 
-    import asyncpg
-    from tpa_testing import ThrowawayDatabase, client_for, fetch, settings_for
+    from tpa_testing import fetch
 
     from app.repositories.stats import _LOCK
-    from app.settings import ApiSettings, libpq_url
 
-    with ThrowawayDatabase("figures", template=demo_template) as db:
-        settings = settings_for(db.url).model_copy(update={"api": ApiSettings(figures_wait_s=0.5)})
-        async with client_for(settings) as client:
-            async def top() -> dict[str, Any] | None:
-                r = await client.get("/collections/admin-poverty/items", params={"level": 2, "limit": 1,
-                                                                                  "sortby": "-year"})
-                assert r.status_code == 200, r.text
-                return r.json()["features"][0]["properties"] if r.json()["features"] else None
+    async with _waiting_briefly(demo_template, "figures") as (db, client):
+        async def top() -> dict[str, Any] | None:
+            r = await client.get("/collections/admin-poverty/items", params={"level": 2, "limit": 1,
+                                                                              "sortby": "-year"})
+            assert r.status_code == 200, r.text
+            return r.json()["features"][0]["properties"] if r.json()["features"] else None
 
-            for _ in range(150):  # a new database: the first figures are built in the background too
-                before = await top()
-                if before is not None:
-                    break
-                await asyncio.sleep(0.2)
-            assert before is not None
-            holder = await asyncpg.connect(libpq_url(db.url))
-            try:
-                await holder.execute("BEGIN")
-                await holder.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-                fetch(db.name, "DELETE FROM household WHERE hh_id = (SELECT hh_id FROM household "
-                      "WHERE status = 'monitored' ORDER BY hh_id LIMIT 1)")
-                await asyncio.sleep(1.2)  # past the catalogue's check interval: the next request sees the change
-                t0 = time.perf_counter()
-                during = await top()
-                assert time.perf_counter() - t0 < 5  # not the rebuild's time
-                assert during == before  # the figures last built
-            finally:
-                await holder.execute("ROLLBACK")
-                await holder.close()
-            for _ in range(100):
-                after = await top()
-                if after != before:
-                    break
-                await asyncio.sleep(0.2)
-            assert after["monitored_households"] == before["monitored_households"] - 1
-            assert after["registered_households"] == before["registered_households"] - 1
+        before = await _eventually(top, lambda v: v is not None)  # a new database: built in the background too
+        assert before is not None
+        async with _holding(db.url, f"SELECT pg_advisory_xact_lock({_LOCK})"):
+            fetch(db.name, "DELETE FROM household WHERE hh_id = (SELECT hh_id FROM household "
+                  "WHERE status = 'monitored' ORDER BY hh_id LIMIT 1)")
+            await asyncio.sleep(1.2)  # past the catalogue's check interval: the next request sees the change
+            t0 = time.perf_counter()
+            assert await top() == before  # the figures last built
+            assert time.perf_counter() - t0 < 5  # not the rebuild's time
+        after = await _eventually(top, lambda v: v != before)
+        assert after["monitored_households"] == before["monitored_households"] - 1
+        assert after["registered_households"] == before["registered_households"] - 1
 
 
 async def test_a_slow_extent_holds_no_request(demo_template):
@@ -443,56 +468,32 @@ async def test_a_slow_extent_holds_no_request(demo_template):
     import asyncio
     import time
 
-    import asyncpg
-    from tpa_testing import ThrowawayDatabase, client_for, settings_for
-
-    from app.settings import ApiSettings, libpq_url
-
-    with ThrowawayDatabase("extents", template=demo_template) as db:
-        settings = settings_for(db.url).model_copy(update={"api": ApiSettings(figures_wait_s=0.5)})
-        admin_key = fetch_admin_key(db)
-        auth = {"Authorization": f"Bearer {admin_key}"}
-        async with client_for(settings) as client:
-            async def extent() -> list[float] | None:
-                r = await client.get("/collections/household-records", headers=auth)
-                assert r.status_code == 200, r.text
-                return (r.json().get("extent") or {}).get("spatial", {}).get("bbox", [None])[0]
-
-            for _ in range(150):
-                before = await extent()
-                if before is not None:
-                    break
-                await asyncio.sleep(0.2)
-            assert before is not None
-            holder = await asyncpg.connect(libpq_url(db.url))
-            try:
-                await holder.execute("UPDATE household SET geom = ST_SetSRID(ST_MakePoint(100, 10), 4326) "
-                                     "WHERE hh_id = (SELECT min(hh_id) FROM household)")
-                await holder.execute("BEGIN")
-                await holder.execute("LOCK TABLE household_history IN ACCESS EXCLUSIVE MODE")
-                await asyncio.sleep(1.2)  # past the catalogue's check interval
-                t0 = time.perf_counter()
-                r = await client.get("/collections/households/items", params={"limit": 5}, headers=auth)
-                assert r.status_code == 200 and len(r.json()["features"]) == 5
-                assert await extent() == before  # the previous extent while the new one cannot be computed
-                assert time.perf_counter() - t0 < 5
-            finally:
-                await holder.execute("ROLLBACK")
-                await holder.close()
-            for _ in range(150):
-                after = await extent()
-                if after != before:
-                    break
-                await asyncio.sleep(0.2)
-            assert after[0] <= 100 and after[1] <= 10  # the moved household is inside the new extent
-
-
-def fetch_admin_key(db) -> str:  # noqa: ANN001
     from conftest import _make_keys
+    from tpa_testing import fetch
 
     from app.models.codes import Role
 
-    return _make_keys(db.url)[Role.admin]
+    async with _waiting_briefly(demo_template, "extents") as (db, client):
+        auth = {"Authorization": f"Bearer {_make_keys(db.url)[Role.admin]}"}
+
+        async def extent() -> list[float] | None:
+            r = await client.get("/collections/household-records", headers=auth)
+            assert r.status_code == 200, r.text
+            return (r.json().get("extent") or {}).get("spatial", {}).get("bbox", [None])[0]
+
+        before = await _eventually(extent, lambda v: v is not None)
+        assert before is not None
+        fetch(db.name, "UPDATE household SET geom = ST_SetSRID(ST_MakePoint(100, 10), 4326) "
+              "WHERE hh_id = (SELECT min(hh_id) FROM household)")
+        async with _holding(db.url, "LOCK TABLE household_history IN ACCESS EXCLUSIVE MODE"):
+            await asyncio.sleep(1.2)  # past the catalogue's check interval
+            t0 = time.perf_counter()
+            r = await client.get("/collections/households/items", params={"limit": 5}, headers=auth)
+            assert r.status_code == 200 and len(r.json()["features"]) == 5
+            assert await extent() == before  # the previous extent while the new one cannot be computed
+            assert time.perf_counter() - t0 < 5
+        after = await _eventually(extent, lambda v: v != before)
+        assert after[0] <= 100 and after[1] <= 10  # the moved household is inside the new extent
 
 
 # ------------------------------------------------------------------------------------------------- the API

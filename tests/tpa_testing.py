@@ -10,7 +10,7 @@ import asyncio
 import os
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -62,6 +62,33 @@ async def _create_db(name: str, template: str | None = None) -> None:
 
 async def _drop_db(name: str) -> None:
     await _fetch("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def published_tables(label: str, statements: Sequence[str],
+                     publish: Sequence[tuple[str, str, str | None]]) -> Iterator[ThrowawayDatabase]:
+    """A migrated throwaway database where ``statements`` ran (in one transaction) and the tables ``publish``
+    names — (table, title, datetime column) — are published as collections of the same id."""
+    from app.db import create_engine, create_sessionmaker
+    from app.repositories.layers import publish_table
+
+    with ThrowawayDatabase(label) as db:
+        db.upgrade()
+
+        async def build() -> None:
+            eng = create_engine(DatabaseSettings(url=db.url))
+            try:
+                async with eng.begin() as conn:
+                    for sql in statements:
+                        await conn.exec_driver_sql(sql)
+                async with create_sessionmaker(eng)() as s, s.begin():
+                    for table, title, when in publish:
+                        await publish_table(s, "public", table, table, title, None, when, None)
+            finally:
+                await eng.dispose()
+
+        run_async(build())
+        yield db
 
 
 def build_demo_template() -> str:
