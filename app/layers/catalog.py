@@ -1219,23 +1219,18 @@ async def _builtins(conn: Any, security: SecuritySettings, license_url: str | No
 
 
 async def load_catalog(
-    engine: AsyncEngine, security: SecuritySettings, license_url: str | None = None,
-    pending: list[str] | None = None,
+    engine: AsyncEngine, security: SecuritySettings, license_url: str | None, pending: list[str],
 ) -> Catalog:
-    """The catalogue: built-in and published layers with their extents, and the table versions it was read at.
-    With ``pending``, extents are not computed: the layers' ids are appended to it (see :func:`with_extents`)."""
+    """The catalogue: built-in and published layers, and the table versions it was read at. Extents are not
+    computed here: every layer's id is appended to ``pending`` (see :func:`with_extents`)."""
     async with engine.connect() as conn:
         versions = dict((await conn.execute(_VERSIONS)).all())
         layers, crs = await _builtins(conn, security, license_url)
         published = await published_layers(conn)
         out = {}
         for lyr in [*layers, *published]:
-            lyr = await with_open_props(conn, lyr)
-            if pending is None:
-                lyr = replace(lyr, extent=await compute_extent(conn, lyr))
-            else:
-                pending.append(lyr.id)
-            out[lyr.id] = lyr
+            out[lyr.id] = await with_open_props(conn, lyr)
+            pending.append(lyr.id)
     return Catalog(out, crs, versions, frozenset(lyr.id for lyr in published))
 
 
@@ -1252,7 +1247,7 @@ async def with_extents(engine: AsyncEngine, catalog: Catalog, ids: Sequence[str]
 
 
 async def refresh_catalog(engine: AsyncEngine, catalog: Catalog, security: SecuritySettings,
-                          license_url: str | None = None, pending: list[str] | None = None) -> Catalog:
+                          license_url: str | None, pending: list[str]) -> Catalog:
     """The catalogue as the data stand now: compared by ``table_version`` (bumped by a trigger on every write),
     a change of ``published_layer`` re-reads the published layers (job results, published tables), of ``region``
     the CRS list and attribution, and of any table a layer reads its extent (edits, imports, telecom releases,
@@ -1285,11 +1280,9 @@ async def refresh_catalog(engine: AsyncEngine, catalog: Catalog, security: Secur
             stale = old is None or bool(set(lyr.versioned) & changed)
             if stale or lyr.id in rebuilt:
                 lyr = await with_open_props(conn, lyr)
-            if stale and pending is not None:  # the old extent (if any) until the new one is computed
+            if stale:  # the old extent (if any) until the new one is computed (pending)
                 pending.append(lyr.id)
-                out[lyr.id] = replace(lyr, extent=old.extent if old is not None else Extent())
-            else:
-                out[lyr.id] = replace(lyr, extent=await compute_extent(conn, lyr) if stale else old.extent)
+            out[lyr.id] = replace(lyr, extent=old.extent if old is not None else Extent())
     return Catalog(out, crs, versions, published_ids)
 
 
@@ -1357,10 +1350,8 @@ class LiveCatalog:
         where before every request waited for it and the statement timeout failed them all."""
         if self._deriving is None or self._deriving.done():
             self._deriving = asyncio.get_running_loop().create_task(self._derive_logged(), name="tpa-derive")
-        try:
-            await asyncio.wait_for(asyncio.shield(self._deriving), self.derive_wait_s)
-        except TimeoutError:
-            log.info("the public figures are being rebuilt; answers carry the last built until it is done")
+        await self._briefly(self._deriving, "the public figures are being rebuilt; answers carry the last built "
+                            "until it is done")
 
     def _with_merged(self, before: Catalog | None, new: Catalog, pending: list[str]) -> Catalog:
         """``new`` (read from ``before``) with the extents a background computation merged into the catalogue
@@ -1401,11 +1392,15 @@ class LiveCatalog:
         task = asyncio.get_running_loop().create_task(compute(), name="tpa-extents")
         self._extent_tasks.add(task)
         task.add_done_callback(self._extent_tasks.discard)
+        await self._briefly(task, f"collection extents of {len(pending)} layers are being computed; answers carry "
+                            "the previous ones")
+
+    async def _briefly(self, task: asyncio.Task[None], still_running: str) -> None:
+        """Wait for background work at most ``derive_wait_s``; past that it goes on without the request."""
         try:
             await asyncio.wait_for(asyncio.shield(task), self.derive_wait_s)
         except TimeoutError:
-            log.info("collection extents of %d layers are being computed; answers carry the previous ones",
-                     len(pending))
+            log.info(still_running)
 
     async def _derive_logged(self) -> None:
         assert self.derive is not None
